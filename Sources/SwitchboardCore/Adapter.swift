@@ -1,0 +1,261 @@
+import Foundation
+import Logging
+
+// The contract between the runtime and a channel adapter. An adapter translates between one
+// platform and the common format and calls the platform's API; everything else — storage,
+// dedupe, retries, delivery, metrics, supervision — is the runtime's, done once for all.
+
+/// The customer (or group) on the channel, as the adapter knows them.
+public struct Peer: Sendable, Hashable {
+    public var channelUserID: String
+    public var displayName: String?
+    public var profile: JSONObject?
+    public init(channelUserID: String, displayName: String? = nil, profile: JSONObject? = nil) {
+        self.channelUserID = channelUserID; self.displayName = displayName; self.profile = profile
+    }
+}
+
+/// The channel's original bytes, kept with the message (`GET /v1/messages/{id}/raw`).
+public struct RawPayload: Sendable, Hashable {
+    public var format: String
+    public var bytes: [UInt8]
+    public init(format: String, bytes: [UInt8]) { self.format = format; self.bytes = bytes }
+    public static func json(_ data: Data) -> RawPayload { RawPayload(format: "json", bytes: Array(data)) }
+}
+
+public struct InboundMessage: Sendable, Hashable {
+    /// `.customer` for a customer's message, `.echo` for one the business sent elsewhere.
+    public var origin: Origin
+    public var externalID: String?
+    public var parts: [Part]
+    public var replyToExternalID: String?
+    public init(origin: Origin = .customer, externalID: String?, parts: [Part], replyToExternalID: String? = nil) {
+        self.origin = origin; self.externalID = externalID; self.parts = parts; self.replyToExternalID = replyToExternalID
+    }
+}
+
+/// What an adapter hands the runtime. The runtime resolves identity and conversation, assigns
+/// ids and per-conversation sequence numbers, and commits message, event and outbox rows in one
+/// transaction.
+public struct InboundEvent: Sendable {
+    public enum Kind: Sendable {
+        case message(InboundMessage)
+        /// A delivery receipt for one of our messages, by the channel's id for it.
+        case status(externalID: String, status: DeliveryStatus, error: StatusError?)
+        case reaction(targetExternalID: String, emoji: String, action: String)
+        case deleted(externalID: String)
+        case updated(externalID: String, parts: [Part])
+        /// The customer read everything we sent up to this time (Messenger watermark).
+        case read(upTo: Timestamp)
+        case typing(started: Bool)
+        case identityUpdated
+        /// Any other event type (LINE follow/join…), with its data.
+        case custom(EventType, JSONObject)
+    }
+
+    public var kind: Kind
+    /// The conversation's counterpart: the customer, or the group/room for group threads.
+    public var peer: Peer
+    /// Who spoke, when not the peer (a member of a LINE group).
+    public var sender: Peer?
+    public var thread: String
+    /// The channel's own id for this event; a second emit with the same key is a duplicate.
+    public var dedupeKey: String?
+    public var occurredAt: Timestamp?
+    public var raw: RawPayload?
+    public var channelData: JSONObject?
+
+    public init(_ kind: Kind, peer: Peer, sender: Peer? = nil, thread: String = "*", dedupeKey: String? = nil,
+                occurredAt: Timestamp? = nil, raw: RawPayload? = nil, channelData: JSONObject? = nil) {
+        self.kind = kind; self.peer = peer; self.sender = sender; self.thread = thread; self.dedupeKey = dedupeKey
+        self.occurredAt = occurredAt; self.raw = raw; self.channelData = channelData
+    }
+}
+
+public enum EmitResult: Sendable, Equatable {
+    /// Committed: the events are durable and will be delivered.
+    case committed(eventIDs: [String], messageID: String?, conversationID: String?)
+    /// The dedupe key was seen before; nothing was stored.
+    case duplicate
+    /// The event referred to something we don't know (a status for a message not ours); it was
+    /// logged and not stored.
+    case ignored(reason: String)
+}
+
+/// A webhook request routed to an adapter by `/webhooks/{channel id}`: the raw body bytes
+/// (signatures are checked on them, never on a re-encoding).
+public struct WebhookRequest: Sendable {
+    public var method: String
+    public var path: String
+    public var query: [String: String]
+    /// Header names lower-cased.
+    public var headers: [String: String]
+    public var body: [UInt8]
+    public var remoteAddress: String?
+    public init(method: String, path: String, query: [String: String], headers: [String: String], body: [UInt8], remoteAddress: String? = nil) {
+        self.method = method; self.path = path; self.query = query; self.headers = headers; self.body = body; self.remoteAddress = remoteAddress
+    }
+    public func header(_ name: String) -> String? { headers[name.lowercased()] }
+}
+
+public struct WebhookResponse: Sendable {
+    public var status: Int
+    public var headers: [String: String]
+    public var body: [UInt8]
+    public init(status: Int, headers: [String: String] = [:], body: [UInt8] = []) {
+        self.status = status; self.headers = headers; self.body = body
+    }
+    public static func text(_ status: Int, _ s: String) -> WebhookResponse {
+        WebhookResponse(status: status, headers: ["content-type": "text/plain; charset=utf-8"], body: Array(s.utf8))
+    }
+    public static let ok = WebhookResponse.text(200, "ok")
+    public static let notFound = WebhookResponse.text(404, "not found")
+    public static let unauthorized = WebhookResponse.text(401, "invalid signature")
+}
+
+/// A message ready to go out: the stored message, its rendering for this channel and whom it is for.
+public struct OutboundMessage: Sendable {
+    public var message: Message
+    public var rendered: RenderedMessage
+    public var conversation: Conversation
+    /// The conversation's counterpart (recipient).
+    public var recipient: Identity
+    /// The channel's id of the message this one answers, when there is one.
+    public var replyToExternalID: String?
+    /// 1 for the first try.
+    public var attempt: Int
+    /// Stable across retries of this message; adapters pass it to platforms that dedupe sends.
+    public var idempotencyKey: String { message.id }
+    public init(message: Message, rendered: RenderedMessage, conversation: Conversation, recipient: Identity,
+                replyToExternalID: String?, attempt: Int) {
+        self.message = message; self.rendered = rendered; self.conversation = conversation; self.recipient = recipient
+        self.replyToExternalID = replyToExternalID; self.attempt = attempt
+    }
+}
+
+public struct SendResult: Sendable, Hashable {
+    public var externalIDs: [String]
+    public var channelData: JSONObject?
+    public init(externalIDs: [String], channelData: JSONObject? = nil) { self.externalIDs = externalIDs; self.channelData = channelData }
+}
+
+/// A failed send, classified by the adapter: the runtime retries `retryable` ones with backoff
+/// (honouring `retryAfter`) and reports the rest as failed at once.
+public struct SendError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var code: String
+    public var channelCode: String?
+    public var message: String
+    public var retryable: Bool
+    public var retryAfter: Double?
+    /// A channel-wide consequence (an expired token turns the channel `auth_expired`).
+    public var channelState: ChannelState?
+    public init(code: String, channelCode: String? = nil, message: String, retryable: Bool,
+                retryAfter: Double? = nil, channelState: ChannelState? = nil) {
+        self.code = code; self.channelCode = channelCode; self.message = message; self.retryable = retryable
+        self.retryAfter = retryAfter; self.channelState = channelState
+    }
+    public var description: String { "\(code)\(channelCode.map { " (\($0))" } ?? ""): \(message)" }
+    public var statusError: StatusError { StatusError(code: code, channelCode: channelCode, message: message, retryable: retryable) }
+}
+
+/// Refusal of a send request before anything is queued (HTTP 4xx with this code).
+public struct SendRejection: Error, Sendable, Hashable {
+    public var code: String
+    public var status: Int
+    public var detail: String
+    public init(code: String, status: Int = 422, detail: String) { self.code = code; self.status = status; self.detail = detail }
+}
+
+public enum ActivityKind: String, Codable, Sendable, CaseIterable {
+    case typingStart = "typing_start"
+    case typingStop = "typing_stop"
+    case markRead = "mark_read"
+}
+
+/// The key-value store an adapter keeps its cursors in (IMAP UIDs, tokens' expiry…).
+public protocol AdapterStateStore: Sendable {
+    func get(_ key: String) async throws -> String?
+    func set(_ key: String, _ value: String?) async throws
+}
+
+public struct StoredMedia: Codable, Sendable, Hashable {
+    public var id: String
+    public var sha256: String
+    public var size: Int64
+    public var mimeType: String
+    public var filename: String?
+    public init(id: String, sha256: String, size: Int64, mimeType: String, filename: String?) {
+        self.id = id; self.sha256 = sha256; self.size = size; self.mimeType = mimeType; self.filename = filename
+    }
+    enum CodingKeys: String, CodingKey { case id, sha256, size, filename, mimeType = "mime_type" }
+}
+
+public struct MediaTooLarge: Error, Sendable { public var limit: Int64; public init(limit: Int64) { self.limit = limit } }
+
+/// Content-addressed media storage with a size limit.
+public protocol MediaStore: Sendable {
+    var maxBytes: Int64 { get }
+    func put(_ bytes: [UInt8], mimeType: String, filename: String?) async throws -> StoredMedia
+    func get(_ id: String) async throws -> (StoredMedia, [UInt8])?
+}
+
+/// What the runtime gives each adapter.
+public protocol AdapterContext: Sendable {
+    var channel: ChannelRef { get }
+    var logger: Logger { get }
+    /// The daemon's public base URL (`server.public_url`), for links platforms fetch from us.
+    var publicURL: String { get }
+    var state: any AdapterStateStore { get }
+    var media: any MediaStore { get }
+    /// Stores the event durably and returns only after the commit; duplicates (same dedupe key)
+    /// return `.duplicate` without storing anything. Acknowledge the platform only after this.
+    func emit(_ event: InboundEvent) async throws -> EmitResult
+    /// Publishes the channel's health (`channel.status` event, `GET /v1/channels`).
+    func reportStatus(_ state: ChannelState, detail: String?) async
+    /// Counts a rejected webhook signature (metric + log line naming the channel).
+    func signatureFailed(reason: String)
+}
+
+/// One configured channel.
+public protocol ChannelAdapter: Sendable {
+    var channel: ChannelRef { get }
+    var capabilities: ChannelCapabilities { get }
+
+    /// The long-lived loop (IMAP IDLE, polling). Returns when the task is cancelled. Webhook-only
+    /// adapters can keep the default, which just waits.
+    func run(context: any AdapterContext) async throws
+
+    /// `GET|POST /webhooks/{channel id}`. Verify the signature on `request.body`, emit, then answer.
+    func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse
+
+    /// Checks channel rules before a send is accepted (WhatsApp's 24-hour window): throw
+    /// `SendRejection` to refuse with a 4xx before anything is queued.
+    func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws
+
+    /// Sends one rendered message. Throw `SendError` to classify failures.
+    func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult
+
+    /// Typing indicators and read receipts (`POST /v1/conversations/{id}/activity`).
+    func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws
+
+    /// Resolves a customer address given to `POST /v1/conversations` into the peer and thread to
+    /// use; throw `SendRejection` for an address the channel can't reach.
+    func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String)
+}
+
+extension ChannelAdapter {
+    public func run(context: any AdapterContext) async throws {
+        // Webhook-only adapters have no loop of their own: wait until the runtime stops us.
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(3600))
+        }
+    }
+    public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse { .notFound }
+    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {}
+    public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
+        throw SendRejection(code: "capability_unsupported", status: 422, detail: "\(channel.type) channels have no \(kind.rawValue)")
+    }
+    public func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String) {
+        (Peer(channelUserID: address), "*")
+    }
+}

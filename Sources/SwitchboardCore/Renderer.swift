@@ -1,0 +1,334 @@
+import Foundation
+
+/// One thing the renderer could not send as asked, and what it did instead. Returned to the
+/// helpdesk in the send response, so an agent knows what the customer actually saw.
+public struct Degradation: Codable, Sendable, Hashable {
+    /// Index of the part in the request.
+    public var part: Int
+    public var from: String
+    /// `numbered_text`, `text`, `link`, `split`, `dropped`, or the native type it became.
+    public var to: String
+    /// `channel_unsupported`, `over_limit`, `format_unsupported`.
+    public var reason: String
+    public var detail: String?
+    public init(part: Int, from: String, to: String, reason: String, detail: String? = nil) {
+        self.part = part; self.from = from; self.to = to; self.reason = reason; self.detail = detail
+    }
+}
+
+/// A choice offered as numbered text; a later "2" from the customer maps back to it.
+public struct NumberedOption: Codable, Sendable, Hashable {
+    public var index: Int
+    public var title: String
+    public var payload: String?
+    public init(index: Int, title: String, payload: String?) { self.index = index; self.title = title; self.payload = payload }
+}
+
+/// The renderer's output: what the adapter sends.
+public struct RenderedMessage: Codable, Sendable, Hashable {
+    /// Parts the channel shows natively, within its limits.
+    public var parts: [Part]
+    public var textFallback: String
+    /// `overrides.<channel type>` from the request: the channel's native payload, sent as is.
+    public var override: JSONValue?
+    public var degradations: [Degradation]
+    public var numberedOptions: [NumberedOption]
+    public init(parts: [Part], textFallback: String, override: JSONValue? = nil, degradations: [Degradation] = [], numberedOptions: [NumberedOption] = []) {
+        self.parts = parts; self.textFallback = textFallback; self.override = override
+        self.degradations = degradations; self.numberedOptions = numberedOptions
+    }
+    enum CodingKeys: String, CodingKey {
+        case parts, override, degradations
+        case textFallback = "text_fallback", numberedOptions = "numbered_options"
+    }
+}
+
+public struct RenderRejection: Error, Sendable, Hashable {
+    public var code: String
+    public var detail: String
+}
+
+/// Turns requested parts into what a channel can show: native when it can, converted to another
+/// native part when that keeps the meaning (buttons ↔ quick replies, list → buttons, card →
+/// image + text + buttons), otherwise numbered text — and says what it did in `degradations`.
+public enum Renderer {
+    public enum DegradePolicy: String, Sendable { case allow, deny }
+
+    public static func render(parts: [Part], fallbackText: String?, override: JSONValue? = nil,
+                              capabilities caps: ChannelCapabilities, channelType: String,
+                              policy: DegradePolicy = .allow) throws(RenderRejection) -> RenderedMessage {
+        if let override {
+            // The helpdesk spoke the channel's language itself: send it untouched.
+            let text = fallbackText ?? parts.textFallback
+            return RenderedMessage(parts: parts, textFallback: text, override: override)
+        }
+        var state = State(caps: caps, channelType: channelType)
+        for (i, part) in parts.enumerated() {
+            try state.render(part, index: i)
+        }
+        if policy == .deny, let first = state.degradations.first {
+            throw RenderRejection(code: "capability_unsupported",
+                                  detail: "part \(first.part) (\(first.from)) cannot be sent natively on \(channelType): \(first.reason)")
+        }
+        state.flushText()
+        var out = state.out
+        let fallback = fallbackText ?? parts.textFallback
+        if out.isEmpty || out.allSatisfy({ $0.textFallback?.isEmpty ?? true }) {
+            // Nothing meaningful survived: send the fallback text rather than an empty message.
+            if !fallback.isEmpty { out = [.text(fallback)] }
+        }
+        return RenderedMessage(parts: out, textFallback: fallback, degradations: state.degradations, numberedOptions: state.options)
+    }
+
+    /// Maps a customer's text reply to a numbered option: the number itself ("2", "2.", "#2")
+    /// or the option's exact title, case-insensitive.
+    public static func matchReply(_ text: String, options: [NumberedOption]) -> NumberedOption? {
+        var t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if t.hasPrefix("#") { t.removeFirst() }
+        if t.hasSuffix(".") || t.hasSuffix(")") { t.removeLast() }
+        if let n = Int(t.trimmingCharacters(in: .whitespaces)) { return options.first { $0.index == n } }
+        let folded = text.trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        return options.first { $0.title.lowercased() == folded }
+    }
+
+    private struct State {
+        let caps: ChannelCapabilities
+        let channelType: String
+        var out: [Part] = []
+        var degradations: [Degradation] = []
+        var options: [NumberedOption] = []
+        /// Consecutive text is merged into one text part, so numbered options and the question
+        /// they answer arrive as one message.
+        var pendingText: [String] = []
+
+        init(caps: ChannelCapabilities, channelType: String) { self.caps = caps; self.channelType = channelType }
+
+        mutating func degrade(_ i: Int, _ from: String, _ to: String, _ reason: String, _ detail: String? = nil) {
+            degradations.append(Degradation(part: i, from: from, to: to, reason: reason, detail: detail))
+        }
+
+        mutating func emit(_ p: Part) { flushText(); out.append(p) }
+
+        mutating func flushText() {
+            guard !pendingText.isEmpty else { return }
+            let text = pendingText.joined(separator: "\n")
+            pendingText = []
+            if let max = caps.maxTextLength, text.count > max {
+                for chunk in Renderer.split(text, max: max) { out.append(.text(chunk)) }
+            } else {
+                out.append(.text(text))
+            }
+        }
+
+        mutating func text(_ s: String) { if !s.isEmpty { pendingText.append(s) } }
+
+        mutating func numbered(_ intro: String, _ choices: [(title: String, payload: String?)], extraLines: [String] = []) {
+            var lines = intro.isEmpty ? [] : [intro]
+            for c in choices {
+                let n = options.count + 1
+                options.append(NumberedOption(index: n, title: c.title, payload: c.payload))
+                lines.append("\(n). \(c.title)")
+            }
+            lines += extraLines
+            text(lines.joined(separator: "\n"))
+        }
+
+        static func actionLine(_ a: Action) -> String? {
+            switch a.type {
+            case .link: return "\(a.title): \(a.url ?? "")"
+            case .call: return "\(a.title): \(a.phone ?? "")"
+            default: return nil
+            }
+        }
+
+        /// Numbered text for actions: choices are numbered, links and phone numbers are listed.
+        mutating func actionsAsText(_ intro: String, _ actions: [Action]) {
+            var choices: [(String, String?)] = []
+            var lines: [String] = []
+            for a in actions {
+                if let l = Self.actionLine(a) { lines.append(l) } else { choices.append((a.title, a.payload ?? a.id ?? a.title)) }
+            }
+            numbered(intro, choices, extraLines: lines)
+        }
+
+        func buttonsFit(_ actions: [Action]) -> Bool {
+            guard caps.maxButtons > 0, actions.count <= caps.maxButtons else { return false }
+            return actions.allSatisfy { a in
+                caps.buttonActions.contains(a.type) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true)
+            }
+        }
+
+        func quickRepliesFit(_ count: Int) -> Bool { caps.maxQuickReplies > 0 && count <= caps.maxQuickReplies }
+
+        mutating func render(_ part: Part, index i: Int) throws(RenderRejection) {
+            switch part {
+            case .text(var t):
+                let format = t.format ?? .plain
+                if format != .plain && !caps.textFormats.contains(format) {
+                    t.text = format == .html ? Renderer.htmlToText(t.text) : Renderer.markdownToText(t.text)
+                    t.format = .plain
+                    degrade(i, "text/\(format.rawValue)", "text/plain", "format_unsupported")
+                }
+                if t.format == nil || t.format == .plain {
+                    if let max = caps.maxTextLength, t.text.count > max {
+                        degrade(i, "text", "split", "over_limit", "longer than \(max) characters")
+                    }
+                    text(t.text)
+                } else {
+                    emit(.text(t))
+                }
+            case .media(var m):
+                if caps.mediaKinds.contains(m.kind) {
+                    emit(.media(m))
+                } else if m.kind != .file && caps.mediaKinds.contains(.file) {
+                    degrade(i, "media/\(m.kind.rawValue)", "media/file", "channel_unsupported")
+                    m.kind = .file
+                    emit(.media(m))
+                } else {
+                    let label = m.caption ?? m.filename ?? m.kind.rawValue
+                    degrade(i, "media/\(m.kind.rawValue)", "link", "channel_unsupported")
+                    text(m.url.map { "\(label): \($0)" } ?? "[\(label)]")
+                }
+            case .location(let l):
+                if caps.location { emit(.location(l)); return }
+                degrade(i, "location", "text", "channel_unsupported")
+                let name = [l.name, l.address].compactMap { $0 }.joined(separator: ", ")
+                let link = l.url ?? "https://maps.google.com/?q=\(l.lat),\(l.long)"
+                text((name.isEmpty ? "" : name + "\n") + link)
+            case .contactCard(let c):
+                if caps.contactCard { emit(.contactCard(c)); return }
+                degrade(i, "contact_card", "text", "channel_unsupported")
+                let lines = [c.name] + (c.phones ?? []).map(\.value) + (c.emails ?? []).map(\.value) + [c.org].compactMap { $0 }
+                text(lines.joined(separator: "\n"))
+            case .buttons(let b):
+                if buttonsFit(b.actions) { emit(.buttons(b)); return }
+                let replyOnly = b.actions.allSatisfy { $0.type == .reply || $0.type == .postback }
+                if replyOnly && quickRepliesFit(b.actions.count) {
+                    degrade(i, "buttons", "quick_replies", caps.maxButtons == 0 ? "channel_unsupported" : "over_limit")
+                    let opts = b.actions.map { QuickReplyOption(title: $0.title, payload: $0.payload, id: $0.id) }
+                    emit(.quickReplies(Open(QuickRepliesFields(text: b.text, options: opts))))
+                    return
+                }
+                degrade(i, "buttons", "numbered_text", caps.maxButtons == 0 ? "channel_unsupported" : "over_limit",
+                        caps.maxButtons == 0 ? nil : "\(b.actions.count) actions; the channel allows \(caps.maxButtons)")
+                actionsAsText(b.text, b.actions)
+            case .quickReplies(let q):
+                if quickRepliesFit(q.options.count) { emit(.quickReplies(q)); return }
+                let asActions = q.options.map { Action(ActionFields(type: .reply, title: $0.title, id: $0.id, payload: $0.payload)) }
+                if buttonsFit(asActions) {
+                    degrade(i, "quick_replies", "buttons", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit")
+                    emit(.buttons(Open(ButtonsFields(text: q.text, actions: asActions))))
+                    return
+                }
+                degrade(i, "quick_replies", "numbered_text", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit")
+                numbered(q.text, q.options.map { ($0.title, $0.payload ?? $0.id ?? $0.title) })
+            case .card(let c):
+                if caps.cards && (c.actions ?? []).count <= max(caps.maxButtons, 3) { emit(.card(c)); return }
+                degrade(i, "card", "text", "channel_unsupported")
+                cardAsParts(c)
+            case .carousel(let car):
+                if caps.cards && caps.maxCarouselCards >= car.cards.count { emit(.carousel(car)); return }
+                degrade(i, "carousel", caps.cards ? "card" : "text", caps.cards ? "over_limit" : "channel_unsupported",
+                        caps.cards ? "\(car.cards.count) cards; the channel allows \(caps.maxCarouselCards)" : nil)
+                for c in car.cards {
+                    if caps.cards { emit(.card(c)) } else { cardAsParts(c) }
+                }
+            case .list(let l):
+                let rows = l.sections.flatMap(\.rows)
+                if caps.maxListRows > 0 && rows.count <= caps.maxListRows { emit(.list(l)); return }
+                let asActions = rows.map { Action(ActionFields(type: .reply, title: $0.title, id: $0.id, payload: $0.id)) }
+                if buttonsFit(asActions) {
+                    degrade(i, "list", "buttons", caps.maxListRows == 0 ? "channel_unsupported" : "over_limit")
+                    emit(.buttons(Open(ButtonsFields(text: l.text, actions: asActions))))
+                    return
+                }
+                degrade(i, "list", "numbered_text", caps.maxListRows == 0 ? "channel_unsupported" : "over_limit")
+                numbered([l.header, l.text].compactMap { $0 }.joined(separator: "\n"), rows.map { ($0.title, $0.id) })
+            case .template(let t):
+                guard caps.templates.contains(t.channel) else {
+                    throw RenderRejection(code: "capability_unsupported",
+                                          detail: "a \(t.channel) template cannot be sent on a \(channelType) channel")
+                }
+                emit(.template(t))
+            case .reaction(let r):
+                if caps.reactions { emit(.reaction(r)); return }
+                degrade(i, "reaction", "dropped", "channel_unsupported")
+            case .interaction, .unsupported:
+                throw RenderRejection(code: "invalid_request", detail: "part \(i): \(part.type) parts are inbound only")
+            case .unknown(let type, let o):
+                if let t = o["text"]?.stringValue {
+                    degrade(i, type, "text", "channel_unsupported", "unknown part type")
+                    text(t)
+                } else {
+                    degrade(i, type, "dropped", "channel_unsupported", "unknown part type")
+                }
+            }
+        }
+
+        mutating func cardAsParts(_ c: Card) {
+            if let id = c.mediaID, caps.mediaKinds.contains(.image) {
+                emit(.media(Open(MediaFields(kind: .image, mediaID: id))))
+            } else if let url = c.imageURL, caps.mediaKinds.contains(.image) {
+                emit(.media(Open(MediaFields(kind: .image, url: url))))
+            }
+            let intro = [c.title, c.subtitle].compactMap { $0 }.joined(separator: "\n")
+            let actions = c.actions ?? []
+            if actions.isEmpty { text(intro) } else if buttonsFit(actions) {
+                emit(.buttons(Open(ButtonsFields(text: intro, actions: actions))))
+            } else { actionsAsText(intro, actions) }
+        }
+    }
+
+    /// Splits text at line or word boundaries into chunks of at most `max` characters.
+    public static func split(_ text: String, max: Int) -> [String] {
+        var chunks: [String] = []
+        var rest = Substring(text)
+        while rest.count > max {
+            let window = rest.prefix(max)
+            let cut = window.lastIndex(of: "\n") ?? window.lastIndex(of: " ") ?? window.endIndex
+            let chunk = rest[rest.startIndex..<cut]
+            chunks.append(String(chunk.isEmpty ? window : chunk))
+            rest = rest[(chunk.isEmpty ? window.endIndex : cut)...].drop { $0 == " " || $0 == "\n" }
+        }
+        if !rest.isEmpty { chunks.append(String(rest)) }
+        return chunks
+    }
+
+    public static func markdownToText(_ md: String) -> String {
+        var s = md
+        // [title](url) -> title (url)
+        while let open = s.range(of: "["), let mid = s.range(of: "](", range: open.upperBound..<s.endIndex),
+              let close = s.range(of: ")", range: mid.upperBound..<s.endIndex) {
+            let title = s[open.upperBound..<mid.lowerBound]
+            let url = s[mid.upperBound..<close.lowerBound]
+            s.replaceSubrange(open.lowerBound..<close.upperBound, with: "\(title) (\(url))")
+        }
+        for marker in ["**", "__", "`"] { s = s.replacingOccurrences(of: marker, with: "") }
+        return s.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            var l = Substring(line)
+            while l.hasPrefix("#") { l = l.dropFirst() }
+            return String(l.drop(while: { $0 == " " && line.hasPrefix("#") }))
+        }.joined(separator: "\n")
+    }
+
+    public static func htmlToText(_ html: String) -> String {
+        var out = ""
+        var inTag = false
+        var tag = ""
+        for ch in html {
+            if inTag {
+                if ch == ">" {
+                    inTag = false
+                    let name = tag.lowercased().split(whereSeparator: { $0 == " " || $0 == "/" }).first.map(String.init) ?? ""
+                    if ["br", "p", "div", "li", "tr", "h1", "h2", "h3"].contains(name) || tag.lowercased().hasPrefix("/p") {
+                        if !out.hasSuffix("\n") && !out.isEmpty { out.append("\n") }
+                    }
+                    tag = ""
+                } else { tag.append(ch) }
+            } else if ch == "<" { inTag = true } else { out.append(ch) }
+        }
+        let entities = ["&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": "\"", "&#39;": "'", "&apos;": "'", "&amp;": "&"]
+        for (k, v) in entities { out = out.replacingOccurrences(of: k, with: v) }
+        return out.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
