@@ -1,0 +1,100 @@
+import Foundation
+import GRDB
+import SwitchboardCore
+
+/// A helpdesk sink's subscription, applied when an event is committed: only matching sinks get
+/// an outbox row.
+public struct SinkSubscription: Sendable, Hashable {
+    public var name: String
+    public var patterns: [String]
+    public init(name: String, patterns: [String]) { self.name = name; self.patterns = patterns }
+    public func wants(_ type: EventType) -> Bool { patterns.contains { type.matches($0) } }
+}
+
+/// Everything needed to append events inside a write transaction.
+public struct EventContext: Sendable {
+    /// CloudEvents `source` (`urn:switchboard:<instance>`).
+    public var source: String
+    public var sinks: [SinkSubscription]
+    public init(source: String, sinks: [SinkSubscription]) { self.source = source; self.sinks = sinks }
+}
+
+extension Store {
+    /// Appends one event to the log and queues it for every subscribed sink, in the caller's
+    /// transaction. The CloudEvent is serialized here, once: delivery, replay and the stream all
+    /// send these exact bytes, so a signature covers what was stored.
+    @discardableResult
+    static func appendEvent(_ db: Database, ctx: EventContext, type: EventType, conversationID: String?,
+                            channel: ChannelRef?, dataJSON: Data, now: Int64) throws -> String {
+        var sequence: Int64? = nil
+        if let conversationID {
+            sequence = try Int64.fetchOne(db, sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence",
+                                          arguments: [conversationID])
+        }
+        let id = ID.make(.event, at: Timestamp(milliseconds: now))
+        let body = encodeCloudEvent(id: id, source: ctx.source, type: type, subject: conversationID,
+                                    time: Timestamp(milliseconds: now), sequence: sequence, channel: channel?.id, data: dataJSON)
+        try db.execute(sql: "INSERT INTO events (id, type, conversation_id, channel_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?)",
+                       arguments: [id, type.rawValue, conversationID, channel?.id, now, body])
+        let seq = db.lastInsertedRowID
+        for sink in ctx.sinks where sink.wants(type) {
+            try db.execute(sql: """
+                INSERT INTO outbox (sink, event_seq, conversation_id, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)
+                """, arguments: [sink.name, seq, conversationID ?? "", now, now])
+        }
+        return id
+    }
+
+    /// Writes the structured-mode CloudEvent with keys in sorted order and `data` spliced in as
+    /// already-encoded JSON (re-encoding the message would double the cost of every event).
+    static func encodeCloudEvent(id: String, source: String, type: EventType, subject: String?, time: Timestamp,
+                                 sequence: Int64?, channel: String?, data: Data) -> Data {
+        var out = Data()
+        out.reserveCapacity(data.count + 400)
+        out.append(contentsOf: Array("{".utf8))
+        var first = true
+        func key(_ k: String) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            out.append(contentsOf: Array("\"\(k)\":".utf8))
+        }
+        func str(_ k: String, _ v: String?) {
+            guard let v else { return }
+            key(k)
+            out.append(contentsOf: jsonString(v))
+        }
+        str("channel", channel)
+        key("data"); out.append(data)
+        str("datacontenttype", "application/json")
+        str("id", id)
+        str("partitionkey", subject)
+        str("sequence", sequence.map { CloudEvent.sequenceString($0) })
+        str("source", source)
+        str("specversion", "1.0")
+        str("subject", subject)
+        str("time", time.rfc3339)
+        str("type", type.cloudEventType)
+        out.append(UInt8(ascii: "}"))
+        return out
+    }
+
+    static func jsonString(_ s: String) -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "\"")]
+        out.reserveCapacity(s.utf8.count + 2)
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "\""): out += [92, 34]
+            case UInt8(ascii: "\\"): out += [92, 92]
+            case 0x0A: out += [92, UInt8(ascii: "n")]
+            case 0x0D: out += [92, UInt8(ascii: "r")]
+            case 0x09: out += [92, UInt8(ascii: "t")]
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out += [92, UInt8(ascii: "u"), 48, 48, hex[Int(b >> 4)], hex[Int(b & 15)]]
+            default: out.append(b)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+        return out
+    }
+}

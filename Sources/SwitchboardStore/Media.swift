@@ -1,0 +1,82 @@
+import Crypto
+import Foundation
+import GRDB
+import SwitchboardCore
+
+/// Content-addressed media files under `media.path` (`ab/abcdef…`): the same bytes are stored
+/// once however often they arrive; each upload still gets its own `med_…` id with its own name
+/// and type. Files are written to a temporary name and renamed, so a crash never leaves a
+/// half-written file under a content address.
+public final class FileMediaStore: MediaStore {
+    public let root: String
+    public let maxBytes: Int64
+    let store: Store
+
+    public init(root: String, maxBytes: Int64, store: Store) throws {
+        self.root = root
+        self.maxBytes = maxBytes
+        self.store = store
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+    }
+
+    func path(for sha: String) -> String { "\(root)/\(sha.prefix(2))/\(sha)" }
+
+    public func put(_ bytes: [UInt8], mimeType: String, filename: String?) async throws -> StoredMedia {
+        guard Int64(bytes.count) <= maxBytes else { throw MediaTooLarge(limit: maxBytes) }
+        let sha = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let target = path(for: sha)
+        if !FileManager.default.fileExists(atPath: target) {
+            try FileManager.default.createDirectory(atPath: "\(root)/\(sha.prefix(2))", withIntermediateDirectories: true)
+            let tmp = target + ".tmp-\(UUID().uuidString)"
+            guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else {
+                throw StoreError.invalid("cannot write media file under \(root)")
+            }
+            if rename(tmp, target) != 0 { unlink(tmp); throw StoreError.invalid("cannot store media file under \(root)") }
+        }
+        let media = StoredMedia(id: ID.make(.media), sha256: sha, size: Int64(bytes.count), mimeType: mimeType, filename: filename)
+        try await store.pool.write { db in
+            try db.execute(sql: "INSERT INTO media (id, sha256, size, mime_type, filename, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                           arguments: [media.id, sha, media.size, mimeType, filename, Store.nowMS()])
+        }
+        return media
+    }
+
+    public func get(_ id: String) async throws -> (StoredMedia, [UInt8])? {
+        guard let media = try await info(id) else { return nil }
+        guard let data = FileManager.default.contents(atPath: path(for: media.sha256)) else { return nil }
+        return (media, Array(data))
+    }
+
+    public func info(_ id: String) async throws -> StoredMedia? {
+        try await store.pool.read { db in
+            guard let r = try Row.fetchOne(db, sql: "SELECT * FROM media WHERE id = ?", arguments: [id]) else { return nil }
+            return StoredMedia(id: r["id"], sha256: r["sha256"], size: r["size"], mimeType: r["mime_type"], filename: r["filename"])
+        }
+    }
+}
+
+/// The per-adapter key-value store for cursors.
+public struct StoreAdapterState: AdapterStateStore {
+    let store: Store
+    let channelID: String
+    public init(store: Store, channelID: String) { self.store = store; self.channelID = channelID }
+
+    public func get(_ key: String) async throws -> String? {
+        try await store.pool.read { db in
+            try String.fetchOne(db, sql: "SELECT value FROM adapter_state WHERE channel_id = ? AND key = ?", arguments: [channelID, key])
+        }
+    }
+
+    public func set(_ key: String, _ value: String?) async throws {
+        try await store.pool.write { db in
+            if let value {
+                try db.execute(sql: """
+                    INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(channel_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                    """, arguments: [channelID, key, value, Store.nowMS()])
+            } else {
+                try db.execute(sql: "DELETE FROM adapter_state WHERE channel_id = ? AND key = ?", arguments: [channelID, key])
+            }
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+import GRDB
+import SwitchboardCore
+
+/// One event due for delivery to one sink.
+public struct OutboxItem: Sendable, Hashable {
+    public var sink: String
+    public var eventSeq: Int64
+    public var eventID: String
+    public var eventType: String
+    public var conversationID: String
+    /// Attempts made before this one.
+    public var attempts: Int
+    public var body: Data
+    public var createdAt: Int64
+}
+
+public struct SinkStats: Codable, Sendable, Hashable {
+    public var pending: Int
+    public var failed: Int
+    public var disabledAt: Timestamp?
+    public var disabledReason: String?
+    public var oldestPendingAt: Timestamp?
+    enum CodingKeys: String, CodingKey {
+        case pending, failed, disabledAt = "disabled_at", disabledReason = "disabled_reason", oldestPendingAt = "oldest_pending_at"
+    }
+}
+
+extension Store {
+    /// Claims up to `limit` due events for `sink`, at most one per conversation and only the
+    /// oldest undelivered one of each — so a conversation's events arrive in order while other
+    /// conversations proceed. Claimed rows get a lease; if this process dies the lease expires
+    /// and the row is delivered again (at least once).
+    public func claimOutbox(sink: String, limit: Int, leaseMS: Int64, now: Int64 = Store.nowMS()) async throws -> [OutboxItem] {
+        try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT o.event_seq, o.conversation_id, o.attempts, o.created_at, e.id, e.type, e.body
+                FROM outbox o JOIN events e ON e.seq = o.event_seq
+                WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2 AND o.lease_until <= ?2
+                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.conversation_id = o.conversation_id
+                                  AND p.state = 'pending' AND p.event_seq < o.event_seq)
+                ORDER BY o.event_seq LIMIT ?3
+                """, arguments: [sink, now, limit])
+            var items: [OutboxItem] = []
+            for r in rows {
+                let seq: Int64 = r["event_seq"]
+                try db.execute(sql: "UPDATE outbox SET lease_until = ? WHERE sink = ? AND event_seq = ?", arguments: [now + leaseMS, sink, seq])
+                items.append(OutboxItem(sink: sink, eventSeq: seq, eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"],
+                                        attempts: r["attempts"], body: r["body"], createdAt: r["created_at"]))
+            }
+            return items
+        }
+    }
+
+    public func markDelivered(sink: String, eventSeq: Int64) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM outbox WHERE sink = ? AND event_seq = ?", arguments: [sink, eventSeq])
+        }
+    }
+
+    /// Schedules another attempt and releases the lease.
+    public func markRetry(sink: String, eventSeq: Int64, nextAttemptAt: Int64, error: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = 0, last_error = ? WHERE sink = ? AND event_seq = ?
+                """, arguments: [nextAttemptAt, error, sink, eventSeq])
+        }
+    }
+
+    /// Parks an event after its last attempt: it stays in the outbox as `failed` (recoverable)
+    /// and no longer holds back its conversation.
+    public func markFailed(sink: String, eventSeq: Int64, error: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE outbox SET attempts = attempts + 1, state = 'failed', lease_until = 0, last_error = ? WHERE sink = ? AND event_seq = ?
+                """, arguments: [error, sink, eventSeq])
+        }
+    }
+
+    /// Releases a claimed row untouched (shutdown, or the sink was disabled mid-batch).
+    public func releaseLease(sink: String, eventSeq: Int64) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE sink = ? AND event_seq = ?", arguments: [sink, eventSeq])
+        }
+    }
+
+    public func disableSink(_ name: String, reason: String, now: Int64 = Store.nowMS()) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO sinks (name, disabled_at, disabled_reason) VALUES (?, ?, ?)
+                ON CONFLICT(name) DO UPDATE SET disabled_at = excluded.disabled_at, disabled_reason = excluded.disabled_reason
+                """, arguments: [name, now, reason])
+        }
+    }
+
+    public func isSinkDisabled(_ name: String) async throws -> Bool {
+        try await pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT disabled_at FROM sinks WHERE name = ?", arguments: [name]) != nil
+        }
+    }
+
+    /// Re-enables a sink and puts its parked events (optionally only those since a time) back
+    /// in the queue. Returns how many events were re-queued.
+    public func recoverSink(_ name: String, since: Int64? = nil, now: Int64 = Store.nowMS()) async throws -> Int {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE sinks SET disabled_at = NULL, disabled_reason = NULL WHERE name = ?", arguments: [name])
+            try db.execute(sql: """
+                UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, lease_until = 0
+                WHERE sink = ? AND state = 'failed' AND created_at >= ?
+                """, arguments: [now, name, since ?? 0])
+            return db.changesCount
+        }
+    }
+
+    public func sinkStats(_ name: String) async throws -> SinkStats {
+        try await pool.read { db in
+            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [name]) ?? 0
+            let failed = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox WHERE sink = ? AND state = 'failed'", arguments: [name]) ?? 0
+            let oldest = try Int64.fetchOne(db, sql: "SELECT MIN(created_at) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [name])
+            let row = try Row.fetchOne(db, sql: "SELECT disabled_at, disabled_reason FROM sinks WHERE name = ?", arguments: [name])
+            let disabledAt: Int64? = row?["disabled_at"]
+            return SinkStats(pending: pending, failed: failed, disabledAt: disabledAt.map { Timestamp(milliseconds: $0) },
+                             disabledReason: row?["disabled_reason"], oldestPendingAt: oldest.map { Timestamp(milliseconds: $0) })
+        }
+    }
+
+    /// The earliest time any pending row of this sink becomes due (for the worker's sleep).
+    public func nextOutboxDue(sink: String) async throws -> Int64? {
+        try await pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [sink])
+        }
+    }
+}

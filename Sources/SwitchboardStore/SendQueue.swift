@@ -1,0 +1,208 @@
+import Crypto
+import Foundation
+import GRDB
+import SwitchboardCore
+
+/// A send request accepted from the helpdesk.
+public struct OutboundRequest: Sendable {
+    public var conversation: Conversation
+    public var parts: [Part]
+    public var rendered: RenderedMessage
+    public var metadata: JSONObject?
+    public var replyTo: MessageRef?
+    public var sender: Participant?
+    /// (scope, key, request hash): the same key with the same request returns the first answer.
+    public var idempotency: (scope: String, key: String, requestHash: String)?
+    public init(conversation: Conversation, parts: [Part], rendered: RenderedMessage, metadata: JSONObject?, replyTo: MessageRef?,
+                sender: Participant?, idempotency: (scope: String, key: String, requestHash: String)?) {
+        self.conversation = conversation; self.parts = parts; self.rendered = rendered; self.metadata = metadata
+        self.replyTo = replyTo; self.sender = sender; self.idempotency = idempotency
+    }
+}
+
+/// The answer to a send request (202), stored with the idempotency key.
+public struct SendAccepted: Codable, Sendable, Hashable {
+    public struct Render: Codable, Sendable, Hashable {
+        public var channel: String
+        public var degradations: [Degradation]
+    }
+    public var id: String
+    public var conversationID: String
+    public var status: String
+    public var render: Render
+    enum CodingKeys: String, CodingKey { case id, status, render, conversationID = "conversation_id" }
+}
+
+/// A claimed send, with everything the adapter needs.
+public struct SendJob: Sendable {
+    public var message: Message
+    public var rendered: RenderedMessage
+    public var conversation: Conversation
+    public var recipient: Identity
+    public var attempts: Int
+    public var replyToExternalID: String?
+}
+
+public enum IdempotencyError: Error, Sendable { case keyReusedWithDifferentRequest }
+
+public func sha256Hex(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+
+extension Store {
+    /// Looks up an earlier answer for this idempotency key.
+    public func idempotentAnswer(scope: String, key: String, requestHash: String) async throws -> SendAccepted? {
+        try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT request_hash, response FROM idempotency_keys WHERE scope = ? AND key = ?",
+                                             arguments: [scope, key]) else { return nil }
+            guard (row["request_hash"] as String) == requestHash else { throw IdempotencyError.keyReusedWithDifferentRequest }
+            let response: String = row["response"]
+            return try JSON.decode(SendAccepted.self, from: Data(response.utf8))
+        }
+    }
+
+    /// Stores the outbound message and queues it for sending, in one transaction. With an
+    /// idempotency key already used, returns the first answer and queues nothing.
+    public func enqueueOutbound(_ req: OutboundRequest, now: Int64 = Store.nowMS()) async throws -> SendAccepted {
+        try await pool.write { db in
+            if let idem = req.idempotency,
+               let row = try Row.fetchOne(db, sql: "SELECT request_hash, response FROM idempotency_keys WHERE scope = ? AND key = ?",
+                                          arguments: [idem.scope, idem.key]) {
+                guard (row["request_hash"] as String) == idem.requestHash else { throw IdempotencyError.keyReusedWithDifferentRequest }
+                return try JSON.decode(SendAccepted.self, from: Data((row["response"] as String).utf8))
+            }
+            let t = Timestamp(milliseconds: now)
+            let conv = req.conversation
+            let id = ID.make(.message, at: t)
+            var replyTo = req.replyTo
+            if let mid = replyTo?.messageID, replyTo?.externalID == nil {
+                replyTo?.externalID = try String.fetchOne(db, sql: "SELECT external_id FROM messages WHERE id = ? AND conversation_id = ?",
+                                                          arguments: [mid, conv.id])
+            }
+            let message = Message(MessageFields(
+                id: id, conversationID: conv.id, direction: .outbound, origin: .helpdesk, channel: conv.channel,
+                sender: req.sender ?? Participant(role: "agent"), replyTo: replyTo, receivedAt: t, parts: req.parts,
+                textFallback: req.rendered.textFallback, metadata: req.metadata))
+            try db.execute(sql: """
+                INSERT INTO messages (id, conversation_id, channel_id, direction, origin, created_at, status, body)
+                VALUES (?, ?, ?, 'outbound', 'helpdesk', ?, 'accepted', ?)
+                """, arguments: [id, conv.id, conv.channel.id, now, try JSON.encode(message).utf8String])
+            try db.execute(sql: """
+                INSERT INTO send_queue (message_id, conversation_id, channel_id, next_attempt_at, rendered, created_at) VALUES (?, ?, ?, ?, ?, ?)
+                """, arguments: [id, conv.id, conv.channel.id, now, try JSON.encode(req.rendered).utf8String, now])
+            try db.execute(sql: "UPDATE conversations SET updated_at = ? WHERE id = ?", arguments: [now, conv.id])
+            if !req.rendered.numberedOptions.isEmpty {
+                // The newest numbered prompt is the one a bare number answers; it expires after a day.
+                try db.execute(sql: """
+                    INSERT INTO numbered_options (conversation_id, message_id, options, expires_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(conversation_id) DO UPDATE SET message_id = excluded.message_id, options = excluded.options,
+                      expires_at = excluded.expires_at
+                    """, arguments: [conv.id, id, try JSON.encode(req.rendered.numberedOptions).utf8String, now + 86_400_000])
+            }
+            let accepted = SendAccepted(id: id, conversationID: conv.id, status: "accepted",
+                                        render: .init(channel: conv.channel.type, degradations: req.rendered.degradations))
+            if let idem = req.idempotency {
+                try db.execute(sql: """
+                    INSERT INTO idempotency_keys (scope, key, request_hash, message_id, response, created_at) VALUES (?, ?, ?, ?, ?, ?)
+                    """, arguments: [idem.scope, idem.key, idem.requestHash, id, try JSON.encode(accepted).utf8String, now])
+            }
+            return accepted
+        }
+    }
+
+    /// Claims due sends for one channel: the oldest unsent message of each conversation only,
+    /// so replies go out in the order the helpdesk wrote them.
+    public func claimSends(channelID: String, limit: Int, leaseMS: Int64, now: Int64 = Store.nowMS()) async throws -> [SendJob] {
+        try await pool.write { db in
+            let rows = try Row.fetchAll(db, sql: """
+                SELECT q.message_id, q.attempts, q.rendered, m.body AS message_body, c.*,
+                       i.id AS i_id, i.channel_user_id AS i_cuid, i.display_name AS i_name, i.profile AS i_profile,
+                       i.created_at AS i_created, i.updated_at AS i_updated
+                FROM send_queue q JOIN messages m ON m.id = q.message_id JOIN conversations c ON c.id = q.conversation_id
+                JOIN identities i ON i.id = c.identity_id
+                WHERE q.channel_id = ?1 AND q.state = 'pending' AND q.next_attempt_at <= ?2 AND q.lease_until <= ?2
+                  AND NOT EXISTS (SELECT 1 FROM send_queue p WHERE p.conversation_id = q.conversation_id AND p.state = 'pending'
+                                  AND p.created_at < q.created_at)
+                ORDER BY q.created_at LIMIT ?3
+                """, arguments: [channelID, now, limit])
+            var jobs: [SendJob] = []
+            for r in rows {
+                let messageID: String = r["message_id"]
+                try db.execute(sql: "UPDATE send_queue SET lease_until = ? WHERE message_id = ?", arguments: [now + leaseMS, messageID])
+                let message = try JSON.decode(Message.self, from: Data((r["message_body"] as String).utf8))
+                let conversation = try Self.conversationFrom(r)
+                let profile: String? = r["i_profile"]
+                let recipient = Identity(IdentityFields(
+                    id: r["i_id"], channel: conversation.channel, channelUserID: r["i_cuid"], displayName: r["i_name"],
+                    profile: try profile.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) },
+                    createdAt: Timestamp(milliseconds: r["i_created"]), updatedAt: Timestamp(milliseconds: r["i_updated"])))
+                jobs.append(SendJob(message: message, rendered: try JSON.decode(RenderedMessage.self, from: Data((r["rendered"] as String).utf8)),
+                                    conversation: conversation, recipient: recipient, attempts: r["attempts"],
+                                    replyToExternalID: message.replyTo?.externalID))
+            }
+            return jobs
+        }
+    }
+
+    /// Records a successful send: the channel's ids, and a `message.status` sent event.
+    public func completeSend(_ job: SendJob, result: SendResult, ctx: EventContext, now: Int64 = Store.nowMS()) async throws {
+        try await pool.write { db in
+            let m = job.message
+            try db.execute(sql: "DELETE FROM send_queue WHERE message_id = ?", arguments: [m.id])
+            var updated = m
+            updated.externalID = result.externalIDs.first
+            if let cd = result.channelData { updated.channelData = (updated.channelData ?? [:]).merging(cd) { _, n in n } }
+            try db.execute(sql: "UPDATE messages SET status = 'sent', external_id = ?, body = ? WHERE id = ?",
+                           arguments: [updated.externalID, try JSON.encode(updated).utf8String, m.id])
+            for ext in result.externalIDs {
+                try db.execute(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)",
+                               arguments: [m.channel.id, ext, m.id])
+            }
+            let status = MessageStatus(MessageStatusFields(
+                messageID: m.id, conversationID: m.conversationID, status: .sent, externalIDs: result.externalIDs,
+                attempt: job.attempts + 1, metadata: m.metadata, at: Timestamp(milliseconds: now)))
+            try Self.appendEvent(db, ctx: ctx, type: .messageStatus, conversationID: m.conversationID, channel: m.channel,
+                                 dataJSON: JSON.encode(status), now: now)
+        }
+    }
+
+    public func retrySend(_ job: SendJob, nextAttemptAt: Int64, error: SendError) async throws {
+        try await pool.write { db in
+            try db.execute(sql: """
+                UPDATE send_queue SET attempts = attempts + 1, next_attempt_at = ?, lease_until = 0, last_error = ? WHERE message_id = ?
+                """, arguments: [nextAttemptAt, error.description, job.message.id])
+        }
+    }
+
+    /// A permanent failure (or retries exhausted): `message.status` failed, final.
+    public func failSend(_ job: SendJob, error: SendError, ctx: EventContext, now: Int64 = Store.nowMS()) async throws {
+        try await pool.write { db in
+            let m = job.message
+            try db.execute(sql: "DELETE FROM send_queue WHERE message_id = ?", arguments: [m.id])
+            try db.execute(sql: "UPDATE messages SET status = 'failed' WHERE id = ?", arguments: [m.id])
+            let status = MessageStatus(MessageStatusFields(
+                messageID: m.id, conversationID: m.conversationID, status: .failed, error: error.statusError, final: true,
+                attempt: job.attempts + 1, metadata: m.metadata, at: Timestamp(milliseconds: now)))
+            try Self.appendEvent(db, ctx: ctx, type: .messageStatus, conversationID: m.conversationID, channel: m.channel,
+                                 dataJSON: JSON.encode(status), now: now)
+        }
+    }
+
+    public func releaseSend(_ messageID: String) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE send_queue SET lease_until = 0 WHERE message_id = ?", arguments: [messageID])
+        }
+    }
+
+    public func nextSendDue(channelID: String) async throws -> Int64? {
+        try await pool.read { db in
+            try Int64.fetchOne(db, sql: "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM send_queue WHERE channel_id = ? AND state = 'pending'",
+                               arguments: [channelID])
+        }
+    }
+
+    /// Appends a standalone event (channel.status) outside any inbound batch.
+    public func appendStandaloneEvent(type: EventType, conversationID: String?, channel: ChannelRef?, data: Data, ctx: EventContext) async throws -> String {
+        try await pool.write { db in
+            try Self.appendEvent(db, ctx: ctx, type: type, conversationID: conversationID, channel: channel, dataJSON: data, now: Store.nowMS())
+        }
+    }
+}

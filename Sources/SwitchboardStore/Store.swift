@@ -1,0 +1,183 @@
+import Foundation
+import GRDB
+import SwitchboardCore
+
+/// Persistence for everything Switchboard promises not to lose: conversations, identities,
+/// messages with their raw payloads, the event log, the helpdesk outbox, the outbound send
+/// queue, dedupe keys, media and adapter state.
+///
+/// SQLite in WAL mode through GRDB. Nothing an acknowledged event needs lives only in memory,
+/// and work is claimed with leases rather than held in process state, so a second instance on a
+/// shared database (PostgreSQL, later) sees the same state.
+public final class Store: Sendable {
+    public let pool: DatabasePool
+    public let path: String
+
+    public enum Durability: String, Sendable {
+        /// fsync on every commit: an acknowledged event survives power loss.
+        case full
+        /// fsync at checkpoints: survives a process crash, may lose the last commits on power loss.
+        case normal
+    }
+
+    public init(path: String, durability: Durability = .full) throws {
+        self.path = path
+        let dir = (path as NSString).deletingLastPathComponent
+        if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
+            try db.execute(sql: "PRAGMA foreign_keys = ON")
+        }
+        pool = try DatabasePool(path: path, configuration: config)
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE identities (
+                    id TEXT PRIMARY KEY,
+                    channel_id TEXT NOT NULL,
+                    channel_type TEXT NOT NULL,
+                    channel_user_id TEXT NOT NULL,
+                    display_name TEXT,
+                    profile TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    UNIQUE (channel_id, channel_user_id)
+                );
+                CREATE TABLE conversations (
+                    id TEXT PRIMARY KEY,
+                    channel_id TEXT NOT NULL,
+                    channel_type TEXT NOT NULL,
+                    identity_id TEXT NOT NULL REFERENCES identities(id),
+                    thread TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    last_inbound_at INTEGER,
+                    last_sequence INTEGER NOT NULL DEFAULT 0,
+                    metadata TEXT,
+                    UNIQUE (channel_id, identity_id, thread)
+                );
+                CREATE INDEX conversations_updated ON conversations(updated_at);
+                CREATE TABLE messages (
+                    id TEXT PRIMARY KEY,
+                    conversation_id TEXT NOT NULL REFERENCES conversations(id),
+                    channel_id TEXT NOT NULL,
+                    direction TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    external_id TEXT,
+                    created_at INTEGER NOT NULL,
+                    status TEXT,
+                    body TEXT NOT NULL,
+                    raw BLOB,
+                    raw_format TEXT
+                );
+                CREATE INDEX messages_conversation ON messages(conversation_id, created_at);
+                CREATE TABLE message_external_ids (
+                    channel_id TEXT NOT NULL,
+                    external_id TEXT NOT NULL,
+                    message_id TEXT NOT NULL REFERENCES messages(id),
+                    PRIMARY KEY (channel_id, external_id)
+                ) WITHOUT ROWID;
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    id TEXT NOT NULL UNIQUE,
+                    type TEXT NOT NULL,
+                    conversation_id TEXT,
+                    channel_id TEXT,
+                    created_at INTEGER NOT NULL,
+                    body BLOB NOT NULL
+                );
+                CREATE TABLE outbox (
+                    sink TEXT NOT NULL,
+                    event_seq INTEGER NOT NULL REFERENCES events(seq),
+                    conversation_id TEXT NOT NULL,
+                    state TEXT NOT NULL DEFAULT 'pending',
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    lease_until INTEGER NOT NULL DEFAULT 0,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (sink, event_seq)
+                ) WITHOUT ROWID;
+                CREATE INDEX outbox_due ON outbox(sink, state, next_attempt_at);
+                CREATE INDEX outbox_conversation ON outbox(sink, conversation_id, state, event_seq);
+                CREATE TABLE sinks (
+                    name TEXT PRIMARY KEY,
+                    disabled_at INTEGER,
+                    disabled_reason TEXT
+                );
+                CREATE TABLE send_queue (
+                    message_id TEXT PRIMARY KEY REFERENCES messages(id),
+                    conversation_id TEXT NOT NULL,
+                    channel_id TEXT NOT NULL,
+                    state TEXT NOT NULL DEFAULT 'pending',
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    next_attempt_at INTEGER NOT NULL,
+                    lease_until INTEGER NOT NULL DEFAULT 0,
+                    rendered TEXT NOT NULL,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE INDEX send_queue_due ON send_queue(channel_id, state, next_attempt_at);
+                CREATE INDEX send_queue_conversation ON send_queue(conversation_id, state, created_at);
+                CREATE TABLE idempotency_keys (
+                    scope TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    request_hash TEXT NOT NULL,
+                    message_id TEXT NOT NULL,
+                    response TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (scope, key)
+                ) WITHOUT ROWID;
+                CREATE TABLE dedupe_keys (
+                    channel_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    created_at INTEGER NOT NULL,
+                    PRIMARY KEY (channel_id, key)
+                ) WITHOUT ROWID;
+                CREATE TABLE media (
+                    id TEXT PRIMARY KEY,
+                    sha256 TEXT NOT NULL,
+                    size INTEGER NOT NULL,
+                    mime_type TEXT NOT NULL,
+                    filename TEXT,
+                    created_at INTEGER NOT NULL
+                );
+                CREATE INDEX media_sha ON media(sha256);
+                CREATE TABLE adapter_state (
+                    channel_id TEXT NOT NULL,
+                    key TEXT NOT NULL,
+                    value TEXT NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (channel_id, key)
+                ) WITHOUT ROWID;
+                CREATE TABLE numbered_options (
+                    conversation_id TEXT PRIMARY KEY REFERENCES conversations(id),
+                    message_id TEXT NOT NULL,
+                    options TEXT NOT NULL,
+                    expires_at INTEGER NOT NULL
+                );
+                """)
+        }
+        return m
+    }
+
+    /// Time source, overridable so retry schedules can be tested without waiting.
+    public static func nowMS() -> Int64 { Timestamp.now().milliseconds }
+}
+
+/// Errors the store reports to API callers.
+public enum StoreError: Error, Equatable, Sendable {
+    case notFound(String)
+    case conflict(String)
+    case invalid(String)
+}
+
+extension Data {
+    var utf8String: String { String(decoding: self, as: UTF8.self) }
+}
