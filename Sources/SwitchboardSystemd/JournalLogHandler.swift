@@ -210,7 +210,7 @@ public struct JournalLogHandler: LogHandler {
             line += " "
             line += renderKey(key)
             line += "="
-            line += renderValue("\(metadata[key]!)")
+            line += renderValue(text(of: metadata[key]!))
         }
         return line
     }
@@ -261,6 +261,22 @@ public struct JournalLogHandler: LogHandler {
     private static func renderKey(_ key: String) -> String {
         let cleaned = key.map { $0.isWhitespace || $0 == "=" || $0 == "\"" ? "_" : $0 }
         return escape(String(cleaned))
+    }
+
+    /// A metadata value as text. Arrays and dictionaries are rendered without the
+    /// Swift-literal quoting of their `description`, which would otherwise be escaped
+    /// again by the value quoting below: `[a, b]`, `[k: v]`.
+    static func text(of value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let string):
+            return string
+        case .stringConvertible(let convertible):
+            return convertible.description
+        case .array(let items):
+            return "[" + items.map(text(of:)).joined(separator: ", ") + "]"
+        case .dictionary(let dictionary):
+            return "[" + dictionary.keys.sorted().map { "\($0): \(text(of: dictionary[$0]!))" }.joined(separator: ", ") + "]"
+        }
     }
 
     /// Quotes a value when a reader splitting on spaces and `=` would misread it.

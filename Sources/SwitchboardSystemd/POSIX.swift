@@ -33,6 +33,18 @@ enum POSIX {
         #endif
     }
 
+    /// `SOCK_CLOEXEC`, to create sockets that never leak into child processes, or 0
+    /// where `socket(2)` does not accept it (Darwin).
+    static var closeOnExecSocketFlag: Int32 {
+        #if canImport(Glibc)
+        return Int32(SOCK_CLOEXEC.rawValue)
+        #elseif os(Linux)
+        return SOCK_CLOEXEC
+        #else
+        return 0
+        #endif
+    }
+
     /// Flags for `send`-style calls: on Linux, never raise SIGPIPE, whatever the
     /// process's signal disposition (a daemon must not die because systemd went away).
     static var noSignalFlag: Int32 {

@@ -156,20 +156,16 @@ public struct SystemdNotifier: Sendable {
     public func send(_ raw: String) -> Bool {
         guard let socketPath, !raw.isEmpty else { return false }
 
-        #if os(Linux)
-        let fd = socket(AF_UNIX, POSIX.datagramSocketType | Int32(SOCK_CLOEXEC), 0)
-        #else
-        let fd = socket(AF_UNIX, POSIX.datagramSocketType, 0)
-        #endif
+        let fd = socket(AF_UNIX, POSIX.datagramSocketType | POSIX.closeOnExecSocketFlag, 0)
         guard fd >= 0 else {
             let code = POSIX.errno
             report(failure: "cannot create notification socket: \(POSIX.describe(errno: code))", code: code)
             return false
         }
         defer { close(fd) }
-        #if !os(Linux)
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        #endif
+        if POSIX.closeOnExecSocketFlag == 0 {
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)  // no SOCK_CLOEXEC: close the gap after the fact
+        }
 
         // The datagram send blocks only if the manager's receive queue is full. Bound
         // that wait, so a wedged PID 1 cannot wedge the thread that is notifying.

@@ -17,7 +17,7 @@ struct TemporaryDirectory {
         var template = Array("/tmp/sbsd-XXXXXX".utf8CString)
         let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
         guard made != nil else { throw TestFailure("mkdtemp failed: errno \(errno)") }
-        path = String(cString: template)
+        path = String(decoding: template.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     func file(_ name: String) -> String { path + "/" + name }
@@ -91,7 +91,7 @@ final class NotifySocketStub {
 
     /// The next datagram as text, or nil after the receive timeout.
     func receive(timeoutMilliseconds: Int = 2000) -> String? {
-        var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int32(timeoutMilliseconds % 1000) * 1000)
+        var timeout = timeval(tv_sec: .init(timeoutMilliseconds / 1000), tv_usec: .init(timeoutMilliseconds % 1000 * 1000))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 65536)
         let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
@@ -119,23 +119,23 @@ final class NotifySocketStub {
 }
 
 /// The repository root: the nearest ancestor of this source file that contains
-/// systemd/switchboard.service (works from the real tree and through symlinks).
+/// systemd/switchboard.service. Tried on the path as compiled and on the real path,
+/// so it works from the main package and from a package that links the folder.
 func repositoryRoot(from file: String = #filePath) -> String? {
-    var url = URL(fileURLWithPath: file).deletingLastPathComponent()
-    for _ in 0..<8 {
-        if FileManager.default.fileExists(atPath: url.appendingPathComponent("systemd/switchboard.service").path) {
-            return url.path
-        }
-        let resolved = url.resolvingSymlinksInPath()
-        if resolved != url,
-           FileManager.default.fileExists(atPath: resolved.appendingPathComponent("systemd/switchboard.service").path) {
-            return resolved.path
-        }
-        url = url.deletingLastPathComponent()
+    var candidates = [file]
+    if let real = realpath(file, nil) {
+        candidates.append(String(cString: real))
+        free(real)
     }
-    // A symlinked test folder: resolve the file itself and search again.
-    let real = URL(fileURLWithPath: file).resolvingSymlinksInPath().path
-    if real != file { return repositoryRoot(from: real) }
+    for start in candidates {
+        var url = URL(fileURLWithPath: start).deletingLastPathComponent()
+        while url.path != "/" && !url.path.isEmpty {
+            if FileManager.default.fileExists(atPath: url.appendingPathComponent("systemd/switchboard.service").path) {
+                return url.path
+            }
+            url = url.deletingLastPathComponent()
+        }
+    }
     return nil
 }
 

@@ -1,0 +1,87 @@
+import Foundation
+import Logging
+import Metrics
+import Synchronization
+import SwitchboardCore
+import SwitchboardDelivery
+import SwitchboardStore
+
+/// A channel's public state (`GET /v1/channels`).
+public struct ChannelInfo: Codable, Sendable, Hashable {
+    public var id: String
+    public var type: String
+    public var state: ChannelState
+    public var detail: String?
+    public var since: Timestamp
+    public var capabilities: ChannelCapabilities
+    enum CodingKeys: String, CodingKey { case id, type, state, detail, since, capabilities }
+}
+
+/// The context handed to each adapter: everything it may use, nothing more.
+public struct RuntimeAdapterContext: AdapterContext {
+    public let channel: ChannelRef
+    public let logger: Logger
+    public let publicURL: String
+    public let state: any AdapterStateStore
+    public let media: any MediaStore
+    let pipeline: IngestPipeline
+    let hub: ChannelHub
+
+    public func emit(_ event: InboundEvent) async throws -> EmitResult {
+        try await pipeline.emit(InboundWork(channel: channel, event: event))
+    }
+
+    public func reportStatus(_ state: ChannelState, detail: String?) async {
+        await hub.setStatus(channel, state: state, detail: detail)
+    }
+
+    public func signatureFailed(reason: String) {
+        Counter(label: "switchboard_webhook_signature_failures_total", dimensions: [("channel", channel.id)]).increment()
+        logger.warning("webhook rejected: bad signature", metadata: ["channel": "\(channel.id)", "reason": "\(reason)"])
+    }
+}
+
+/// The running channels: their adapters, contexts and states. The HTTP layer looks adapters up
+/// here for webhooks and sends.
+public final class ChannelHub: Sendable {
+    public struct Entry: Sendable {
+        public var adapter: any ChannelAdapter
+        public var context: RuntimeAdapterContext
+        public var info: ChannelInfo
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+    let store: Store
+    let pipeline: IngestPipeline
+    let eventSignal: ChangeSignal
+
+    init(store: Store, pipeline: IngestPipeline, eventSignal: ChangeSignal) {
+        self.store = store; self.pipeline = pipeline; self.eventSignal = eventSignal
+    }
+
+    public func entry(_ id: String) -> Entry? { entries.withLock { $0[id] } }
+    public var all: [Entry] { entries.withLock { Array($0.values) }.sorted { $0.info.id < $1.info.id } }
+
+    func put(_ e: Entry) { entries.withLock { $0[e.info.id] = e } }
+    func remove(_ id: String) { entries.withLock { _ = $0.removeValue(forKey: id) } }
+
+    /// Records a state change and publishes `channel.status` (only on change, so a flapping
+    /// report doesn't flood the helpdesk).
+    public func setStatus(_ channel: ChannelRef, state: ChannelState, detail: String?) async {
+        let changed = entries.withLock { e -> Bool in
+            guard var entry = e[channel.id] else { return false }
+            guard entry.info.state != state || entry.info.detail != detail else { return false }
+            entry.info.state = state; entry.info.detail = detail; entry.info.since = .now()
+            e[channel.id] = entry
+            return true
+        }
+        guard changed else { return }
+        let data = Open(ChannelStatusFields(channel: channel, state: state, detail: detail, at: .now()))
+        do {
+            _ = try await store.appendStandaloneEvent(type: .channelStatus, conversationID: nil, channel: channel,
+                                                      data: JSON.encode(data), ctx: pipeline.eventContext)
+            eventSignal.notify()
+        } catch {
+            entry(channel.id)?.context.logger.error("cannot record channel status", metadata: ["error": "\(error)"])
+        }
+    }
+}

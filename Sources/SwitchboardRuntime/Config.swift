@@ -1,0 +1,214 @@
+import Foundation
+import SwitchboardCore
+import SwitchboardDelivery
+
+/// A TCP address `host:port` (IPv6 as `[::1]:8080`).
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public init(host: String, port: Int) { self.host = host; self.port = port }
+    public init?(_ s: String) {
+        let t = s.trimmingCharacters(in: .whitespaces)
+        guard let colon = t.lastIndex(of: ":"), let port = Int(t[t.index(after: colon)...]), (0...65535).contains(port) else { return nil }
+        var host = String(t[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.host = host; self.port = port
+    }
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public struct APIToken: Sendable, Hashable {
+    public var name: String
+    public var token: String
+}
+
+public struct HelpdeskConfig: Sendable {
+    public enum Kind: Sendable, Equatable { case http(url: String), console }
+    public var name: String
+    public var kind: Kind
+    /// `whsec_…` (several, space-separated, during a rotation); nil = unsigned (console only).
+    public var secret: String?
+    public var events: [String]
+    public var timeout: Double
+    public var maxInFlight: Int
+    public var retry: RetrySchedule
+    public var headers: [(String, String)]
+}
+
+public struct ChannelConfig: Sendable {
+    public var id: String
+    public var type: String
+    /// The channel's whole config mapping, for its adapter factory.
+    public var node: ConfigNode
+}
+
+public struct SwitchboardConfig: Sendable {
+    public var instance: String
+    public var listen: HostPort
+    public var publicURL: String
+    public var apiListen: HostPort?
+    public var apiSocket: String?
+    public var apiSocketMode: Int
+    public var tokens: [APIToken]
+    public var storagePath: String
+    public var durability: String
+    public var mediaPath: String
+    public var mediaMaxBytes: Int64
+    public var helpdesks: [HelpdeskConfig]
+    public var channels: [ChannelConfig]
+    public var logLevel: String
+    public var heartbeatSeconds: Double
+    public var sendRetry: RetrySchedule
+    public var shutdownGraceSeconds: Double
+
+    /// The CloudEvents `source` of every event.
+    public var eventSource: String { "urn:switchboard:\(instance)" }
+}
+
+/// Reads a configuration file into `SwitchboardConfig`, collecting every problem with its key path.
+public enum ConfigLoader {
+    public static let defaultPath = "/etc/switchboard/switchboard.yaml"
+
+    /// Parses text; `adapterKinds` are the channel types the registry knows (each factory then
+    /// checks its own keys when the adapter is built).
+    public static func load(text: String, environment: ConfigEnvironment, adapterKinds: Set<String>,
+                            diagnostics: ConfigDiagnostics) -> SwitchboardConfig {
+        let root = ConfigNode.parse(yaml: text, diagnostics: diagnostics, environment: environment)
+        root.rejectUnknownKeys(["server", "api", "storage", "media", "helpdesks", "channels", "logging", "delivery", "outbound", "instance"])
+
+        let server = root["server"]
+        server.rejectUnknownKeys(["listen", "public_url", "shutdown_grace"])
+        let listenText = server.string("listen", default: "127.0.0.1:8080")!
+        let listen = HostPort(listenText) ?? { server["listen"].problem("expected host:port, e.g. 127.0.0.1:8080"); return HostPort(host: "127.0.0.1", port: 8080) }()
+        var publicURL = server.string("public_url") ?? "http://\(listen)"
+        if !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
+            server["public_url"].problem("expected an http:// or https:// URL")
+        }
+        while publicURL.hasSuffix("/") { publicURL.removeLast() }
+
+        let api = root["api"]
+        api.rejectUnknownKeys(["listen", "socket", "socket_mode", "tokens", "heartbeat"])
+        let apiListenText = api.string("listen")
+        let apiListen = apiListenText.flatMap { t -> HostPort? in
+            if let hp = HostPort(t) { return hp }
+            api["listen"].problem("expected host:port, e.g. 127.0.0.1:8081")
+            return nil
+        }
+        let apiSocket = api.string("socket").map { api.resolvePath($0) }
+        if apiListenText == nil && apiSocket == nil && root["api"].isPresent {
+            api.problem("give api.listen, api.socket or both")
+        }
+        let modeText = api.string("socket_mode", default: "0660")!
+        let socketMode = Int(modeText, radix: 8) ?? { api["socket_mode"].problem("expected an octal mode such as 0660"); return 0o660 }()
+        var tokens: [APIToken] = []
+        for (i, t) in api.list("tokens").enumerated() {
+            t.rejectUnknownKeys(["name", "token"])
+            let name = t.string("name") ?? "token\(i)"
+            if let token = t.secret("token", required: true) {
+                if token.count < 16 { t["token"].problem("too short: use at least 16 random characters") }
+                tokens.append(APIToken(name: name, token: token))
+            }
+        }
+        if apiListen != nil && tokens.isEmpty {
+            api["tokens"].problem("api.listen serves the API over TCP, which needs at least one token")
+        }
+
+        let storage = root["storage"]
+        storage.rejectUnknownKeys(["path", "durability"])
+        let storagePath = storage.resolvePath(storage.string("path", default: "/var/lib/switchboard/switchboard.sqlite")!)
+        let durability = storage.string("durability", default: "full")!
+        if !["full", "normal"].contains(durability) { storage["durability"].problem("expected full or normal") }
+
+        let media = root["media"]
+        media.rejectUnknownKeys(["path", "max_bytes"])
+        let mediaPath = media.resolvePath(media.string("path", default: (storagePath as NSString).deletingLastPathComponent + "/media")!)
+        let maxBytes = media.bytes("max_bytes", default: 25 * 1024 * 1024)
+
+        var helpdesks: [HelpdeskConfig] = []
+        var names = Set<String>()
+        for h in root.list("helpdesks") {
+            h.rejectUnknownKeys(["name", "type", "url", "secret", "events", "timeout", "max_in_flight", "retry", "headers"])
+            guard let name = h.string("name", required: true) else { continue }
+            if !names.insert(name).inserted { h["name"].problem("duplicate helpdesk name \(name)") }
+            if name.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                h["name"].problem("use letters, digits, - and _ only")
+            }
+            let type = h.string("type", default: "http")!
+            let kind: HelpdeskConfig.Kind
+            var secret: String? = nil
+            switch type {
+            case "console": kind = .console
+            case "http":
+                let url = h.string("url", required: true) ?? ""
+                if !url.isEmpty && !(url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("http+unix://")) {
+                    h["url"].problem("expected an https://, http:// or http+unix://<percent-encoded socket path>/<path> URL")
+                }
+                kind = .http(url: url)
+                secret = h.secret("secret", required: true)
+                if let s = secret, (try? WebhookSigner(secrets: s)) == nil {
+                    h["secret"].problem("expected whsec_ followed by base64 (generate one with `switchboard generate-secret`)")
+                }
+            default:
+                h["type"].problem("expected http or console")
+                kind = .console
+            }
+            let events = h.stringList("events", default: ["*"])
+            for (i, e) in events.enumerated() where !(e == "*" || e.hasSuffix(".*") || EventType.all.contains(EventType(rawValue: e))) {
+                diagnostics.add("\(h["events"].path)[\(i)]", "unknown event type \(e)")
+            }
+            var retry = RetrySchedule.standard
+            if h["retry"].isPresent {
+                let r = h["retry"]
+                r.rejectUnknownKeys(["schedule", "jitter"])
+                let delays = r.stringList("schedule", default: []).compactMap { s -> Double? in
+                    guard let d = ConfigNode.parseDuration(s) else { r["schedule"].problem("bad duration \(s)"); return nil }
+                    return d
+                }
+                if !delays.isEmpty { retry.delays = delays }
+                retry.jitter = Double(r.string("jitter", default: "0.2") ?? "0.2") ?? 0.2
+            }
+            var headers: [(String, String)] = []
+            if case .object(let o)? = h["headers"].value {
+                for k in o.keys.sorted() { if let v = h["headers"].string(k) { headers.append((k, v)) } }
+            }
+            helpdesks.append(HelpdeskConfig(name: name, kind: kind, secret: secret, events: events,
+                                            timeout: h.seconds("timeout", default: 15), maxInFlight: h.int("max_in_flight", default: 64, range: 1...1024)!,
+                                            retry: retry, headers: headers))
+        }
+
+        var channels: [ChannelConfig] = []
+        var ids = Set<String>()
+        for c in root.list("channels") {
+            guard let id = c.string("id", required: true), let type = c.string("type", required: true) else { continue }
+            if !ids.insert(id).inserted { c["id"].problem("duplicate channel id \(id)") }
+            if id.isEmpty || id.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
+                c["id"].problem("use letters, digits, - and _ only (it is part of the webhook URL)")
+            }
+            if !adapterKinds.contains(type) {
+                c["type"].problem("unknown channel type \(type) (known: \(adapterKinds.sorted().joined(separator: ", ")))")
+                continue
+            }
+            channels.append(ChannelConfig(id: id, type: type, node: c))
+        }
+
+        let logging = root["logging"]
+        logging.rejectUnknownKeys(["level"])
+        let level = logging.string("level", default: "info")!
+        if !["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(level) {
+            logging["level"].problem("expected trace, debug, info, notice, warning, error or critical")
+        }
+        let outbound = root["outbound"]
+        outbound.rejectUnknownKeys(["retry"])
+        var sendRetry = RetrySchedule.outbound
+        let sched = outbound["retry"].stringList("schedule", default: []).compactMap(ConfigNode.parseDuration)
+        if !sched.isEmpty { sendRetry.delays = sched }
+
+        let instance = root.string("instance") ?? ProcessInfo.processInfo.hostName
+        return SwitchboardConfig(
+            instance: instance, listen: listen, publicURL: publicURL, apiListen: apiListen, apiSocket: apiSocket, apiSocketMode: socketMode,
+            tokens: tokens, storagePath: storagePath, durability: durability, mediaPath: mediaPath, mediaMaxBytes: maxBytes,
+            helpdesks: helpdesks, channels: channels, logLevel: level, heartbeatSeconds: api.seconds("heartbeat", default: 15),
+            sendRetry: sendRetry, shutdownGraceSeconds: server.seconds("shutdown_grace", default: 20))
+    }
+}

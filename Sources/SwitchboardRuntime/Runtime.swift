@@ -1,0 +1,136 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Synchronization
+import SwitchboardCore
+import SwitchboardDelivery
+import SwitchboardStore
+
+/// The daemon minus its listeners: store, ingest pipeline, channels, delivery and send workers.
+/// The HTTP layer calls into it; `apply(_:)` starts it and applies reloads.
+public final class Runtime: Sendable {
+    public let store: Store
+    public let media: FileMediaStore
+    public let pipeline: IngestPipeline
+    public let hub: ChannelHub
+    public let supervisor: Supervisor
+    /// Fires when events are committed (delivery workers, event streams).
+    public let eventSignal = ChangeSignal()
+    /// Fires when a send is queued (send workers).
+    public let outboundSignal = ChangeSignal()
+    public let registry: AdapterRegistry
+    public let httpClient: HTTPClient
+    public let logger: Logger
+    private let configBox: Mutex<SwitchboardConfig>
+    private let sinkNames = Mutex<[String: HelpdeskConfig]>([:])
+    private let channelConfigs = Mutex<[String: String]>([:])
+
+    public var config: SwitchboardConfig { configBox.withLock { $0 } }
+
+    public init(config: SwitchboardConfig, registry: AdapterRegistry, httpClient: HTTPClient, logger: Logger) throws {
+        self.store = try Store(path: config.storagePath, durability: config.durability == "normal" ? .normal : .full)
+        self.media = try FileMediaStore(root: config.mediaPath, maxBytes: config.mediaMaxBytes, store: store)
+        self.pipeline = IngestPipeline(store: store, eventSignal: eventSignal, context: Self.eventContext(config), logger: logger)
+        self.hub = ChannelHub(store: store, pipeline: pipeline, eventSignal: eventSignal)
+        self.supervisor = Supervisor(logger: logger)
+        self.registry = registry
+        self.httpClient = httpClient
+        self.logger = logger
+        self.configBox = Mutex(config)
+    }
+
+    static func eventContext(_ c: SwitchboardConfig) -> EventContext {
+        EventContext(source: c.eventSource, sinks: c.helpdesks.map { SinkSubscription(name: $0.name, patterns: $0.events) })
+    }
+
+    /// Builds every adapter of `config` (collecting problems) without starting anything: used by
+    /// `check-config` and before a reload is applied.
+    public static func buildAdapters(_ config: SwitchboardConfig, registry: AdapterRegistry, env: AdapterEnvironment,
+                                     diagnostics: ConfigDiagnostics) -> [String: any ChannelAdapter] {
+        var out: [String: any ChannelAdapter] = [:]
+        for c in config.channels {
+            if let a = registry.make(c, env: env) { out[c.id] = a }
+        }
+        return out
+    }
+
+    /// Starts (first call) or reconciles (reload) sinks and channels with `config`. Channels
+    /// and sinks whose configuration is unchanged keep running untouched.
+    public func apply(_ config: SwitchboardConfig, adapters: [String: any ChannelAdapter]) {
+        configBox.withLock { $0 = config }
+        pipeline.setEventContext(Self.eventContext(config))
+
+        // Helpdesk sinks.
+        let wanted = Dictionary(uniqueKeysWithValues: config.helpdesks.map { ($0.name, $0) })
+        let current = sinkNames.withLock { $0 }
+        for name in current.keys where wanted[name] == nil {
+            supervisor.stop("sink:\(name)")
+        }
+        for (name, h) in wanted where current[name].map({ !Self.same($0, h) }) ?? true {
+            startSink(h)
+        }
+        sinkNames.withLock { $0 = wanted }
+
+        // Channels.
+        let newFingerprints = Dictionary(uniqueKeysWithValues: config.channels.map { ($0.id, Self.fingerprint($0)) })
+        let old = channelConfigs.withLock { $0 }
+        for id in old.keys where newFingerprints[id] == nil {
+            supervisor.stop("channel:\(id)")
+            supervisor.stop("send:\(id)")
+            hub.remove(id)
+        }
+        for c in config.channels where old[c.id] != newFingerprints[c.id] {
+            guard let adapter = adapters[c.id] else { continue }
+            startChannel(adapter)
+        }
+        channelConfigs.withLock { $0 = newFingerprints }
+    }
+
+    static func fingerprint(_ c: ChannelConfig) -> String { JSON.string(c.node.value) }
+
+    static func same(_ a: HelpdeskConfig, _ b: HelpdeskConfig) -> Bool {
+        a.kind == b.kind && a.secret == b.secret && a.events == b.events && a.timeout == b.timeout && a.maxInFlight == b.maxInFlight
+            && a.retry == b.retry && a.headers.map { "\($0.0)=\($0.1)" } == b.headers.map { "\($0.0)=\($0.1)" }
+    }
+
+    func startSink(_ h: HelpdeskConfig) {
+        let sink: any EventSink
+        switch h.kind {
+        case .console: sink = ConsoleSink(name: h.name)
+        case .http(let url):
+            sink = HTTPSink(name: h.name, url: url, signer: h.secret.flatMap { try? WebhookSigner(secrets: $0) }, headers: h.headers,
+                            timeout: .milliseconds(Int64(h.timeout * 1000)), client: httpClient)
+        }
+        var log = logger
+        log[metadataKey: "sink"] = "\(h.name)"
+        let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, schedule: h.retry, maxInFlight: h.maxInFlight,
+                                    timeout: .milliseconds(Int64(h.timeout * 1000)), logger: log)
+        supervisor.start(.init(id: "sink:\(h.name)") { try await worker.run() })
+    }
+
+    func startChannel(_ adapter: any ChannelAdapter) {
+        let channel = adapter.channel
+        var log = logger
+        log[metadataKey: "channel"] = "\(channel.id)"
+        let context = RuntimeAdapterContext(channel: channel, logger: log, publicURL: config.publicURL,
+                                            state: StoreAdapterState(store: store, channelID: channel.id), media: media,
+                                            pipeline: pipeline, hub: hub)
+        hub.put(ChannelHub.Entry(adapter: adapter, context: context,
+                                 info: ChannelInfo(id: channel.id, type: channel.type, state: .connected, detail: nil, since: .now(),
+                                                   capabilities: adapter.capabilities)))
+        supervisor.start(.init(id: "channel:\(channel.id)") { try await adapter.run(context: context) })
+        let worker = SendWorker(adapter: adapter, context: context, store: store, outboundSignal: outboundSignal, eventSignal: eventSignal,
+                                schedule: config.sendRetry, pipeline: pipeline, hub: hub)
+        supervisor.start(.init(id: "send:\(channel.id)") { try await worker.run() })
+    }
+
+    /// A one-line summary for systemd's STATUS=.
+    public func statusLine() async -> String {
+        let channels = hub.all
+        let up = channels.filter { $0.info.state == .connected }.count
+        var pending = 0
+        for h in config.helpdesks { pending += (try? await store.sinkStats(h.name).pending) ?? 0 }
+        let queued = (try? await store.counts().sendQueue) ?? 0
+        return "\(up)/\(channels.count) channels connected; outbox \(pending) pending; \(queued) replies queued"
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// A one-shot stop request for one supervised task.
+final class StopLatch: Sendable {
+    private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    func fire() {
+        let w = state.withLock { s -> [CheckedContinuation<Void, Never>] in s.fired = true; defer { s.waiters = [] }; return s.waiters }
+        for c in w { c.resume() }
+    }
+    var fired: Bool { state.withLock { $0.fired } }
+    func wait() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { s -> Bool in if s.fired { return true }; s.waiters.append(c); return false }
+            if now { c.resume() }
+        }
+    }
+}
+
+/// Runs long-lived tasks (adapters, send workers, delivery workers) as children of one service,
+/// so a failing channel never takes the daemon down: a task that throws is restarted with
+/// exponential backoff, and tasks can be started and stopped one by one (config reload).
+public final class Supervisor: Service, Sendable {
+    public struct Unit: Sendable {
+        public var id: String
+        public var body: @Sendable () async throws -> Void
+        public init(id: String, body: @escaping @Sendable () async throws -> Void) { self.id = id; self.body = body }
+    }
+    enum Command: Sendable { case start(Unit), stop(String) }
+
+    private let commands: AsyncStream<Command>
+    private let continuation: AsyncStream<Command>.Continuation
+    private let latches = Mutex<[String: StopLatch]>([:])
+    let logger: Logger
+
+    public init(logger: Logger) {
+        (commands, continuation) = AsyncStream.makeStream(of: Command.self)
+        self.logger = logger
+    }
+
+    public func start(_ unit: Unit) { continuation.yield(.start(unit)) }
+    public func stop(_ id: String) { continuation.yield(.stop(id)) }
+    public var runningIDs: [String] { latches.withLock { Array($0.keys) } }
+
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            for await command in commands.cancelOnGracefulShutdown() {
+                switch command {
+                case .start(let unit):
+                    let latch = StopLatch()
+                    let previous = latches.withLock { l -> StopLatch? in defer { l[unit.id] = latch }; return l[unit.id] }
+                    previous?.fire()
+                    group.addTask { await self.supervise(unit, latch: latch) }
+                case .stop(let id):
+                    latches.withLock { $0.removeValue(forKey: id) }?.fire()
+                }
+            }
+            // Shutting down: stop every child and let the group wait for them.
+            for l in latches.withLock({ l -> [StopLatch] in defer { l = [:] }; return Array(l.values) }) { l.fire() }
+        }
+    }
+
+    func supervise(_ unit: Unit, latch: StopLatch) async {
+        var failures = 0
+        while !latch.fired {
+            let started = ContinuousClock.now
+            let error: (any Error)? = await withTaskGroup(of: (any Error)?.self) { group in
+                group.addTask {
+                    do { try await unit.body(); return nil } catch { return error }
+                }
+                group.addTask { await latch.wait(); return nil }
+                let first = await group.next() ?? nil
+                group.cancelAll()
+                return first
+            }
+            if latch.fired { break }
+            if ContinuousClock.now - started > .seconds(60) { failures = 0 }
+            failures += 1
+            let delay = min(60.0, 0.5 * pow(2.0, Double(min(failures, 8)))) * Double.random(in: 0.8...1.2)
+            logger.error("task stopped; restarting", metadata: [
+                "task": "\(unit.id)", "error": "\(error.map { "\($0)" } ?? "returned")", "restart_in_s": "\(String(format: "%.1f", delay))"])
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { try? await Task.sleep(for: .seconds(delay)) }
+                group.addTask { await latch.wait() }
+                await group.next()
+                group.cancelAll()
+            }
+        }
+    }
+}
