@@ -173,8 +173,8 @@ public struct SystemdNotifier: Sendable {
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
 
         let outcome: (sent: Int, code: Int32)? = POSIX.withUnixSocketAddress(socketPath) { address, length in
-            var message = Array(raw.utf8)
-            return message.withUnsafeMutableBytes { bytes in
+            let message = Array(raw.utf8)
+            return message.withUnsafeBytes { bytes in
                 while true {
                     let sent = sendto(fd, bytes.baseAddress, bytes.count, POSIX.noSignalFlag, address, length)
                     if sent < 0 && POSIX.errno == EINTR { continue }

@@ -231,8 +231,9 @@ struct ForwardCompatibilityTests {
 
     @Test func partTagCannotBeOverriddenByExtra() throws {
         let part = Part.text(Open(TextFields(text: "hi"), extra: ["type": "poll"]))
+        let encoded = try tree(of: part)
         withKnownIssue("Part.encode writes `extra` after the tag, so an extra `type` replaces it") {
-            #expect(try tree(of: part)["type"] == "text")
+            #expect(encoded["type"] == "text")
         }
     }
 
@@ -246,8 +247,9 @@ struct ForwardCompatibilityTests {
              "received_at":"2025-05-01T10:15:30.123Z","parts":[],"text_fallback":""}
             """
         let m = try JSON.decode(Message.self, from: Data(json.utf8))
+        let (reencoded, original) = (try tree(of: m), try tree(json))
         withKnownIssue("unknown members of nested non-Open objects are dropped") {
-            #expect(try tree(of: m) == tree(json))
+            #expect(reencoded == original)
         }
     }
 }
