@@ -71,11 +71,32 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
+        .target(
+            name: "SwitchboardDaemon",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP", "SwitchboardDelivery", "SwitchboardSystemd",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .target(
+            name: "WebhookAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/webhook/Sources"
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
-                "SwitchboardDelivery", "SwitchboardSystemd",
+                "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -83,12 +104,25 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "SwitchboardCoreTests",
+            dependencies: ["SwitchboardCore", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/SwitchboardCoreTests"
+        ),
+        .testTarget(
+            name: "SwitchboardSystemdTests",
+            dependencies: ["SwitchboardSystemd", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/SwitchboardSystemdTests"
+        ),
+        .testTarget(
             name: "SwitchboardTests",
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
-                "SwitchboardDelivery", "SwitchboardSystemd",
+                "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Tests/SwitchboardTests"
         ),

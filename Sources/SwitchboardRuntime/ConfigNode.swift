@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import SwitchboardCore
+import SwitchboardSystemd
 import Yams
 
 /// Problems found while reading a configuration, each naming the key's path
@@ -204,14 +205,14 @@ public struct ConfigNode: Sendable {
         if let s = string(key), !s.isEmpty { return s }
         if let p = string(key + "_file") {
             let resolved = resolvePath(p, credential: true)
-            guard let data = FileManager.default.contents(atPath: resolved) else {
-                file.problem("cannot read secret file \(resolved)")
+            do {
+                let s = try Credentials.readSecret(path: resolved, environment: [:])
+                if s.isEmpty { file.problem("secret file \(resolved) is empty") }
+                return s
+            } catch {
+                file.problem("\(error)")
                 return nil
             }
-            var s = String(decoding: data, as: UTF8.self)
-            while s.hasSuffix("\n") || s.hasSuffix("\r") { s.removeLast() }
-            if s.isEmpty { file.problem("secret file \(resolved) is empty") }
-            return s
         }
         if required { inline.problem("missing (required; or give \(key)_file)") }
         return nil

@@ -65,10 +65,15 @@ public struct JournalLogHandler: LogHandler {
         }
     }
 
+    /// The logger's label, shown in brackets so subsystems can be told apart.
     public let label: String
+    /// The line format, fixed when the handler is made.
     public let style: Style
+    /// Messages below this level are dropped by `Logger` before reaching the handler.
     public var logLevel: Logger.Level
+    /// Metadata attached to every message from this logger.
     public var metadata: Logger.Metadata = [:]
+    /// Contextual metadata (for example task-local request ids) added at log time.
     public var metadataProvider: Logger.MetadataProvider?
     private let output: Output
 

@@ -1,0 +1,196 @@
+import AsyncHTTPClient
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import Synchronization
+import SwitchboardCore
+import SwitchboardHTTP
+import SwitchboardRuntime
+import SwitchboardSystemd
+import UnixSignals
+
+/// A configuration that did not pass validation: one line per problem, each naming its key.
+public struct ConfigProblems: Error, CustomStringConvertible {
+    public var problems: [String]
+    public var description: String { problems.joined(separator: "\n") }
+}
+
+/// The whole daemon: runtime, listeners, systemd integration and reload, as one ServiceGroup.
+/// `switchboard serve` runs it; tests run it in-process with their own adapters.
+public final class Daemon: Sendable {
+    public let runtime: Runtime
+    public let configPath: String?
+    let registry: AdapterRegistry
+    let environment: ConfigEnvironment
+    let logger: Logger
+    let notifier: SystemdNotifier
+    let ready = Mutex<(addresses: [String: String], waiters: [CheckedContinuation<[String: String], Never>])>(([:], []))
+    let group = Mutex<ServiceGroup?>(nil)
+    let expectedListeners: Int
+
+    /// Reads and validates everything (config keys and every adapter's own keys) and returns
+    /// the config and the adapters built from it, or every problem found.
+    public static func validate(text: String, registry: AdapterRegistry, environment: ConfigEnvironment,
+                                logger: Logger) -> Result<(SwitchboardConfig, [String: any ChannelAdapter]), ConfigProblems> {
+        let diagnostics = ConfigDiagnostics()
+        let config = ConfigLoader.load(text: text, environment: environment, adapterKinds: registry.kinds, diagnostics: diagnostics)
+        let env = AdapterEnvironment(httpClient: HTTPClient.shared, publicURL: config.publicURL, logger: logger)
+        let adapters = Runtime.buildAdapters(config, registry: registry, env: env, diagnostics: diagnostics)
+        if !diagnostics.isEmpty { return .failure(ConfigProblems(problems: diagnostics.problems)) }
+        return .success((config, adapters))
+    }
+
+    public static func readConfig(path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigProblems(problems: ["cannot read the configuration file \(path)"])
+        }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    public init(configText: String, configPath: String?, registry: AdapterRegistry, environment: ConfigEnvironment,
+                logger: Logger, notifier: SystemdNotifier = SystemdNotifier()) throws {
+        let (config, adapters) = try Self.validate(text: configText, registry: registry, environment: environment, logger: logger).get()
+        self.runtime = try Runtime(config: config, registry: registry, httpClient: HTTPClient.shared, logger: logger)
+        self.configPath = configPath
+        self.registry = registry
+        self.environment = environment
+        self.logger = logger
+        self.notifier = notifier
+        self.expectedListeners = 1 + (config.apiListen == nil ? 0 : 1) + (config.apiSocket == nil ? 0 : 1)
+        runtime.apply(config, adapters: adapters)
+    }
+
+    /// Listener name → bound address, once every listener is up (READY).
+    public func waitUntilReady() async -> [String: String] {
+        await withCheckedContinuation { c in
+            let now = ready.withLock { s -> [String: String]? in
+                if s.addresses.count >= expectedListeners { return s.addresses }
+                s.waiters.append(c)
+                return nil
+            }
+            if let now { c.resume(returning: now) }
+        }
+    }
+
+    /// Starts a graceful shutdown (what SIGTERM does).
+    public func shutdown() async {
+        let g = group.withLock { $0 }
+        await g?.triggerGracefulShutdown()
+    }
+
+    func listenerUp(_ name: String, _ address: String) async {
+        if name == "api-socket", let path = runtime.config.apiSocket {
+            chmod(path, mode_t(runtime.config.apiSocketMode))
+        }
+        logger.info("listening", metadata: ["listener": "\(name)", "address": "\(address)"])
+        let (waiters, all) = ready.withLock { s -> ([CheckedContinuation<[String: String], Never>], [String: String]?) in
+            s.addresses[name] = address
+            guard s.addresses.count >= expectedListeners else { return ([], nil) }
+            defer { s.waiters = [] }
+            return (s.waiters, s.addresses)
+        }
+        if let all {
+            // Listeners bound, store open, adapters started: now systemd may route traffic.
+            _ = notifier.ready(status: await runtime.statusLine())
+            logger.info("ready", metadata: ["version": "\(SwitchboardVersion.current)"])
+            for w in waiters { w.resume(returning: all) }
+        }
+    }
+
+    public func run() async throws {
+        let config = runtime.config
+        var services: [any Service] = [runtime.pipeline, runtime.supervisor]
+        let onRunning: Listeners.OnRunning = { [self] name, address in await self.listenerUp(name, address) }
+        services.append(Listeners.publicListener(runtime: runtime, address: .hostname(config.listen.host, port: config.listen.port),
+                                                 logger: logger, onRunning: onRunning))
+        if let api = config.apiListen {
+            services.append(Listeners.apiListener(runtime: runtime, address: .hostname(api.host, port: api.port), requireToken: true,
+                                                  logger: logger, metrics: SwitchboardMetrics.text, onRunning: onRunning))
+        }
+        if let path = config.apiSocket {
+            try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            services.append(Listeners.apiListener(runtime: runtime, address: .unixDomainSocket(path: path), requireToken: false,
+                                                  logger: logger, metrics: SwitchboardMetrics.text, onRunning: onRunning))
+        }
+        services.append(SystemdService(daemon: self))
+        let serviceGroup = ServiceGroup(configuration: .init(
+            services: services.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            cancellationSignals: [],
+            logger: logger))
+        group.withLock { $0 = serviceGroup }
+        try await serviceGroup.run()
+        logger.info("stopped")
+    }
+
+    /// SIGHUP: validate the file again; apply it only if it is entirely valid.
+    func reload() async {
+        _ = notifier.reloading()
+        logger.info("reloading configuration")
+        guard let path = configPath else {
+            logger.warning("no configuration file to reload (started from embedded text)")
+            _ = notifier.ready(status: await runtime.statusLine())
+            return
+        }
+        let result: Result<(SwitchboardConfig, [String: any ChannelAdapter]), ConfigProblems>
+        do {
+            result = Self.validate(text: try Self.readConfig(path: path), registry: registry, environment: environment, logger: logger)
+        } catch let p as ConfigProblems {
+            result = .failure(p)
+        } catch {
+            result = .failure(ConfigProblems(problems: ["\(error)"]))
+        }
+        switch result {
+        case .failure(let p):
+            for line in p.problems { logger.error("reload refused", metadata: ["problem": "\(line)"]) }
+            _ = notifier.ready(status: "reload failed (\(p.problems.count) problems); running the previous configuration")
+        case .success(let (config, adapters)):
+            let old = runtime.config
+            if old.listen != config.listen || old.apiListen != config.apiListen || old.apiSocket != config.apiSocket
+                || old.storagePath != config.storagePath || old.mediaPath != config.mediaPath {
+                logger.warning("listener, storage or media path changes take effect after a restart")
+            }
+            runtime.apply(config, adapters: adapters)
+            logger.info("configuration reloaded", metadata: ["channels": "\(config.channels.count)", "helpdesks": "\(config.helpdesks.count)"])
+            _ = notifier.ready(status: await runtime.statusLine())
+        }
+    }
+}
+
+/// systemd's side of the lifecycle: STATUS= lines, WATCHDOG=1 while healthy, RELOADING on
+/// SIGHUP, STOPPING=1 when shutdown begins (this service is last in the group, so it is the
+/// first to hear of it).
+struct SystemdService: Service {
+    let daemon: Daemon
+
+    func run() async throws {
+        let notifier = daemon.notifier
+        let watchdog = Watchdog.interval()
+        let tick: Duration = watchdog.map { min($0, .seconds(10)) } ?? .seconds(10)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+                    await daemon.reload()
+                }
+            }
+            group.addTask {
+                var lastStatus = ""
+                while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                    // Ping only when the store answers: a blind timer would prove nothing.
+                    if (try? await daemon.runtime.store.ping()) != nil, watchdog != nil { _ = notifier.watchdog() }
+                    let line = await daemon.runtime.statusLine()
+                    if line != lastStatus { _ = notifier.status(line); lastStatus = line }
+                    try? await Task.sleep(for: tick)
+                }
+            }
+            await withGracefulShutdownHandler {
+                await group.next()
+            } onGracefulShutdown: {
+                _ = notifier.stopping(status: "draining")
+                daemon.logger.info("shutting down: draining in-flight work")
+            }
+            group.cancelAll()
+        }
+    }
+}
