@@ -44,17 +44,21 @@ public struct DeliveryStatus: OpenStringEnum {
     public static let failed: DeliveryStatus = "failed"
 }
 
-public struct StatusError: Codable, Sendable, Hashable {
+public struct StatusErrorFields: KnownFields {
     /// Our stable code (`rate_limited`, `window_closed`, `invalid_recipient`, `channel_error`, …).
     public var code: String
     /// The platform's own code (Graph `131047`, SMTP `550`), when there is one.
     public var channelCode: String?
     public var message: String
     public var retryable: Bool
+    public enum CodingKeys: String, CodingKey, CaseIterable { case code, message, retryable, channelCode = "channel_code" }
+    public typealias Keys = CodingKeys
+}
+public typealias StatusError = Open<StatusErrorFields>
+extension Open where Fields == StatusErrorFields {
     public init(code: String, channelCode: String? = nil, message: String, retryable: Bool) {
-        self.code = code; self.channelCode = channelCode; self.message = message; self.retryable = retryable
+        self.init(StatusErrorFields(code: code, channelCode: channelCode, message: message, retryable: retryable))
     }
-    enum CodingKeys: String, CodingKey { case code, message, retryable, channelCode = "channel_code" }
 }
 
 /// `message.status`: the delivery progress of one of our outbound messages (or a customer's

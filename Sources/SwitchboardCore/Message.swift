@@ -20,30 +20,43 @@ public struct Origin: OpenStringEnum {
 }
 
 /// Our side on a channel: the channel type and the configured channel id.
-public struct ChannelRef: Codable, Sendable, Hashable {
+public struct ChannelRefFields: KnownFields {
     public var type: String
     public var id: String
-    public init(type: String, id: String) { self.type = type; self.id = id }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case type, id }
+    public typealias Keys = CodingKeys
+}
+public typealias ChannelRef = Open<ChannelRefFields>
+extension Open where Fields == ChannelRefFields {
+    public init(type: String, id: String) { self.init(ChannelRefFields(type: type, id: id)) }
 }
 
-public struct Participant: Codable, Sendable, Hashable {
+public struct ParticipantFields: KnownFields {
     public var role: String
     public var identityID: String?
     public var channelUserID: String?
     public var displayName: String?
-    public init(role: String, identityID: String? = nil, channelUserID: String? = nil, displayName: String? = nil) {
-        self.role = role; self.identityID = identityID; self.channelUserID = channelUserID; self.displayName = displayName
-    }
-    enum CodingKeys: String, CodingKey {
+    public enum CodingKeys: String, CodingKey, CaseIterable {
         case role, identityID = "identity_id", channelUserID = "channel_user_id", displayName = "display_name"
+    }
+    public typealias Keys = CodingKeys
+}
+public typealias Participant = Open<ParticipantFields>
+extension Open where Fields == ParticipantFields {
+    public init(role: String, identityID: String? = nil, channelUserID: String? = nil, displayName: String? = nil) {
+        self.init(ParticipantFields(role: role, identityID: identityID, channelUserID: channelUserID, displayName: displayName))
     }
 }
 
-public struct MessageRef: Codable, Sendable, Hashable {
+public struct MessageRefFields: KnownFields {
     public var messageID: String?
     public var externalID: String?
-    public init(messageID: String? = nil, externalID: String? = nil) { self.messageID = messageID; self.externalID = externalID }
-    enum CodingKeys: String, CodingKey { case messageID = "message_id", externalID = "external_id" }
+    public enum CodingKeys: String, CodingKey, CaseIterable { case messageID = "message_id", externalID = "external_id" }
+    public typealias Keys = CodingKeys
+}
+public typealias MessageRef = Open<MessageRefFields>
+extension Open where Fields == MessageRefFields {
+    public init(messageID: String? = nil, externalID: String? = nil) { self.init(MessageRefFields(messageID: messageID, externalID: externalID)) }
 }
 
 /// The channel's original payload: inline when small, else a reference to `GET /v1/messages/{id}/raw`.

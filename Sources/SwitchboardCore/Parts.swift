@@ -314,20 +314,26 @@ extension Part: Codable {
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: TypeKey.self)
         let type = try c.decode(String.self, forKey: .type)
+        // The tag is the enum case, not an unknown member of the payload.
+        func open<F: KnownFields>(_ t: Open<F>.Type) throws -> Open<F> {
+            var o = try Open<F>(from: decoder)
+            o.extra["type"] = nil
+            return o
+        }
         switch type {
-        case "text": self = .text(try Open<TextFields>(from: decoder))
-        case "media": self = .media(try Open<MediaFields>(from: decoder))
-        case "location": self = .location(try Open<LocationFields>(from: decoder))
-        case "contact_card": self = .contactCard(try Open<ContactCardFields>(from: decoder))
-        case "buttons": self = .buttons(try Open<ButtonsFields>(from: decoder))
-        case "quick_replies": self = .quickReplies(try Open<QuickRepliesFields>(from: decoder))
-        case "card": self = .card(try Card(from: decoder))
-        case "carousel": self = .carousel(try Open<CarouselFields>(from: decoder))
-        case "list": self = .list(try Open<ListFields>(from: decoder))
-        case "template": self = .template(try Open<TemplateFields>(from: decoder))
-        case "interaction": self = .interaction(try Open<InteractionFields>(from: decoder))
-        case "reaction": self = .reaction(try Open<ReactionFields>(from: decoder))
-        case "unsupported": self = .unsupported(try Open<UnsupportedFields>(from: decoder))
+        case "text": self = .text(try open(Open<TextFields>.self))
+        case "media": self = .media(try open(Open<MediaFields>.self))
+        case "location": self = .location(try open(Open<LocationFields>.self))
+        case "contact_card": self = .contactCard(try open(Open<ContactCardFields>.self))
+        case "buttons": self = .buttons(try open(Open<ButtonsFields>.self))
+        case "quick_replies": self = .quickReplies(try open(Open<QuickRepliesFields>.self))
+        case "card": self = .card(try open(Card.self))
+        case "carousel": self = .carousel(try open(Open<CarouselFields>.self))
+        case "list": self = .list(try open(Open<ListFields>.self))
+        case "template": self = .template(try open(Open<TemplateFields>.self))
+        case "interaction": self = .interaction(try open(Open<InteractionFields>.self))
+        case "reaction": self = .reaction(try open(Open<ReactionFields>.self))
+        case "unsupported": self = .unsupported(try open(Open<UnsupportedFields>.self))
         default:
             var o = try decoder.singleValueContainer().decode(JSONObject.self)
             o["type"] = nil
@@ -336,8 +342,6 @@ extension Part: Codable {
     }
 
     public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: TypeKey.self)
-        try c.encode(type, forKey: .type)
         switch self {
         case .text(let p): try p.encode(to: encoder)
         case .media(let p): try p.encode(to: encoder)
@@ -356,5 +360,8 @@ extension Part: Codable {
             var d = encoder.container(keyedBy: AnyCodingKey.self)
             for (k, v) in o where k != "type" { try d.encode(v, forKey: AnyCodingKey(k)) }
         }
+        // Written last, so a stray `type` in a payload's extra members can never replace it.
+        var c = encoder.container(keyedBy: TypeKey.self)
+        try c.encode(type, forKey: .type)
     }
 }

@@ -73,9 +73,14 @@ public enum Renderer {
         state.flushText()
         var out = state.out
         let fallback = fallbackText ?? parts.textFallback
-        if out.isEmpty || out.allSatisfy({ $0.textFallback?.isEmpty ?? true }) {
-            // Nothing meaningful survived: send the fallback text rather than an empty message.
-            if !fallback.isEmpty { out = [.text(fallback)] }
+        if out.isEmpty {
+            // Everything was dropped: send the helpdesk's own fallback text, or refuse rather
+            // than send the customer something the agent didn't write.
+            guard let explicit = fallbackText, !explicit.isEmpty else {
+                throw RenderRejection(code: "capability_unsupported",
+                                      detail: "nothing in this message can be shown on \(channelType); give fallback_text to send text instead")
+            }
+            out = [.text(explicit)]
         }
         return RenderedMessage(parts: out, textFallback: fallback, degradations: state.degradations, numberedOptions: state.options)
     }
@@ -158,6 +163,16 @@ public enum Renderer {
             }
         }
 
+        /// Why native buttons can't carry these actions, for the degradation report.
+        func buttonsShortfall(_ actions: [Action]) -> (reason: String, detail: String?) {
+            if caps.maxButtons == 0 { return ("channel_unsupported", nil) }
+            if let bad = actions.first(where: { !caps.buttonActions.contains($0.type) }) {
+                return ("channel_unsupported", "\(bad.type.rawValue) actions are not supported as buttons")
+            }
+            if actions.count > caps.maxButtons { return ("over_limit", "\(actions.count) actions; the channel allows \(caps.maxButtons)") }
+            return ("over_limit", "a title is longer than \(caps.maxButtonTitle ?? 0) characters")
+        }
+
         func quickRepliesFit(_ count: Int) -> Bool { caps.maxQuickReplies > 0 && count <= caps.maxQuickReplies }
 
         mutating func render(_ part: Part, index i: Int) throws(RenderRejection) {
@@ -174,6 +189,13 @@ public enum Renderer {
                         degrade(i, "text", "split", "over_limit", "longer than \(max) characters")
                     }
                     text(t.text)
+                } else if let max = caps.maxTextLength, t.text.count > max {
+                    degrade(i, "text", "split", "over_limit", "longer than \(max) characters")
+                    for chunk in Renderer.split(t.text, max: max) {
+                        var c = t
+                        c.text = chunk
+                        emit(.text(c))
+                    }
                 } else {
                     emit(.text(t))
                 }
@@ -204,13 +226,14 @@ public enum Renderer {
                 if buttonsFit(b.actions) { emit(.buttons(b)); return }
                 let replyOnly = b.actions.allSatisfy { $0.type == .reply || $0.type == .postback }
                 if replyOnly && quickRepliesFit(b.actions.count) {
-                    degrade(i, "buttons", "quick_replies", caps.maxButtons == 0 ? "channel_unsupported" : "over_limit")
+                    let (reason, detail) = buttonsShortfall(b.actions)
+                    degrade(i, "buttons", "quick_replies", reason, detail)
                     let opts = b.actions.map { QuickReplyOption(title: $0.title, payload: $0.payload, id: $0.id) }
                     emit(.quickReplies(Open(QuickRepliesFields(text: b.text, options: opts))))
                     return
                 }
-                degrade(i, "buttons", "numbered_text", caps.maxButtons == 0 ? "channel_unsupported" : "over_limit",
-                        caps.maxButtons == 0 ? nil : "\(b.actions.count) actions; the channel allows \(caps.maxButtons)")
+                let (reason, detail) = buttonsShortfall(b.actions)
+                degrade(i, "buttons", "numbered_text", reason, detail)
                 actionsAsText(b.text, b.actions)
             case .quickReplies(let q):
                 if quickRepliesFit(q.options.count) { emit(.quickReplies(q)); return }
@@ -223,8 +246,11 @@ public enum Renderer {
                 degrade(i, "quick_replies", "numbered_text", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit")
                 numbered(q.text, q.options.map { ($0.title, $0.payload ?? $0.id ?? $0.title) })
             case .card(let c):
-                if caps.cards && (c.actions ?? []).count <= max(caps.maxButtons, 3) { emit(.card(c)); return }
-                degrade(i, "card", "text", "channel_unsupported")
+                let actions = c.actions ?? []
+                if caps.cards && actions.count <= max(caps.maxButtons, 3) { emit(.card(c)); return }
+                let to = actions.isEmpty ? "text" : (buttonsFit(actions) ? "buttons" : "numbered_text")
+                degrade(i, "card", to, caps.cards ? "over_limit" : "channel_unsupported",
+                        caps.cards ? "\(actions.count) actions on one card" : nil)
                 cardAsParts(c)
             case .carousel(let car):
                 if caps.cards && caps.maxCarouselCards >= car.cards.count { emit(.carousel(car)); return }
@@ -327,7 +353,8 @@ public enum Renderer {
                 } else { tag.append(ch) }
             } else if ch == "<" { inTag = true } else { out.append(ch) }
         }
-        let entities = ["&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": "\"", "&#39;": "'", "&apos;": "'", "&amp;": "&"]
+        // `&amp;` last, so "&amp;lt;" becomes the text "&lt;" and not "<".
+        let entities = [("&nbsp;", " "), ("&lt;", "<"), ("&gt;", ">"), ("&quot;", "\""), ("&#39;", "'"), ("&apos;", "'"), ("&amp;", "&")]
         for (k, v) in entities { out = out.replacingOccurrences(of: k, with: v) }
         return out.trimmingCharacters(in: .whitespacesAndNewlines)
     }

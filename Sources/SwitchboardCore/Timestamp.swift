@@ -57,7 +57,7 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
                 digits += 1; i += 1
             }
             guard digits > 0 else { return nil }
-            for _ in digits..<3 where digits < 3 { ms *= 10 }
+            if digits < 3 { for _ in digits..<3 { ms *= 10 } }
         }
         guard i < u.count else { return nil }
         var offset: Int64 = 0

@@ -218,28 +218,21 @@ struct ForwardCompatibilityTests {
         #expect(status.extra["pricing"]?["category"] == "service")
     }
 
-    // Model problems found while writing these tests. `withKnownIssue` keeps the suite green
-    // and fails loudly ("known issue was not recorded") once the model is fixed, so the
-    // wrapper can be removed then.
+    // Regressions for model bugs found while writing these tests.
 
     @Test func decodedKnownPartEqualsTheConstructedOne() throws {
         let decoded = try JSON.decode(Part.self, from: Data(#"{"type":"text","text":"hi"}"#.utf8))
-        withKnownIssue("Part.init(from:) leaves the `type` tag in the part's `extra`") {
-            #expect(decoded == Part.text("hi"))
-        }
+        #expect(decoded == Part.text("hi"))
     }
 
     @Test func partTagCannotBeOverriddenByExtra() throws {
         let part = Part.text(Open(TextFields(text: "hi"), extra: ["type": "poll"]))
         let encoded = try tree(of: part)
-        withKnownIssue("Part.encode writes `extra` after the tag, so an extra `type` replaces it") {
-            #expect(encoded["type"] == "text")
-        }
+        #expect(encoded["type"] == "text")
     }
 
     @Test func unknownFieldsOnNestedPlainStructs() throws {
-        // ChannelRef, Participant, MessageRef, RawRef, QuickReplyOption, ListSection, ListRow,
-        // ContactCardFields.Item and StatusError are plain Codable structs, not Open<…>.
+        // ChannelRef, Participant, MessageRef and StatusError are Open<…> too.
         let json = """
             {"id":"msg_01JTB2K3M4N5P6Q7R8S9TAVBWC","conversation_id":"conv_01JTB1Z9Y8X7W6V5T4S3R2Q1P0","direction":"inbound",
              "origin":"customer","channel":{"type":"whatsapp","id":"wa-sales","account_id":"acct_1"},
@@ -248,8 +241,6 @@ struct ForwardCompatibilityTests {
             """
         let m = try JSON.decode(Message.self, from: Data(json.utf8))
         let (reencoded, original) = (try tree(of: m), try tree(json))
-        withKnownIssue("unknown members of nested non-Open objects are dropped") {
-            #expect(reencoded == original)
-        }
+        #expect(reencoded == original)
     }
 }

@@ -78,22 +78,18 @@ struct TimestampTests {
         #expect(Timestamp(rfc3339: "1969-12-31T23:59:59.5Z")?.milliseconds == -500)
     }
 
-    @Test func parsesFractionsOfFourToNineDigits() async {
-        // Runs in a child process: with the bug below, the parser traps instead of returning.
-        await withKnownIssue("Timestamp(rfc3339:) traps on more than 3 fraction digits (`for _ in digits..<3` with digits > 3)") {
-            await #expect(processExitsWith: .success) {
-                let cases = [
-                    ("2025-05-01T10:15:30.1234Z", "2025-05-01T10:15:30.123Z"),
-                    ("2025-05-01T10:15:30.12345Z", "2025-05-01T10:15:30.123Z"),
-                    ("2025-05-01T10:15:30.123456Z", "2025-05-01T10:15:30.123Z"),
-                    ("2025-05-01T10:15:30.1234567Z", "2025-05-01T10:15:30.123Z"),
-                    ("2025-05-01T10:15:30.99999999Z", "2025-05-01T10:15:30.999Z"),
-                    ("2025-05-01T12:15:30.123456789+02:00", "2025-05-01T10:15:30.123Z"),
-                ]
-                for (input, expected) in cases where Timestamp(rfc3339: input)?.rfc3339 != expected {
-                    exit(1)
-                }
-            }
+    @Test func parsesFractionsOfFourToNineDigits() {
+        // Regression: more than 3 fraction digits used to trap.
+        let cases = [
+            ("2025-05-01T10:15:30.1234Z", "2025-05-01T10:15:30.123Z"),
+            ("2025-05-01T10:15:30.12345Z", "2025-05-01T10:15:30.123Z"),
+            ("2025-05-01T10:15:30.123456Z", "2025-05-01T10:15:30.123Z"),
+            ("2025-05-01T10:15:30.1234567Z", "2025-05-01T10:15:30.123Z"),
+            ("2025-05-01T10:15:30.99999999Z", "2025-05-01T10:15:30.999Z"),
+            ("2025-05-01T12:15:30.123456789+02:00", "2025-05-01T10:15:30.123Z"),
+        ]
+        for (input, expected) in cases {
+            #expect(Timestamp(rfc3339: input)?.rfc3339 == expected, "\(input)")
         }
     }
 
