@@ -1,0 +1,48 @@
+# Switchboard — build, demo, test, bench.
+# `make demo` and `make test` install whatever this Debian machine is missing first.
+
+SWIFT      ?= swift
+CONFIG     ?= Config/demo.yaml
+# System packages the build and the tests need (C libraries for the build; Python for the
+# interop and schema checks; chromium etc. arrive with the adapters that need them).
+APT_PACKAGES := libsystemd-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config \
+                python3 python3-pip curl systemd
+# Independent implementations our output is checked against (schema, Standard Webhooks, CloudEvents).
+PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator
+
+.PHONY: all deps build demo test bench clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@command -v $(SWIFT) >/dev/null || { echo "Swift 6 is required (https://www.swift.org/install/linux/)"; exit 1; }
+	@missing=""; for p in $(PIP_PACKAGES); do python3 -c "import importlib.metadata as m; m.version('$$p')" 2>/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing (pip):$$missing"; \
+	  python3 -m pip install -q $$missing 2>/dev/null || python3 -m pip install -q --break-system-packages $$missing; \
+	fi
+
+build: deps
+	$(SWIFT) build --product switchboard
+
+demo: build
+	@mkdir -p .switchboard
+	@echo "Switchboard demo: public listener http://127.0.0.1:8080, API http://127.0.0.1:8081 and .switchboard/api.sock"
+	@echo "  try:  .build/debug/switchboard simulate demo --config $(CONFIG) --text 'Hello!'"
+	.build/debug/switchboard serve --config $(CONFIG)
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: deps
+	bash Benchmarks/run.sh
+
+clean:
+	rm -rf .build .switchboard
