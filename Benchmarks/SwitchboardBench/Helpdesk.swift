@@ -1,6 +1,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -86,7 +87,7 @@ struct Helpdesk: AsyncParsableCommand {
               let sig = headers[HTTPField.Name("webhook-signature")!] else { return false }
         var mac = HMAC<SHA256>(key: SymmetricKey(data: key))
         mac.update(data: Array("\(id).\(ts).".utf8))
-        body.withUnsafeReadableBytes { mac.update(bufferPointer: $0) }
+        body.withUnsafeReadableBytes { mac.update(data: $0) }
         let expected = Data(mac.finalize()).base64EncodedString()
         return sig.split(separator: " ").contains { $0.hasPrefix("v1,") && $0.dropFirst(3) == expected }
     }

@@ -50,6 +50,8 @@ public final class Daemon: Sendable {
 
     public init(configText: String, configPath: String?, registry: AdapterRegistry, environment: ConfigEnvironment,
                 logger: Logger, notifier: SystemdNotifier = SystemdNotifier()) throws {
+        // Metrics first: swift-metrics binds each metric to the factory present when it is made.
+        _ = SwitchboardMetrics.registry
         let (config, adapters) = try Self.validate(text: configText, registry: registry, environment: environment, logger: logger).get()
         self.runtime = try Runtime(config: config, registry: registry, httpClient: HTTPClient.shared, logger: logger)
         self.configPath = configPath

@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# Switchboard benchmark (`make bench`). See Benchmarks/README.md for what is measured and how
+# to read the results. It reports; it does not gate: it exits 0 when a target is missed (the
+# table says MISSED) and non-zero only when it cannot measure at all (build or start failure).
+#
+# Tunables (environment):
+#   BENCH_CONNECTIONS=64     keep-alive connections for the throughput phases
+#   BENCH_DURATION=10        measured seconds per throughput phase
+#   BENCH_WARMUP=2           unmeasured warm-up seconds before each throughput phase
+#   BENCH_USERS=1000         simulated customers in the throughput phases
+#   BENCH_E2E_RATE=1000      events/s in the end-to-end phase
+#   BENCH_E2E_DURATION=15    seconds of the end-to-end phase
+#   BENCH_E2E_USERS=200      simulated customers (conversations) in the end-to-end phase
+#   BENCH_E2E_CONNECTIONS=32 connections in the end-to-end phase
+#   BENCH_LOAD_THREADS=1     event-loop threads of the load generator
+#   BENCH_DURABILITY=        storage.durability for the daemon (empty: its default, full)
+#   BENCH_PERF=0             1: record `perf` profiles of the daemon during both daemon phases
+#   BENCH_SKIP_BUILD=0       1: use the existing release binaries
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+USERS=${BENCH_USERS:-1000}
+E2E_RATE=${BENCH_E2E_RATE:-1000}
+E2E_DURATION=${BENCH_E2E_DURATION:-15}
+E2E_USERS=${BENCH_E2E_USERS:-200}
+E2E_CONNECTIONS=${BENCH_E2E_CONNECTIONS:-32}
+THREADS=${BENCH_LOAD_THREADS:-1}
+DURABILITY=${BENCH_DURABILITY:-}
+PERF=${BENCH_PERF:-0}
+SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+
+RESULTS_DIR=$ROOT/Benchmarks/results
+LOG_DIR=$RESULTS_DIR/logs
+mkdir -p "$RESULTS_DIR"
+rm -rf "$LOG_DIR"
+mkdir -p "$LOG_DIR"
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-bench.XXXXXX")
+PIDS=()
+COMMANDS=()
+
+log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
+die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- helpers ---------------------------------------------------------------------------------
+
+# Records a command for the report, shell-quoted as it would be typed.
+note_cmd() {
+    local q
+    q=$(printf '%q ' "$@")
+    COMMANDS+=("${q% }")
+}
+
+# start NAME CMD...: runs CMD in the background with its output in $LOG_DIR/NAME.log; sets PID.
+start() {
+    local name=$1; shift
+    note_cmd "$@"
+    "$@" >"$LOG_DIR/$name.log" 2>&1 &
+    PID=$!
+    PIDS+=("$PID")
+}
+
+# stop PID: SIGTERM, up to 15 s for a graceful exit, then SIGKILL.
+stop() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+        echo "bench: pid $pid did not stop within 15 s of SIGTERM; killing it" >&2
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    local keep=() p
+    for p in "${PIDS[@]}"; do [[ $p != "$pid" ]] && keep+=("$p"); done
+    PIDS=("${keep[@]}")
+}
+
+# wait_ready LOG PID: waits for the "ready host:port" line of a bench server; prints the port.
+wait_ready() {
+    local file=$1 pid=$2 line
+    for _ in $(seq 300); do
+        line=$(grep -m1 '^ready ' "$file" 2>/dev/null)
+        if [[ -n $line ]]; then echo "${line##*:}"; return 0; fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$file" >&2
+    return 1
+}
+
+# wait_http URL PID: waits until URL answers 2xx (the daemon's /healthz).
+wait_http() {
+    local url=$1 pid=$2
+    for _ in $(seq 600); do
+        curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# kv KEY TEXT: the value of KEY in "k=v k=v" / one-per-line text.
+kv() {
+    local key=$1; shift
+    tr ' ' '\n' <<<"$*" | awk -F= -v k="$key" '$1 == k { print substr($0, length(k) + 2); exit }'
+}
+
+# calc EXPR: floating-point arithmetic.
+calc() { awk "BEGIN { printf \"%s\", $* }"; }
+
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+mib() { if [[ -n ${1:-} ]]; then calc "sprintf(\"%.1f\", $1 / 1024)"; else echo "?"; fi; }
+CLK_TCK=$(getconf CLK_TCK)
+
+# load OUT ARGS...: runs the load generator, shows its summary, keeps its RESULT line in OUT.
+run_load() {
+    local out=$1; shift
+    note_cmd "$BENCH" load "$@"
+    "$BENCH" load "$@" | tee "$out" | sed 's/^/    /' >&2
+    grep '^RESULT ' "$out" | tail -n1
+}
+
+# helpdesk_stats PORT: the receiver's stats as key=value lines.
+helpdesk_stats() { curl -fsS --max-time 5 "http://127.0.0.1:$1/stats?format=kv"; }
+
+# wait_delivered PORT WANT TIMEOUT_S: waits until the helpdesk has WANT distinct bench
+# messages (or nothing has arrived for TIMEOUT_S); prints the seconds waited.
+wait_delivered() {
+    local port=$1 want=$2 limit=$3 got last=-1 since t0
+    t0=$(date +%s.%N); since=$t0
+    while :; do
+        got=$(kv bench_unique "$(helpdesk_stats "$port")")
+        got=${got:-0}
+        (( got >= want )) && break
+        if [[ $got != "$last" ]]; then last=$got; since=$(date +%s.%N); fi
+        [[ $(calc "($(date +%s.%N) - $since) > $limit") == 1 ]] && break
+        sleep 0.1
+    done
+    calc "sprintf(\"%.1f\", $(date +%s.%N) - $t0)"
+}
+
+# daemon_errors LOG: error/critical lines the daemon logged (plain log format: "<time> <level> ...").
+daemon_errors() { awk '$2 == "error" || $2 == "critical"' "$1" | wc -l; }
+daemon_warnings() { awk '$2 == "warning"' "$1" | wc -l; }
+
+# write_config DIR PORT HELPDESK_PORT: a daemon config for one phase, everything under DIR.
+write_config() {
+    local dir=$1 port=$2 hport=$3
+    mkdir -p "$dir"
+    {
+        echo "# Generated by Benchmarks/run.sh"
+        echo "instance: bench"
+        echo "server:"
+        echo "  listen: \"127.0.0.1:$port\""
+        echo "storage:"
+        echo "  path: \"$dir/switchboard.sqlite\""
+        [[ -n $DURABILITY ]] && echo "  durability: $DURABILITY"
+        echo "media:"
+        echo "  path: \"$dir/media\""
+        echo "helpdesks:"
+        echo "  - name: bench"
+        echo "    url: \"http://127.0.0.1:$hport/switchboard\""
+        echo "    secret: \"$WHSEC\""
+        echo "    events: [\"*\"]"
+        echo "channels:"
+        echo "  - id: bench"
+        echo "    type: webhook"
+        echo "    secret: \"$CHANNEL_SECRET\""
+        echo "logging:"
+        echo "  level: info"
+    } >"$dir/switchboard.yaml"
+}
+
+# start_daemon_phase NAME: fresh directory, helpdesk receiver and daemon. Sets HPORT, HPID, DPORT, DPID, DLOG.
+start_daemon_phase() {
+    local name=$1 dir=$TMP/$1
+    start "$name-helpdesk" "$BENCH" helpdesk --port 0 --secret "$WHSEC"
+    HPID=$PID
+    HPORT=$(wait_ready "$LOG_DIR/$name-helpdesk.log" "$HPID") || die "the helpdesk receiver did not start"
+    DPORT=$("$BENCH" free-port) || die "no free port"
+    write_config "$dir" "$DPORT" "$HPORT"
+    cp "$dir/switchboard.yaml" "$LOG_DIR/$name-switchboard.yaml"
+    DLOG=$LOG_DIR/$name-daemon.log
+    start "$name-daemon" env -u JOURNAL_STREAM -u NOTIFY_SOCKET -u LISTEN_FDS "$SWITCHBOARD" serve --config "$dir/switchboard.yaml"
+    DPID=$PID
+    wait_http "http://127.0.0.1:$DPORT/healthz" "$DPID" || { cat "$DLOG" >&2; die "the daemon did not become healthy"; }
+    # `env` execs the daemon, so the pid is the daemon's.
+}
+
+# perf_start NAME SECONDS PID: records a profile of PID in the background (BENCH_PERF=1).
+PERF_PID=""
+perf_start() {
+    [[ $PERF == 1 ]] || return 0
+    command -v perf >/dev/null || { echo "bench: perf not found; no profile" >&2; return 0; }
+    perf record -q -F 499 -g -p "$3" -o "$RESULTS_DIR/perf-$1.data" -- sleep "$2" >/dev/null 2>&1 &
+    PERF_PID=$!
+}
+perf_finish() {
+    [[ -n $PERF_PID ]] || return 0
+    wait "$PERF_PID" 2>/dev/null
+    PERF_PID=""
+    perf report -i "$RESULTS_DIR/perf-$1.data" --stdio --no-children --percent-limit 0.7 2>/dev/null \
+        | grep -v '^$' | head -400 >"$RESULTS_DIR/perf-$1.txt"
+    echo "    perf profile: Benchmarks/results/perf-$1.txt" >&2
+}
+
+mark() { if [[ $1 == 1 ]]; then echo "OK"; else echo "**MISSED**"; fi; }
+
+# --- build -----------------------------------------------------------------------------------
+
+BUILD_CMD=(swift build -c release --product switchboard --product SwitchboardBench)
+LOCK=()
+command -v flock >/dev/null && LOCK=(flock /tmp/swift-build.lock)
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "Building (release; the first build takes a while)"
+    "${LOCK[@]}" "${BUILD_CMD[@]}" >&2 || die "release build failed"
+fi
+BIN=$("${LOCK[@]}" swift build -c release --show-bin-path) || die "cannot find the release binaries"
+SWITCHBOARD=$BIN/switchboard
+BENCH=$BIN/SwitchboardBench
+[[ -x $SWITCHBOARD && -x $BENCH ]] || die "missing $SWITCHBOARD or $BENCH (build them with: ${BUILD_CMD[*]})"
+command -v curl >/dev/null || die "curl is needed"
+
+WHSEC=$("$SWITCHBOARD" generate-secret) || die "switchboard generate-secret failed"
+CHANNEL_SECRET="bench-channel-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+# --- 1. baseline: bare Hummingbird POST --------------------------------------------------------
+
+log "1/3 Baseline: bare Hummingbird 2 POST endpoint, $CONNECTIONS connections, ${DURATION}s"
+start bare "$BENCH" bare-server --port 0
+BARE_PID=$PID
+BARE_PORT=$(wait_ready "$LOG_DIR/bare.log" "$BARE_PID") || die "the bare server did not start"
+BARE=$(run_load "$LOG_DIR/load-bare.txt" --url "http://127.0.0.1:$BARE_PORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
+    --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS")
+BARE_RSS=$(status_kb "$BARE_PID" VmHWM)
+stop "$BARE_PID"
+BARE_RPS=$(kv ok_rps "$BARE"); BARE_RPS=${BARE_RPS:-0}
+
+# --- 2. daemon ingest throughput -----------------------------------------------------------------
+
+log "2/3 Daemon ingest: POST /webhooks/bench, committed + acknowledged, $CONNECTIONS connections, ${DURATION}s"
+start_daemon_phase ingest
+IDLE_RSS=$(status_kb "$DPID" VmRSS)
+CPU0=$(cpu_ticks "$DPID")
+perf_start ingest "$(calc "$WARMUP + $DURATION")" "$DPID"
+INGEST=$(run_load "$LOG_DIR/load-ingest.txt" --url "http://127.0.0.1:$DPORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
+    --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS")
+CPU1=$(cpu_ticks "$DPID")
+perf_finish ingest
+INGEST_RPS=$(kv committed_rps "$INGEST"); INGEST_RPS=${INGEST_RPS:-0}
+INGEST_TOTAL=$(kv committed_total "$INGEST"); INGEST_TOTAL=${INGEST_TOTAL:-0}
+INGEST_SENT=$(kv sent_total "$INGEST"); INGEST_SENT=${INGEST_SENT:-0}
+# How the outbox keeps up: wait for the helpdesk to receive everything committed.
+echo "    waiting for delivery of $INGEST_TOTAL committed events to the helpdesk ..." >&2
+INGEST_DRAIN=$(wait_delivered "$HPORT" "$INGEST_TOTAL" 30)
+INGEST_RSS=$(status_kb "$DPID" VmHWM)
+INGEST_HD=$(helpdesk_stats "$HPORT")
+INGEST_DELIVERED=$(kv bench_unique "$INGEST_HD"); INGEST_DELIVERED=${INGEST_DELIVERED:-0}
+INGEST_SPAN_NS=$(( $(kv last_arrival_ns "$INGEST_HD") - $(kv first_arrival_ns "$INGEST_HD") ))
+INGEST_DELIVERY_RATE=$(calc "sprintf(\"%.0f\", $INGEST_SPAN_NS > 0 ? $(kv events "$INGEST_HD") / ($INGEST_SPAN_NS / 1e9) : 0)")
+INGEST_CPU_MS=$(calc "sprintf(\"%.0f\", ($CPU1 - $CPU0) * 1000 / $CLK_TCK)")
+INGEST_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $INGEST_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $INGEST_SENT : 0)")
+stop "$DPID"; stop "$HPID"
+INGEST_ERRORS=$(daemon_errors "$DLOG"); INGEST_WARNINGS=$(daemon_warnings "$DLOG")
+RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGEST_RPS / $BARE_RPS : 0)")
+
+# --- 3. end-to-end latency at a fixed rate -------------------------------------------------------
+
+log "3/3 End to end: $E2E_RATE events/s for ${E2E_DURATION}s across $E2E_USERS users, webhook -> commit -> helpdesk"
+start_daemon_phase e2e
+perf_start e2e "$E2E_DURATION" "$DPID"
+E2E=$(run_load "$LOG_DIR/load-e2e.txt" --url "http://127.0.0.1:$DPORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
+    --connections "$E2E_CONNECTIONS" --duration "$E2E_DURATION" --warmup 0 --rate "$E2E_RATE" --users "$E2E_USERS" --threads "$THREADS")
+perf_finish e2e
+E2E_SENT=$(kv sent_total "$E2E"); E2E_SENT=${E2E_SENT:-0}
+E2E_COMMITTED=$(kv committed_total "$E2E"); E2E_COMMITTED=${E2E_COMMITTED:-0}
+E2E_DRAIN=$(wait_delivered "$HPORT" "$E2E_SENT" 10)
+E2E_RSS=$(status_kb "$DPID" VmHWM)
+E2E_HD=$(helpdesk_stats "$HPORT")
+stop "$DPID"; stop "$HPID"
+E2E_ERRORS=$(daemon_errors "$DLOG"); E2E_WARNINGS=$(daemon_warnings "$DLOG")
+E2E_DELIVERED=$(kv bench_unique "$E2E_HD"); E2E_DELIVERED=${E2E_DELIVERED:-0}
+E2E_P50=$(kv p50_ms "$E2E_HD"); E2E_P90=$(kv p90_ms "$E2E_HD"); E2E_P99=$(kv p99_ms "$E2E_HD"); E2E_MAX=$(kv max_ms "$E2E_HD")
+E2E_VIOLATIONS=$(kv ordering_violations "$E2E_HD"); E2E_DUPS=$(kv duplicates "$E2E_HD"); E2E_GAPS=$(kv sequence_gaps "$E2E_HD")
+E2E_BADSIG=$(kv bad_signatures "$E2E_HD"); E2E_SUBJECTS=$(kv subjects "$E2E_HD"); E2E_EVENTS=$(kv events "$E2E_HD")
+
+# --- report -------------------------------------------------------------------------------------
+
+OK_RATIO=$(calc "$RATIO >= 0.5 ? 1 : 0")
+OK_P99=$(calc "${E2E_P99:-999999} < 10 ? 1 : 0")
+OK_COUNT=$(( E2E_DELIVERED == E2E_SENT && E2E_SENT > 0 ? 1 : 0 ))
+OK_ORDER=$(( ${E2E_VIOLATIONS:-1} == 0 ? 1 : 0 ))
+MISSED=0
+for ok in "$OK_RATIO" "$OK_P99" "$OK_COUNT" "$OK_ORDER"; do [[ $ok == 1 ]] || MISSED=$((MISSED + 1)); done
+
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MEM_GB=$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
+SWIFT_VERSION=$(swift --version 2>/dev/null | head -n1)
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
+git diff --quiet HEAD 2>/dev/null || GIT_REV="$GIT_REV (with uncommitted changes)"
+
+REPORT=$TMP/latest.md
+{
+    echo "# Switchboard benchmark — $STARTED"
+    echo
+    echo "Machine: $(nproc) CPUs ($CPU_MODEL), ${MEM_GB} GB RAM, Linux $(uname -r); $SWIFT_VERSION; commit $GIT_REV."
+    echo "Everything ran on this machine over 127.0.0.1: daemon, load generator and helpdesk receiver share the CPUs."
+    echo "Storage durability: ${DURABILITY:-full (default)}."
+    echo
+    echo "| Measurement | Result | Target | |"
+    echo "|---|---|---|---|"
+    echo "| Baseline: bare Hummingbird POST, $CONNECTIONS conns | $BARE_RPS req/s (p50 $(kv p50_ms "$BARE") ms, p99 $(kv p99_ms "$BARE") ms) | | |"
+    echo "| Daemon ingest: committed + acknowledged, $CONNECTIONS conns | $INGEST_RPS req/s (p50 $(kv p50_ms "$INGEST") ms, p99 $(kv p99_ms "$INGEST") ms) | | |"
+    echo "| Ingest / baseline | $RATIO | ≥ 0.5 | $(mark "$OK_RATIO") |"
+    echo "| Ingest: answers | $(grep -o 'status_[0-9]*=[0-9]*' <<<"$INGEST" | sed 's/status_//' | tr '\n' ' ')errors $(kv errors "$INGEST"), timeouts $(kv timeouts "$INGEST") | all 200 committed | |"
+    echo "| Ingest: daemon CPU | $INGEST_CPU_MS ms CPU for $INGEST_SENT requests ($INGEST_CPU_PER_REQ µs/request) | | |"
+    echo "| Ingest: helpdesk delivery | $INGEST_DELIVERED of $INGEST_TOTAL delivered; ~$INGEST_DELIVERY_RATE events/s; caught up ${INGEST_DRAIN}s after the load ended | | |"
+    echo "| End to end p50 / p90 / p99 / max | ${E2E_P50:-?} / ${E2E_P90:-?} / ${E2E_P99:-?} / ${E2E_MAX:-?} ms | p99 < 10 ms | $(mark "$OK_P99") |"
+    echo "| End to end: webhook answer p50 / p99 | $(kv p50_ms "$E2E") / $(kv p99_ms "$E2E") ms (from schedule: $(kv sched_p99_ms "$E2E") ms p99) | | |"
+    echo "| End to end: delivered / sent | $E2E_DELIVERED / $E2E_SENT ($E2E_COMMITTED committed; $E2E_EVENTS CloudEvents in all) | equal | $(mark "$OK_COUNT") |"
+    echo "| End to end: ordering violations | ${E2E_VIOLATIONS:-?} across ${E2E_SUBJECTS:-?} conversations (duplicates ${E2E_DUPS:-?}, sequence gaps ${E2E_GAPS:-?}, bad signatures ${E2E_BADSIG:-?}) | 0 | $(mark "$OK_ORDER") |"
+    echo "| Peak RSS (VmHWM) | bare server $(mib "$BARE_RSS") MiB; daemon idle $(mib "$IDLE_RSS") MiB, ingest $(mib "$INGEST_RSS") MiB, end to end $(mib "$E2E_RSS") MiB | | |"
+    echo "| Daemon log | ingest: $INGEST_ERRORS errors, $INGEST_WARNINGS warnings; end to end: $E2E_ERRORS errors, $E2E_WARNINGS warnings | | |"
+    echo
+    if (( MISSED > 0 )); then echo "**$MISSED target(s) MISSED.**"; else echo "All targets met."; fi
+    echo
+    echo "## Commands"
+    echo
+    echo '```'
+    echo "${LOCK[*]} ${BUILD_CMD[*]}"
+    for c in "${COMMANDS[@]}"; do echo "$c"; done
+    echo '```'
+    echo
+    echo "The daemon configs (secrets are per run) and every process's output are in \`Benchmarks/results/logs/\`."
+} >"$REPORT"
+
+cp "$REPORT" "$RESULTS_DIR/latest.md"
+echo
+cat "$REPORT"
+echo
+echo "Written to Benchmarks/results/latest.md"
+exit 0

@@ -1,0 +1,171 @@
+import Foundation
+import Testing
+@testable import SwitchboardCore
+@testable import SwitchboardDelivery
+@testable import SwitchboardRuntime
+@testable import SwitchboardStore
+
+@Suite struct DeliveryTests {
+    /// The helpdesk is down while events arrive, then comes back: it receives every event, in
+    /// order per conversation.
+    @Test func outageThenRecoveryDeliversEverythingInOrder() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.down)
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks:
+              - { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", retry: { schedule: [50ms, 100ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms, 200ms], jitter: 0.2 } }
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        let ctx = d.context(channel)
+        // 5 customers × 8 messages, interleaved, emitted concurrently per customer.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for c in 0..<5 {
+                group.addTask {
+                    for i in 0..<8 { _ = try await ctx.customerSays("c\(c) m\(i)", from: "cust-\(c)") }
+                }
+            }
+            try await group.waitForAll()
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(helpdesk.deliveries.isEmpty)
+        #expect(helpdesk.attempts.count > 0, "the worker kept trying while the helpdesk was down")
+        helpdesk.setMode(.up)
+        try await eventually(timeout: 15, "all 45 events (5 conversation.created + 40 messages)") { Set(helpdesk.events.map(\.id)).count == 45 }
+        // In order per conversation: sequences strictly increase, messages in emit order.
+        let bySubject = Dictionary(grouping: helpdesk.events, by: { $0.subject ?? "" })
+        #expect(bySubject.count == 5)
+        for (_, events) in bySubject {
+            let seqs = events.compactMap(\.sequence)
+            #expect(seqs == seqs.sorted(), "sequence order")
+            let texts = events.compactMap { $0.data?["text_fallback"]?.stringValue }
+            let indices = texts.compactMap { Int($0.split(separator: "m").last ?? "") }
+            #expect(indices == Array(0..<8), "message order \(texts)")
+            #expect(events.first?.type == "switchboard.conversation.created")
+        }
+        let stats = try await d.runtime.store.sinkStats("desk")
+        #expect(stats.pending == 0 && stats.failed == 0)
+    }
+
+    @Test func retryAfterIsHonoured() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.tooMany(retryAfter: 1))
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [10ms, 10ms, 10ms] } } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("hi", from: "u1")
+        try await eventually("first attempt") { helpdesk.attempts.count == 1 }
+        helpdesk.setMode(.up)
+        try await eventually(timeout: 5, "delivery after Retry-After") { helpdesk.deliveries.count == 1 }
+        let gap = helpdesk.attempts[1] - helpdesk.attempts[0]
+        // The schedule says 10 ms; the receiver said 1 s, and that wins.
+        #expect(gap >= .milliseconds(950), "retried after \(gap)")
+    }
+
+    @Test func goneDisablesTheSinkUntilRecovered() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.gone)
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.received"] } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("one", from: "u1")
+        try await eventually("410 seen") { helpdesk.attempts.count == 1 }
+        try await eventually("disabled") { try await d.runtime.store.isSinkDisabled("desk") }
+        _ = try await d.context(channel).customerSays("two", from: "u1")
+        try await Task.sleep(for: .milliseconds(400))
+        #expect(helpdesk.attempts.count == 1, "a disabled sink gets nothing")
+        let list = try await d.api("GET", "/v1/helpdesks")
+        #expect(list.json?["helpdesks"]?.arrayValue?.first?["disabled_at"] != nil)
+        #expect(list.json?["helpdesks"]?.arrayValue?.first?["pending"]?.intValue == 2)
+
+        helpdesk.setMode(.up)
+        let recovered = try await d.api("POST", "/v1/helpdesks/desk/recover")
+        #expect(recovered.status == 200)
+        try await eventually("both delivered after recovery") { helpdesk.deliveries.count == 2 }
+        #expect(helpdesk.events.compactMap { $0.data?["text_fallback"]?.stringValue } == ["one", "two"])
+        #expect(try await d.api("POST", "/v1/helpdesks/nope/recover").status == 404)
+    }
+
+    @Test func parkedEventsAreRecoverable() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.down)
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.received"], retry: { schedule: [10ms, 10ms] } } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("lost?", from: "u1")
+        try await eventually("parked after 3 attempts") { try await d.runtime.store.sinkStats("desk").failed == 1 }
+        #expect(helpdesk.attempts.count == 3)
+        helpdesk.setMode(.up)
+        let r = try await d.api("POST", "/v1/helpdesks/desk/recover")
+        #expect(r.json?["requeued"]?.intValue == 1)
+        try await eventually("recovered") { helpdesk.deliveries.count == 1 }
+    }
+
+    /// A helpdesk that hangs must not slow ingest or the other helpdesk.
+    @Test func aHangingHelpdeskDoesNotSlowTheOthers() async throws {
+        let slow = try await TestHelpdesk.start()
+        let fast = try await TestHelpdesk.start()
+        defer { Task { await slow.stop(); await fast.stop() } }
+        slow.setMode(.hang)
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks:
+              - { name: slow, url: "\(slow.url)", secret: "\(testSecret)", timeout: 20s, max_in_flight: 4 }
+              - { name: fast, url: "\(fast.url)", secret: "\(testSecret)" }
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        let start = ContinuousClock.now
+        for i in 0..<100 { _ = try await d.context(channel).customerSays("m\(i)", from: "u\(i % 10)") }
+        let ingest = ContinuousClock.now - start
+        try await eventually(timeout: 5, "fast helpdesk got everything") { fast.events.filter { $0.type == "switchboard.message.received" }.count == 100 }
+        #expect(ingest < .seconds(3), "ingest took \(ingest) with a hanging helpdesk")
+        // The hanging sink holds at most max_in_flight events in memory; the rest wait in SQLite.
+        #expect(slow.attempts.count <= 4)
+        #expect(try await d.runtime.store.sinkStats("slow").pending == 110)
+    }
+
+    @Test func eventFiltersSelectWhatEachSinkGets() async throws {
+        let a = try await TestHelpdesk.start()
+        let b = try await TestHelpdesk.start()
+        defer { Task { await a.stop(); await b.stop() } }
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks:
+              - { name: a, url: "\(a.url)", secret: "\(testSecret)", events: ["conversation.*"] }
+              - { name: b, url: "\(b.url)", secret: "\(testSecret)", events: ["message.received"] }
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("x", from: "u1")
+        try await eventually { a.deliveries.count == 1 && b.deliveries.count == 1 }
+        #expect(a.events.first?.type == "switchboard.conversation.created")
+        #expect(b.events.first?.type == "switchboard.message.received")
+    }
+
+    @Test func retryScheduleHasJitterAndGivesUp() {
+        let s = RetrySchedule(delays: [10, 20], jitter: 0.2)
+        let d1 = (0..<50).compactMap { _ in s.delay(afterAttempts: 1) }
+        #expect(d1.allSatisfy { $0 >= 8 && $0 <= 12 })
+        #expect(Set(d1).count > 1, "jitter spreads retries")
+        #expect(s.delay(afterAttempts: 3) == nil)
+        #expect(s.delay(afterAttempts: 1, retryAfter: 42) == 42)
+        #expect(RetrySchedule.standard.delays.reduce(0, +) > 2.5 * 86400, "retries span days")
+        #expect(HTTPSink.parseRetryAfter("120") == 120)
+        #expect(HTTPSink.parseRetryAfter("Wed, 21 Oct 2099 07:28:00 GMT")! > 1000)
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Testing
+@testable import SwitchboardCore
+@testable import SwitchboardRuntime
+@testable import SwitchboardStore
+import WebhookAdapter
+
+@Suite struct IngestTests {
+    @Test func duplicatesAreDroppedByTheChannelsID() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let ctx = d.context(channel)
+            let first = try await ctx.customerSays("once", from: "u1", id: "wamid.1")
+            let again = try await ctx.customerSays("once", from: "u1", id: "wamid.1")
+            if case .committed = first {} else { Issue.record("first not committed") }
+            #expect(again == .duplicate)
+            let events = try await d.runtime.store.events(afterSeq: 0, limit: 100)
+            #expect(events.filter { $0.type == "message.received" }.count == 1)
+        }
+    }
+
+    @Test func concurrentEmitsAreGroupCommitted() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let ctx = d.context(channel)
+            let results = try await withThrowingTaskGroup(of: EmitResult.self) { group in
+                for i in 0..<300 { group.addTask { try await ctx.customerSays("m\(i)", from: "u\(i % 30)") } }
+                return try await group.reduce(into: [EmitResult]()) { $0.append($1) }
+            }
+            #expect(results.allSatisfy { if case .committed = $0 { true } else { false } })
+            let counts = try await d.runtime.store.counts()
+            #expect(counts.conversations == 30 && counts.messages == 300)
+        }
+    }
+
+    @Test func statusesReadsAndReactionsMapToOurMessages() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let ctx = d.context(channel)
+            let conv = try await OutboundTests.conversation(d, channel)
+            let r = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"x"}],"metadata":{"t":"1"}}"#)
+            let id = try #require(r.json?["id"]?.stringValue)
+            try await eventually { try await d.runtime.store.message(id)?.externalID != nil }
+            let peer = Peer(channelUserID: "u1")
+            #expect(try await ctx.emit(InboundEvent(.status(externalID: "ext-\(id)", status: .delivered, error: nil), peer: peer, dedupeKey: "s1")) != .duplicate)
+            let unknown = try await ctx.emit(InboundEvent(.status(externalID: "nope", status: .read, error: nil), peer: peer, dedupeKey: "s2"))
+            if case .ignored = unknown {} else { Issue.record("a status for an unknown message is ignored, got \(unknown)") }
+            _ = try await ctx.emit(InboundEvent(.reaction(targetExternalID: "ext-\(id)", emoji: "👍", action: "add"), peer: peer, dedupeKey: "r1"))
+            _ = try await ctx.emit(InboundEvent(.read(upTo: .now()), peer: peer, dedupeKey: "w1"))
+            _ = try await ctx.emit(InboundEvent(.typing(started: true), peer: peer))
+            let events = try await d.runtime.store.events(afterSeq: 0, limit: 100)
+            let byType = Dictionary(grouping: events, by: \.type)
+            let delivered = try JSONValue.parse(byType["message.status"]!.first { String(decoding: $0.body, as: UTF8.self).contains("delivered") }!.body)
+            #expect(delivered["data"]?["message_id"]?.stringValue == id)
+            #expect(delivered["data"]?["metadata"]?["t"]?.stringValue == "1")
+            let reaction = try JSONValue.parse(try #require(byType["message.reaction"]?.first).body)
+            #expect(reaction["data"]?["target_message_id"]?.stringValue == id)
+            let read = try JSONValue.parse(try #require(byType["conversation.read"]?.first).body)
+            #expect(read["data"]?["message_ids"]?.arrayValue?.first?.stringValue == id)
+            #expect(byType["typing.started"]?.count == 1)
+        }
+    }
+
+    @Test func groupThreadsKeepTheSpeakerAsSender() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let ctx = d.context(channel)
+            let group = Peer(channelUserID: "group:G1", displayName: "Team")
+            var convs = Set<String>()
+            for (speaker, text) in [("alice", "hi"), ("bob", "yo")] {
+                let r = try await ctx.emit(InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])), peer: group,
+                                                        sender: Peer(channelUserID: speaker, displayName: speaker.capitalized), thread: "G1", dedupeKey: text))
+                if case .committed(_, _, let c?) = r { convs.insert(c) }
+            }
+            #expect(convs.count == 1, "one conversation for the group")
+            let msgs = try await d.runtime.store.messages(conversationID: convs.first!, after: nil, limit: 10)
+            #expect(msgs.compactMap { $0.sender?.displayName } == ["Alice", "Bob"])
+        }
+    }
+}
+
+@Suite struct WebhookChannelTests {
+    static let secret = "webhook-secret-0123456789"
+
+    @Test func signedWebhooksAreCommittedAndBadOnesRefused() async throws {
+        let channel = uniqueID("wh")
+        try await withDaemon("channels: [ { id: \(channel), type: webhook, secret: \"\(Self.secret)\" } ]") { d in
+            let url = d.publicBase + "/webhooks/\(channel)"
+            let body = Array(#"{"id":"m-1","from":{"id":"42","name":"Ann"},"text":"Hi there"}"#.utf8)
+            let sig = WebhookChannelAdapter.sign(body, secret: Array(Self.secret.utf8))
+            // Missing, wrong, and right signature over a body re-encoded with other spacing.
+            #expect(try await http("POST", url, body: body).status == 401)
+            #expect(try await http("POST", url, body: body, headers: ["x-switchboard-signature": "sha256=" + String(repeating: "0", count: 64)]).status == 401)
+            let reencoded = Array(#"{"id": "m-1", "from": {"id": "42", "name": "Ann"}, "text": "Hi there"}"#.utf8)
+            #expect(try await http("POST", url, body: reencoded, headers: ["x-switchboard-signature": sig]).status == 401)
+            #expect(try await d.runtime.store.counts().messages == 0, "nothing stored for a bad signature")
+            let ok = try await http("POST", url, body: body, headers: ["X-Switchboard-Signature": sig])
+            #expect(ok.status == 200 && ok.json?["result"]?.stringValue == "committed")
+            let dup = try await http("POST", url, body: body, headers: ["x-switchboard-signature": sig])
+            #expect(dup.json?["result"]?.stringValue == "duplicate")
+            // A batch, and one malformed item refusing the request with a clear message.
+            let batch = Array(#"{"events":[{"id":"m-2","from":{"id":"42"},"text":"two"},{"id":"m-3","from":{"id":"43"},"parts":[{"type":"location","lat":1.5,"long":2.5}]}]}"#.utf8)
+            let b = try await http("POST", url, body: batch, headers: ["x-switchboard-signature": WebhookChannelAdapter.sign(batch, secret: Array(Self.secret.utf8))])
+            #expect(b.json?["results"]?.arrayValue?.count == 2)
+            let broken = Array(#"{"id":"m-4","text":"no sender"}"#.utf8)
+            let r = try await http("POST", url, body: broken, headers: ["x-switchboard-signature": WebhookChannelAdapter.sign(broken, secret: Array(Self.secret.utf8))])
+            #expect(r.status == 400 && String(decoding: r.body, as: UTF8.self).contains("from.id"))
+            #expect(try await http("POST", d.publicBase + "/webhooks/nope", body: body).status == 404)
+            #expect(try await d.runtime.store.counts().messages == 3)
+        }
+    }
+
+    @Test func repliesArePostedSignedToTheOutboundURL() async throws {
+        try await withHelpdesk { receiver in
+            let channel = uniqueID("wh")
+            try await withDaemon("channels: [ { id: \(channel), type: webhook, secret: \"\(Self.secret)\", outbound_url: \"\(receiver.url)\", rich: false } ]") { d in
+                guard case .committed(_, _, let conv?) = try await d.context(channel).customerSays("hi", from: "42") else { return }
+                let r = try await d.api("POST", "/v1/conversations/\(conv)/messages",
+                                        json: #"{"parts":[{"type":"quick_replies","text":"Size?","options":[{"title":"S"},{"title":"M"}]}]}"#)
+                #expect(r.status == 202)
+                try await eventually { receiver.deliveries.count == 1 }
+                let delivery = receiver.deliveries[0]
+                #expect(delivery.headers["x-switchboard-signature"] == WebhookChannelAdapter.sign(Array(delivery.body), secret: Array(Self.secret.utf8)))
+                let body = try JSONValue.parse(delivery.body)
+                #expect(body["to"]?["id"]?.stringValue == "42")
+                #expect(body["text"]?.stringValue == "Size?")
+                #expect(body["parts"]?.arrayValue?.first?["text"]?.stringValue == "Size?\n1. S\n2. M")
+                #expect(delivery.headers["idempotency-key"] == r.json?["id"]?.stringValue)
+            }
+        }
+    }
+}

@@ -1,0 +1,155 @@
+import Foundation
+import Testing
+@testable import SwitchboardCore
+@testable import SwitchboardRuntime
+
+@Suite struct OutboundTests {
+    static func conversation(_ d: TestDaemon, _ channel: String, user: String = "u1") async throws -> String {
+        guard case .committed(_, _, let conv?) = try await d.context(channel).customerSays("hi", from: user) else {
+            throw CancellationError()
+        }
+        return conv
+    }
+
+    @Test func sameIdempotencyKeyReturnsTheSameMessageAndSendsOnce() async throws {
+        try await withHelpdesk { helpdesk in
+            let channel = uniqueID("rec")
+            try await withDaemon("""
+                helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.status"] } ]
+                channels: [ { id: \(channel), type: recording } ]
+                """) { d in
+                let conv = try await Self.conversation(d, channel)
+                let body = #"{"parts":[{"type":"text","text":"On its way"}]}"#
+                let a = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: body, headers: ["idempotency-key": "key-1"])
+                let b = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: body, headers: ["idempotency-key": "key-1"])
+                #expect(a.status == 202 && b.status == 202)
+                #expect(a.json?["id"] == b.json?["id"])
+                try await eventually("status") { helpdesk.deliveries.count == 1 }
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(TestRegistry.adapter(channel).sent.count == 1)
+                #expect(helpdesk.deliveries.count == 1)
+                // The same key with another body is refused, not silently mapped.
+                let c = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"other"}]}"#,
+                                        headers: ["idempotency-key": "key-1"])
+                #expect(c.status == 422)
+                #expect(c.json?["code"]?.stringValue == "idempotency_key_reused")
+                #expect(c.headers["content-type"] == "application/problem+json")
+            }
+        }
+    }
+
+    @Test func retryableFailuresAreRetriedAndPermanentOnesAreNot() async throws {
+        try await withHelpdesk { helpdesk in
+            let channel = uniqueID("rec")
+            try await withDaemon("""
+                helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.status"] } ]
+                channels: [ { id: \(channel), type: recording } ]
+                outbound: { retry: { schedule: [50ms, 50ms, 50ms, 50ms] } }
+                """) { d in
+                let adapter = TestRegistry.adapter(channel)
+                let conv = try await Self.conversation(d, channel)
+                adapter.setBehaviour(.failRetryable(times: 2))
+                let a = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"a"}],"metadata":{"k":"v"}}"#)
+                let id = try #require(a.json?["id"]?.stringValue)
+                try await eventually("sent after retries") { helpdesk.events.contains { $0.data?["status"]?.stringValue == "sent" } }
+                #expect(adapter.attempts == 3)
+                let sent = try #require(helpdesk.events.first)
+                #expect(sent.data?["message_id"]?.stringValue == id)
+                #expect(sent.data?["attempt"]?.intValue == 3)
+                #expect(sent.data?["metadata"]?["k"]?.stringValue == "v")
+
+                adapter.setBehaviour(.failPermanent)
+                let b = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"b"}],"metadata":{"k":"w"}}"#)
+                let failedID = try #require(b.json?["id"]?.stringValue)
+                try await eventually("failed status") { helpdesk.events.contains { $0.data?["status"]?.stringValue == "failed" } }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(adapter.attempts == 1, "a permanent failure is never retried")
+                let failed = try #require(helpdesk.events.first { $0.data?["status"]?.stringValue == "failed" })
+                #expect(failed.data?["message_id"]?.stringValue == failedID)
+                #expect(failed.data?["error"]?["retryable"] == .bool(false))
+                #expect(failed.data?["error"]?["channel_code"]?.stringValue == "131026")
+                #expect(failed.data?["final"] == .bool(true))
+                #expect(failed.data?["metadata"]?["k"]?.stringValue == "w")
+                let stored = try await d.api("GET", "/v1/messages/\(failedID)")
+                #expect(stored.json?["metadata"]?["k"]?.stringValue == "w")
+            }
+        }
+    }
+
+    @Test func repliesGoOutInTheOrderTheyWereWritten() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let conv = try await Self.conversation(d, channel)
+            for i in 0..<10 {
+                let r = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: "{\"parts\":[{\"type\":\"text\",\"text\":\"r\(i)\"}]}")
+                #expect(r.status == 202)
+            }
+            let adapter = TestRegistry.adapter(channel)
+            try await eventually { adapter.sent.count == 10 }
+            #expect(adapter.sent.map(\.rendered.textFallback) == (0..<10).map { "r\($0)" })
+        }
+    }
+
+    @Test func requestsAreValidated() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let conv = try await Self.conversation(d, channel)
+            let path = "/v1/conversations/\(conv)/messages"
+            let empty = try await d.api("POST", path, json: #"{"parts":[]}"#)
+            #expect(empty.status == 400 && empty.json?["code"]?.stringValue == "invalid_request")
+            let bad = try await d.api("POST", path, json: #"{"parts":[{"type":"text"}]}"#)
+            #expect(bad.status == 400)
+            #expect(bad.json?["detail"]?.stringValue?.contains("parts[0].text") == true, "\(bad.json?["detail"] ?? nil)")
+            let notJSON = try await d.api("POST", path, json: "{nope")
+            #expect(notJSON.status == 400)
+            let template = try await d.api("POST", path, json: #"{"parts":[{"type":"template","channel":"whatsapp","name":"hello"}]}"#)
+            #expect(template.status == 422 && template.json?["code"]?.stringValue == "capability_unsupported")
+            let deny = try await d.api("POST", path, json: #"{"parts":[{"type":"quick_replies","text":"?","options":[{"title":"a"}]}],"policy":{"degrade":"deny"}}"#)
+            #expect(deny.status == 422 && deny.json?["code"]?.stringValue == "capability_unsupported")
+            let missing = try await d.api("POST", "/v1/conversations/conv_01M81SCQHA03BB129VE588XTBY/messages", json: #"{"parts":[{"type":"text","text":"x"}]}"#)
+            #expect(missing.status == 404 && missing.json?["code"]?.stringValue == "not_found")
+            TestRegistry.adapter(channel).setBehaviour(.rejectWindow)
+            let closed = try await d.api("POST", path, json: #"{"parts":[{"type":"text","text":"late"}]}"#)
+            #expect(closed.status == 422 && closed.json?["code"]?.stringValue == "window_closed")
+            #expect(TestRegistry.adapter(channel).sent.isEmpty)
+        }
+    }
+
+    @Test func overridesPassThroughAndActivityReachesTheAdapter() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let conv = try await Self.conversation(d, channel)
+            let r = try await d.api("POST", "/v1/conversations/\(conv)/messages",
+                                    json: #"{"parts":[{"type":"text","text":"plain"}],"overrides":{"recording":{"native":true}}}"#)
+            #expect(r.status == 202)
+            let adapter = TestRegistry.adapter(channel)
+            try await eventually { adapter.sent.count == 1 }
+            #expect(adapter.sent[0].rendered.override?["native"] == .bool(true))
+            let a = try await d.api("POST", "/v1/conversations/\(conv)/activity", json: #"{"type":"typing_start"}"#)
+            #expect(a.status == 204)
+            #expect(adapter.activities == [.typingStart])
+            let bad = try await d.api("POST", "/v1/conversations/\(conv)/activity", json: #"{"type":"dance"}"#)
+            #expect(bad.status == 400)
+        }
+    }
+
+    @Test func proactiveConversation() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let r = try await d.api("POST", "/v1/conversations", json: """
+                {"channel_id":"\(channel)","address":"+4915112345678","display_name":"Max","message":{"parts":[{"type":"text","text":"Your order shipped"}]}}
+                """)
+            #expect(r.status == 202)
+            let conv = try #require(r.json?["conversation"]?["id"]?.stringValue)
+            try await eventually { TestRegistry.adapter(channel).sent.count == 1 }
+            #expect(TestRegistry.adapter(channel).sent[0].recipient.channelUserID == "+4915112345678")
+            // The customer's answer lands in the same conversation.
+            guard case .committed(_, _, let c2?) = try await d.context(channel).customerSays("thanks", from: "+4915112345678") else {
+                Issue.record("not committed"); return
+            }
+            #expect(c2 == conv)
+            let unknown = try await d.api("POST", "/v1/conversations", json: #"{"channel_id":"nope","address":"x"}"#)
+            #expect(unknown.status == 404)
+        }
+    }
+}

@@ -1,0 +1,27 @@
+import Foundation
+
+/// Runs `body` with a daemon and always stops it (and removes its temp dir) afterwards.
+func withDaemon<T: Sendable>(_ yaml: String, heartbeat: String = "15s", _ body: (TestDaemon) async throws -> T) async throws -> T {
+    let d = try await TestDaemon.start(yaml, heartbeat: heartbeat)
+    do {
+        let r = try await body(d)
+        await d.stop()
+        return r
+    } catch {
+        await d.stop()
+        throw error
+    }
+}
+
+/// Runs `body` with a helpdesk receiver and always stops it.
+func withHelpdesk<T: Sendable>(socketPath: String? = nil, _ body: (TestHelpdesk) async throws -> T) async throws -> T {
+    let h = try await TestHelpdesk.start(socketPath: socketPath)
+    do {
+        let r = try await body(h)
+        await h.stop()
+        return r
+    } catch {
+        await h.stop()
+        throw error
+    }
+}
