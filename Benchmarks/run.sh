@@ -227,17 +227,21 @@ mark() { if [[ $1 == 1 ]]; then echo "OK"; else echo "**MISSED**"; fi; }
 
 # --- build -----------------------------------------------------------------------------------
 
-BUILD_CMD=(swift build -c release --product switchboard --product SwitchboardBench)
+# SwiftPM builds only the last of several --product flags, so one build per product.
 LOCK=()
 command -v flock >/dev/null && LOCK=(flock /tmp/swift-build.lock)
-if [[ $SKIP_BUILD != 1 ]]; then
-    log "Building (release; the first build takes a while)"
-    "${LOCK[@]}" "${BUILD_CMD[@]}" >&2 || die "release build failed"
-fi
+BUILD_CMDS=()
+for product in switchboard SwitchboardBench; do
+    BUILD_CMDS+=("${LOCK[*]}${LOCK:+ }swift build -c release --product $product")
+    if [[ $SKIP_BUILD != 1 ]]; then
+        log "Building $product (release; the first build takes a while)"
+        "${LOCK[@]}" swift build -c release --product "$product" >&2 || die "release build of $product failed"
+    fi
+done
 BIN=$("${LOCK[@]}" swift build -c release --show-bin-path) || die "cannot find the release binaries"
 SWITCHBOARD=$BIN/switchboard
 BENCH=$BIN/SwitchboardBench
-[[ -x $SWITCHBOARD && -x $BENCH ]] || die "missing $SWITCHBOARD or $BENCH (build them with: ${BUILD_CMD[*]})"
+[[ -x $SWITCHBOARD && -x $BENCH ]] || die "missing $SWITCHBOARD or $BENCH (run without BENCH_SKIP_BUILD=1)"
 command -v curl >/dev/null || die "curl is needed"
 
 WHSEC=$("$SWITCHBOARD" generate-secret) || die "switchboard generate-secret failed"
@@ -348,7 +352,7 @@ REPORT=$TMP/latest.md
     echo "## Commands"
     echo
     echo '```'
-    echo "${LOCK[*]} ${BUILD_CMD[*]}"
+    for c in "${BUILD_CMDS[@]}"; do echo "$c"; done
     for c in "${COMMANDS[@]}"; do echo "$c"; done
     echo '```'
     echo

@@ -32,6 +32,14 @@ public final class Store: Sendable {
         }
         pool = try DatabasePool(path: path, configuration: config)
         try Self.migrator.migrate(pool)
+        try pool.write { db in
+            // An SQLite file has one daemon, so any lease in it belonged to a previous run that
+            // died (SIGKILL, power loss); waiting for it to expire would only delay redelivery.
+            // (A shared PostgreSQL database would record the lease holder instead and release
+            // only the leases of instances that stopped heartbeating.)
+            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+            try db.execute(sql: "UPDATE send_queue SET lease_until = 0 WHERE lease_until > 0")
+        }
     }
 
     static var migrator: DatabaseMigrator {
