@@ -27,7 +27,7 @@ public final class Daemon: Sendable {
     let notifier: SystemdNotifier
     let ready = Mutex<(addresses: [String: String], waiters: [CheckedContinuation<[String: String], Never>])>(([:], []))
     let group = Mutex<ServiceGroup?>(nil)
-    let expectedListeners: Int
+    let expectedListeners = Mutex(Int.max)
 
     /// Reads and validates everything (config keys and every adapter's own keys) and returns
     /// the config and the adapters built from it, or every problem found.
@@ -59,7 +59,6 @@ public final class Daemon: Sendable {
         self.environment = environment
         self.logger = logger
         self.notifier = notifier
-        self.expectedListeners = 1 + (config.apiListen == nil ? 0 : 1) + (config.apiSocket == nil ? 0 : 1)
         runtime.apply(config, adapters: adapters)
     }
 
@@ -67,7 +66,7 @@ public final class Daemon: Sendable {
     public func waitUntilReady() async -> [String: String] {
         await withCheckedContinuation { c in
             let now = ready.withLock { s -> [String: String]? in
-                if s.addresses.count >= expectedListeners { return s.addresses }
+                if s.addresses.count >= expectedListeners.withLock({ $0 }) { return s.addresses }
                 s.waiters.append(c)
                 return nil
             }
@@ -82,13 +81,13 @@ public final class Daemon: Sendable {
     }
 
     func listenerUp(_ name: String, _ address: String) async {
-        if name == "api-socket", let path = runtime.config.apiSocket {
+        if name == "api-socket", let path = runtime.config.apiSocket, address == path {
             chmod(path, mode_t(runtime.config.apiSocketMode))
         }
         logger.info("listening", metadata: ["listener": "\(name)", "address": "\(address)"])
         let (waiters, all) = ready.withLock { s -> ([CheckedContinuation<[String: String], Never>], [String: String]?) in
             s.addresses[name] = address
-            guard s.addresses.count >= expectedListeners else { return ([], nil) }
+            guard s.addresses.count >= expectedListeners.withLock({ $0 }) else { return ([], nil) }
             defer { s.waiters = [] }
             return (s.waiters, s.addresses)
         }
@@ -104,17 +103,41 @@ public final class Daemon: Sendable {
         let config = runtime.config
         var services: [any Service] = [runtime.pipeline, runtime.supervisor]
         let onRunning: Listeners.OnRunning = { [self] name, address in await self.listenerUp(name, address) }
-        services.append(Listeners.publicListener(runtime: runtime, address: .hostname(config.listen.host, port: config.listen.port),
-                                                 logger: logger, onRunning: onRunning))
-        if let api = config.apiListen {
-            services.append(Listeners.apiListener(runtime: runtime, address: .hostname(api.host, port: api.port), requireToken: true,
-                                                  logger: logger, metrics: SwitchboardMetrics.text, onRunning: onRunning))
+        // Sockets passed by systemd (switchboard.socket / switchboard-public.socket) replace the
+        // matching configured addresses; everything else is bound here.
+        let activated = SocketActivation.takeListeners()
+        var listeners: [any Service] = []
+        let metrics = SwitchboardMetrics.text
+        if let fd = activated.first(named: "public")?.fd {
+            listeners.append(ActivatedListener(fd: fd, name: "public", router: Listeners.publicRouter(runtime: runtime, logger: logger),
+                                               logger: logger, onRunning: onRunning))
+        } else {
+            listeners.append(Listeners.bound("public", router: Listeners.publicRouter(runtime: runtime, logger: logger),
+                                             address: .hostname(config.listen.host, port: config.listen.port), logger: logger, onRunning: onRunning))
         }
-        if let path = config.apiSocket {
+        var apiSocketActivated = false
+        if let fd = activated.first(named: "api")?.fd {
+            // A Unix socket is authorised by its permissions; a TCP one needs tokens.
+            let isUnix = SocketActivation.socketKind(fd: fd) == .unix
+            apiSocketActivated = isUnix
+            listeners.append(ActivatedListener(fd: fd, name: isUnix ? "api-socket" : "api",
+                                               router: Listeners.apiRouter(runtime: runtime, requireToken: !isUnix, logger: logger, metrics: metrics),
+                                               logger: logger, onRunning: onRunning))
+        }
+        if let api = config.apiListen, activated.first(named: "api") == nil || apiSocketActivated {
+            listeners.append(Listeners.bound("api", router: Listeners.apiRouter(runtime: runtime, requireToken: true, logger: logger, metrics: metrics),
+                                             address: .hostname(api.host, port: api.port), logger: logger, onRunning: onRunning))
+        }
+        if let path = config.apiSocket, !apiSocketActivated {
             try? FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            services.append(Listeners.apiListener(runtime: runtime, address: .unixDomainSocket(path: path), requireToken: false,
-                                                  logger: logger, metrics: SwitchboardMetrics.text, onRunning: onRunning))
+            listeners.append(Listeners.bound("api-socket", router: Listeners.apiRouter(runtime: runtime, requireToken: false, logger: logger, metrics: metrics),
+                                             address: .unixDomainSocket(path: path), logger: logger, onRunning: onRunning))
         }
+        for name in activated.map(\.name) where name != "public" && name != "api" {
+            logger.warning("ignoring a socket passed by systemd with an unknown name", metadata: ["name": "\(name)"])
+        }
+        expectedListeners.withLock { $0 = listeners.count }
+        services += listeners
         services.append(SystemdService(daemon: self))
         let serviceGroup = ServiceGroup(configuration: .init(
             services: services.map { .init(service: $0) },

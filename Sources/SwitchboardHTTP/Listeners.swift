@@ -11,26 +11,27 @@ import SwitchboardRuntime
 public enum Listeners {
     public typealias OnRunning = @Sendable (_ name: String, _ address: String) async -> Void
 
-    public static func publicListener(runtime: Runtime, address: BindAddress, logger: Logger,
-                                      extraRoutes: [@Sendable (Router<SwitchboardRequestContext>) -> Void] = [],
-                                      onRunning: @escaping OnRunning) -> some Service {
+    public static func publicRouter(runtime: Runtime, logger: Logger) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.add(middleware: ProblemMiddleware(logger: logger))
         PublicRoutes.register(on: router, runtime: runtime)
-        for r in extraRoutes { r(router) }
-        return Application(router: router, configuration: .init(address: address, serverName: nil),
-                           onServerRunning: { ch in await onRunning("public", describe(ch, address)) }, logger: logger)
+        return router
     }
 
-    public static func apiListener(runtime: Runtime, address: BindAddress, requireToken: Bool, logger: Logger,
-                                   metrics: @escaping @Sendable () -> String, onRunning: @escaping OnRunning) -> some Service {
+    public static func apiRouter(runtime: Runtime, requireToken: Bool, logger: Logger,
+                                 metrics: @escaping @Sendable () -> String) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.add(middleware: ProblemMiddleware(logger: logger))
         router.add(middleware: AuthMiddleware(tokens: { runtime.config.tokens }, required: requireToken))
         APIRoutes.register(on: router, runtime: runtime, metrics: metrics)
-        let name = requireToken ? "api" : "api-socket"
-        return Application(router: router, configuration: .init(address: address, serverName: nil),
-                           onServerRunning: { ch in await onRunning(name, describe(ch, address)) }, logger: logger)
+        return router
+    }
+
+    /// A listener the daemon binds itself (no socket activation).
+    public static func bound(_ name: String, router: Router<SwitchboardRequestContext>, address: BindAddress, logger: Logger,
+                             onRunning: @escaping OnRunning) -> some Service {
+        Application(router: router, configuration: .init(address: address, serverName: nil),
+                    onServerRunning: { ch in await onRunning(name, describe(ch, address)) }, logger: logger)
     }
 
     static func describe(_ channel: any Channel, _ address: BindAddress) -> String {
