@@ -139,11 +139,14 @@ public final class Daemon: Sendable {
         expectedListeners.withLock { $0 = listeners.count }
         services += listeners
         services.append(SystemdService(daemon: self))
-        let serviceGroup = ServiceGroup(configuration: .init(
+        var groupConfig = ServiceGroupConfiguration(
             services: services.map { .init(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint],
             cancellationSignals: [],
-            logger: logger))
+            logger: logger)
+        // Drain within server.shutdown_grace (keep it below systemd's TimeoutStopSec=), then cancel.
+        groupConfig.maximumGracefulShutdownDuration = .milliseconds(Int64(config.shutdownGraceSeconds * 1000))
+        let serviceGroup = ServiceGroup(configuration: groupConfig)
         group.withLock { $0 = serviceGroup }
         try await serviceGroup.run()
         logger.info("stopped")

@@ -18,7 +18,7 @@ public struct WebhookSigner: Sendable {
     public init(secrets: String) throws {
         var keys: [[UInt8]] = []
         for s in secrets.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "," }) {
-            guard s.hasPrefix("whsec_"), let bytes = Data(base64Encoded: String(s.dropFirst(6))), bytes.count >= 16 else {
+            guard s.hasPrefix("whsec_"), let bytes = Data(base64Encoded: String(s.dropFirst(6))), (24...64).contains(bytes.count) else {
                 throw SecretError.malformed
             }
             keys.append(Array(bytes))

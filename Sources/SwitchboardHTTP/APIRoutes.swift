@@ -69,6 +69,9 @@ public enum APIRoutes {
 
         v1.get("conversations") { req, _ in
             let limit = try Self.limit(req)
+            if let c = req.query("cursor"), c.split(separator: ":").count != 2 || Int64(c.split(separator: ":")[0]) == nil {
+                throw APIProblem.invalid("cursor: not a cursor this API returned")
+            }
             let (convs, next) = try await runtime.store.conversations(channelID: req.query("channel"), limit: limit, cursor: req.query("cursor"))
             var body: JSONObject = ["conversations": try JSONValue.from(convs)]
             if let next { body["next_cursor"] = .string(next) }
@@ -97,8 +100,11 @@ public enum APIRoutes {
         v1.get("conversations/:id/messages") { req, ctx in
             let id = try ctx.parameters.require("id")
             guard try await runtime.store.conversation(id) != nil else { throw APIProblem.notFound("conversation \(id)") }
-            let msgs = try await runtime.store.messages(conversationID: id, after: req.query("after"), limit: try Self.limit(req))
-            return try Respond.json(["messages": msgs])
+            let limit = try Self.limit(req)
+            let msgs = try await runtime.store.messages(conversationID: id, after: req.query("after"), limit: limit)
+            var body: JSONObject = ["messages": try JSONValue.from(msgs)]
+            if msgs.count == limit, let last = msgs.last { body["next_after"] = .string(last.id) }
+            return try Respond.json(body)
         }
 
         v1.post("conversations/:id/messages") { req, ctx in
@@ -163,7 +169,7 @@ public enum APIRoutes {
 
         v1.get("events") { req, _ in
             let after = try await Self.startSeq(req, runtime: runtime, defaultToEnd: false)
-            let types = req.query("types")?.split(separator: ",").map(String.init)
+            let types = try Self.types(req)
             let events = try await runtime.store.events(afterSeq: after, limit: try Self.limit(req, max: 1000), types: types)
             // The stored CloudEvents are spliced in as they are: the same bytes every consumer gets.
             var body = Data("{\"events\":[".utf8)
@@ -179,7 +185,7 @@ public enum APIRoutes {
 
         v1.get("events/stream") { req, _ in
             let start = try await Self.startSeq(req, runtime: runtime, defaultToEnd: true)
-            let types = req.query("types")?.split(separator: ",").map(String.init)
+            let types = try Self.types(req)
             let heartbeat = runtime.config.heartbeatSeconds
             let body = ResponseBody { writer in
                 var seq = start
@@ -213,6 +219,21 @@ public enum APIRoutes {
 
         router.get("metrics") { _, _ in
             Respond.raw(Data(metrics().utf8), contentType: "text/plain; version=0.0.4; charset=utf-8")
+        }
+    }
+
+    /// `types=message.*,conversation.read`: `*`, a family (`message.*`) or an exact type, with or
+    /// without the `switchboard.` prefix of the CloudEvent `type`.
+    static func types(_ req: Request) throws -> [String]? {
+        guard let q = req.query("types"), !q.isEmpty else { return nil }
+        return try q.split(separator: ",").map { raw in
+            var t = raw.trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix("switchboard.") { t.removeFirst("switchboard.".count) }
+            let family = t.hasSuffix(".*") ? String(t.dropLast(2)) : nil
+            guard t == "*" || family.map({ f in EventType.all.contains { $0.rawValue.hasPrefix(f + ".") } }) ?? EventType.all.contains(EventType(rawValue: t)) else {
+                throw APIProblem.invalid("types: unknown event type \(raw) (use *, a family such as message.*, or a type such as message.status)")
+            }
+            return t
         }
     }
 

@@ -75,7 +75,7 @@ public enum ConfigLoader {
     public static func load(text: String, environment: ConfigEnvironment, adapterKinds: Set<String>,
                             diagnostics: ConfigDiagnostics) -> SwitchboardConfig {
         let root = ConfigNode.parse(yaml: text, diagnostics: diagnostics, environment: environment)
-        root.rejectUnknownKeys(["server", "api", "storage", "media", "helpdesks", "channels", "logging", "delivery", "outbound", "instance"])
+        root.rejectUnknownKeys(["server", "api", "storage", "media", "helpdesks", "channels", "logging", "outbound", "instance"])
 
         let server = root["server"]
         server.rejectUnknownKeys(["listen", "public_url", "shutdown_grace"])
@@ -99,11 +99,18 @@ public enum ConfigLoader {
         if apiListenText == nil && apiSocket == nil && root["api"].isPresent {
             api.problem("give api.listen, api.socket or both")
         }
-        let modeText = api.string("socket_mode", default: "0660")!
-        let socketMode = Int(modeText, radix: 8) ?? { api["socket_mode"].problem("expected an octal mode such as 0660"); return 0o660 }()
+        // A bare 0660 in YAML is read as a number (octal 0660 = 432), which is ambiguous; ask for quotes.
+        var socketMode = 0o660
+        if case .int? = api["socket_mode"].value {
+            api["socket_mode"].problem("quote the mode so it is read as octal: socket_mode: \"0660\"")
+        } else if let modeText = api.string("socket_mode") {
+            if let m = Int(modeText, radix: 8), (0...0o777).contains(m) { socketMode = m } else {
+                api["socket_mode"].problem("expected an octal mode such as \"0660\"")
+            }
+        }
         var tokens: [APIToken] = []
         for (i, t) in api.list("tokens").enumerated() {
-            t.rejectUnknownKeys(["name", "token"])
+            t.rejectUnknownKeys(["name"], secrets: ["token"])
             let name = t.string("name") ?? "token\(i)"
             if let token = t.secret("token", required: true) {
                 if token.count < 16 { t["token"].problem("too short: use at least 16 random characters") }
@@ -128,7 +135,7 @@ public enum ConfigLoader {
         var helpdesks: [HelpdeskConfig] = []
         var names = Set<String>()
         for h in root.list("helpdesks") {
-            h.rejectUnknownKeys(["name", "type", "url", "secret", "events", "timeout", "max_in_flight", "retry", "headers"])
+            h.rejectUnknownKeys(["name", "type", "url", "events", "timeout", "max_in_flight", "retry", "headers"], secrets: ["secret"])
             guard let name = h.string("name", required: true) else { continue }
             if !names.insert(name).inserted { h["name"].problem("duplicate helpdesk name \(name)") }
             if name.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
@@ -166,7 +173,9 @@ public enum ConfigLoader {
                     return d
                 }
                 if !delays.isEmpty { retry.delays = delays }
-                retry.jitter = Double(r.string("jitter", default: "0.2") ?? "0.2") ?? 0.2
+                if let j = r.string("jitter") {
+                    if let v = Double(j), (0...1).contains(v) { retry.jitter = v } else { r["jitter"].problem("expected a fraction between 0 and 1") }
+                }
             }
             var headers: [(String, String)] = []
             if case .object(let o)? = h["headers"].value {
@@ -200,9 +209,16 @@ public enum ConfigLoader {
         }
         let outbound = root["outbound"]
         outbound.rejectUnknownKeys(["retry"])
+        outbound["retry"].rejectUnknownKeys(["schedule", "jitter"])
         var sendRetry = RetrySchedule.outbound
-        let sched = outbound["retry"].stringList("schedule", default: []).compactMap(ConfigNode.parseDuration)
+        let sched = outbound["retry"].stringList("schedule", default: []).compactMap { s -> Double? in
+            guard let d = ConfigNode.parseDuration(s) else { outbound["retry"]["schedule"].problem("bad duration \(s)"); return nil }
+            return d
+        }
         if !sched.isEmpty { sendRetry.delays = sched }
+        if let j = outbound["retry"].string("jitter") {
+            if let v = Double(j), (0...1).contains(v) { sendRetry.jitter = v } else { outbound["retry"]["jitter"].problem("expected a fraction between 0 and 1") }
+        }
 
         let instance = root.string("instance") ?? ProcessInfo.processInfo.hostName
         return SwitchboardConfig(

@@ -224,13 +224,14 @@ public struct ConfigNode: Sendable {
         return "\(environment.baseDirectory)/\(p)"
     }
 
-    /// Reports keys this node doesn't know — usually a typo that would otherwise be silently ignored.
-    public func rejectUnknownKeys(_ known: [String]) {
+    /// Reports keys this node doesn't know — usually a typo that would otherwise be silently
+    /// ignored. `secrets` may also be given as `<key>_file`.
+    public func rejectUnknownKeys(_ known: [String], secrets: [String] = []) {
         guard case .object(let o)? = value else {
             if isPresent { problem("expected a mapping") }
             return
         }
-        let allowed = Set(known + known.map { $0 + "_file" })
+        let allowed = Set(known + secrets + secrets.map { $0 + "_file" })
         for key in o.keys.sorted() where !allowed.contains(key) {
             let hint = known.min { Self.distance($0, key) < Self.distance($1, key) }.flatMap { Self.distance($0, key) <= 2 ? $0 : nil }
             diagnostics.add(path.isEmpty ? key : "\(path).\(key)", "unknown key" + (hint.map { " (did you mean \($0)?)" } ?? ""))

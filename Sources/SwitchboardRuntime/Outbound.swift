@@ -45,7 +45,9 @@ extension Runtime {
         var idem: (scope: String, key: String, requestHash: String)? = nil
         if let key = idempotencyKey {
             guard !key.isEmpty, key.count <= 255 else { throw APIProblem.invalid("Idempotency-Key must be 1 to 255 characters") }
-            let hash = sha256Hex(Data(conversationID.utf8) + Data(rawBody))
+            // Hash the request as decoded and re-encoded with sorted keys: the same request sent
+            // with other spacing or key order is the same request.
+            let hash = sha256Hex(Data(conversationID.utf8) + ((try? JSON.encode(request)) ?? Data(rawBody)))
             idem = (scope, key, hash)
             do {
                 if let earlier = try await store.idempotentAnswer(scope: scope, key: key, requestHash: hash) { return earlier }
@@ -73,7 +75,7 @@ extension Runtime {
                                            capabilities: entry.adapter.capabilities, channelType: conversation.channel.type,
                                            policy: request.policy?.degrade == "deny" ? .deny : .allow)
         } catch {
-            throw APIProblem(422, error.code, error.detail)
+            throw APIProblem(error.code == "invalid_request" ? 400 : 422, error.code, error.detail)
         }
         do {
             let accepted = try await store.enqueueOutbound(OutboundRequest(

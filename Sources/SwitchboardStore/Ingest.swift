@@ -43,6 +43,11 @@ extension Store {
         let ev = work.event
         let now = work.receivedAt.milliseconds
         let channel = work.channel
+        // A receipt for a message that isn't ours changes nothing: check before creating any
+        // identity or conversation for it (or using up its dedupe key).
+        if case .status(let externalID, _, _) = ev.kind, try ourMessage(db, channel: channel, externalID: externalID) == nil {
+            return .ignored(reason: "status for unknown message \(externalID)")
+        }
         if let key = ev.dedupeKey {
             try db.execute(sql: "INSERT OR IGNORE INTO dedupe_keys (channel_id, key, created_at) VALUES (?, ?, ?)",
                            arguments: [channel.id, key, now])
@@ -195,9 +200,9 @@ extension Store {
             var identity = try identityFrom(row)
             var changed = false
             if let name = peer.displayName, !name.isEmpty, name != identity.displayName { identity.displayName = name; changed = true }
-            if let profile = peer.profile, profile != (identity.profile ?? [:]) {
-                identity.profile = (identity.profile ?? [:]).merging(profile) { _, new in new }
-                changed = true
+            if let profile = peer.profile {
+                let merged = (identity.profile ?? [:]).merging(profile) { _, new in new }
+                if merged != (identity.profile ?? [:]) { identity.profile = merged; changed = true }
             }
             if changed {
                 identity.updatedAt = Timestamp(milliseconds: now)

@@ -16,7 +16,7 @@ enum SchemaCheck {
     struct Run { var status: Int32; var output: String }
 
     /// Writes `files` into a fresh temporary directory and validates them against `#/$defs/<def>`.
-    static func validate(_ def: String, _ files: [(name: String, data: Data)]) throws -> Run {
+    static func validate(_ def: String, _ files: [(name: String, data: Data)]) async throws -> Run {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("switchboard-schema-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
@@ -29,13 +29,8 @@ enum SchemaCheck {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", script.path, schema.path, def] + paths
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, output: String(decoding: output, as: UTF8.self))
+        let (status, output) = try await runOffPool(process)
+        return Run(status: status, output: String(decoding: output, as: UTF8.self))
     }
 
     static func file<T: Encodable>(_ name: String, _ value: T) throws -> (name: String, data: Data) {
@@ -126,23 +121,23 @@ struct SchemaTests {
     }
 
     @Test("realistic examples validate", arguments: definitions)
-    func valid(_ def: String) throws {
+    func valid(_ def: String) async throws {
         let files = try Self.examples(for: def)
         #expect(!files.isEmpty)
-        let run = try SchemaCheck.validate(def, files)
+        let run = try await SchemaCheck.validate(def, files)
         #expect(run.status == 0, "\(def): \(run.output)")
         #expect(run.output.hasSuffix(" valid\n"), "\(run.output)")
     }
 
-    @Test func directionMustBeAString() throws {
+    @Test func directionMustBeAString() async throws {
         var message = try tree(of: Sample.inboundMessage).objectValue!
         message["direction"] = 42
-        let run = try SchemaCheck.validate("message", [("bad-direction.json", try JSON.encode(JSONValue.object(message)))])
+        let run = try await SchemaCheck.validate("message", [("bad-direction.json", try JSON.encode(JSONValue.object(message)))])
         #expect(run.status == 1, "\(run.output)")
         #expect(run.output.contains("$.direction"), "\(run.output)")
     }
 
-    @Test func mediaPartNeedsAKind() throws {
+    @Test func mediaPartNeedsAKind() async throws {
         var message = try tree(of: Sample.inboundMessage).objectValue!
         var parts = message["parts"]!.arrayValue!
         var media = parts[0].objectValue!
@@ -150,29 +145,29 @@ struct SchemaTests {
         media["kind"] = nil
         parts[0] = .object(media)
         message["parts"] = .array(parts)
-        let inMessage = try SchemaCheck.validate("message", [("no-kind.json", try JSON.encode(JSONValue.object(message)))])
+        let inMessage = try await SchemaCheck.validate("message", [("no-kind.json", try JSON.encode(JSONValue.object(message)))])
         #expect(inMessage.status == 1, "\(inMessage.output)")
         #expect(inMessage.output.contains("$.parts[0]") && inMessage.output.contains("'kind' is a required property"), "\(inMessage.output)")
 
-        let alone = try SchemaCheck.validate("part", [("no-kind.json", Data(#"{"type":"media","media_id":"med_01JTB2K3M4N5P6Q7R8S9TAVBWD"}"#.utf8))])
+        let alone = try await SchemaCheck.validate("part", [("no-kind.json", Data(#"{"type":"media","media_id":"med_01JTB2K3M4N5P6Q7R8S9TAVBWD"}"#.utf8))])
         #expect(alone.status == 1, "\(alone.output)")
     }
 
-    @Test func eventDataIsCheckedAgainstItsType() throws {
+    @Test func eventDataIsCheckedAgainstItsType() async throws {
         // A status event carrying a message is wrong even though both are valid on their own.
         var event = try tree(of: Sample.event(.messageStatus)).objectValue!
         event["data"] = try JSONValue.from(Sample.inboundMessage)
-        let run = try SchemaCheck.validate("cloudevent", [("status-with-message.json", try JSON.encode(JSONValue.object(event)))])
+        let run = try await SchemaCheck.validate("cloudevent", [("status-with-message.json", try JSON.encode(JSONValue.object(event)))])
         #expect(run.status == 1, "\(run.output)")
         #expect(run.output.contains("$.data"), "\(run.output)")
     }
 
-    @Test func envelopeRulesAreEnforced() throws {
+    @Test func envelopeRulesAreEnforced() async throws {
         var event = try tree(of: Sample.event(.messageReceived)).objectValue!
         event["sequence"] = "42"                       // not zero-padded
         event["time"] = "2025-05-01T10:15:30Z"         // no milliseconds
         event["id"] = "evt_123"                        // not a ULID
-        let run = try SchemaCheck.validate("cloudevent", [("bad-envelope.json", try JSON.encode(JSONValue.object(event)))])
+        let run = try await SchemaCheck.validate("cloudevent", [("bad-envelope.json", try JSON.encode(JSONValue.object(event)))])
         #expect(run.status == 1)
         for path in ["$.sequence", "$.time", "$.id"] {
             #expect(run.output.contains(path), "\(path) in \(run.output)")
@@ -181,7 +176,7 @@ struct SchemaTests {
 
     /// Every example in docs/format.md preceded by `<!-- schema: <def> -->` must validate, and
     /// the examples must include a CloudEvent of every event type.
-    @Test func documentationExamplesValidate() throws {
+    @Test func documentationExamplesValidate() async throws {
         let doc = try String(contentsOf: SchemaCheck.repoRoot.appendingPathComponent("docs/format.md"), encoding: .utf8)
         var byDef: [String: [(name: String, data: Data)]] = [:]
         var pending: String?
@@ -209,7 +204,7 @@ struct SchemaTests {
         }
         #expect(count >= 30, "only \(count) annotated examples in docs/format.md")
         for (def, files) in byDef.sorted(by: { $0.key < $1.key }) {
-            let run = try SchemaCheck.validate(def, files)
+            let run = try await SchemaCheck.validate(def, files)
             #expect(run.status == 0, "docs/format.md examples for \(def): \(run.output)")
         }
         let documentedTypes = Set(try (byDef["cloudevent"] ?? []).compactMap { try JSONValue.parse($0.data)["type"]?.stringValue })
@@ -221,5 +216,25 @@ struct SchemaTests {
             let event = try JSON.decode(CloudEvent.self, from: file.data)
             #expect(try tree(of: event) == JSONValue.parse(file.data), "\(event.type)")
         }
+    }
+}
+
+/// Runs a child process without blocking Swift's cooperative thread pool (two threads on a
+/// two-core machine: a blocking wait there starves every other test running in parallel).
+func runOffPool(_ process: Process) async throws -> (Int32, Data) {
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    return try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            do {
+                try process.run()
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                continuation.resume(returning: (process.terminationStatus, data))
+            } catch {
+                continuation.resume(throwing: error)
+            }
+        }.start()
     }
 }

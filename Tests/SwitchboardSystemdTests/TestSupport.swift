@@ -99,6 +99,19 @@ final class NotifySocketStub {
         return String(decoding: buffer[0..<count], as: UTF8.self)
     }
 
+    /// Like `receive`, but polls without blocking a thread of Swift's cooperative pool, for
+    /// tests where the sender is a task that needs that pool to run.
+    func receiveAsync(timeoutMilliseconds: Int = 2000) async -> String? {
+        let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while ContinuousClock.now < deadline {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            if count >= 0 { return String(decoding: buffer[0..<count], as: UTF8.self) }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return nil
+    }
+
     /// The datagram split into its `KEY=value` assignments.
     func receiveFields() -> [String: String]? {
         guard let text = receive() else { return nil }

@@ -46,22 +46,22 @@ struct WatchdogTests {
             await Watchdog.run(notifier: notifier, interval: .milliseconds(20)) { health.value }
         }
         // Healthy: pings arrive.
-        #expect(stub.receive() == "WATCHDOG=1")
-        #expect(stub.receive() == "WATCHDOG=1")
+        #expect(await stub.receiveAsync() == "WATCHDOG=1")
+        #expect(await stub.receiveAsync() == "WATCHDOG=1")
 
         // Unhealthy: they stop. Drain pings already in flight until a quiet gap of
         // five intervals (bounded, so a daemon that kept pinging fails below instead
         // of looping here).
         health.value = false
         var drained = 0
-        while drained < 50, stub.receive(timeoutMilliseconds: 100) != nil {
+        while drained < 50, await stub.receiveAsync(timeoutMilliseconds: 100) != nil {
             drained += 1
         }
-        #expect(stub.receive(timeoutMilliseconds: 200) == nil)
+        #expect(await stub.receiveAsync(timeoutMilliseconds: 200) == nil)
 
         // Healthy again: they resume. Cancelling ends the loop.
         health.value = true
-        #expect(stub.receive() == "WATCHDOG=1")
+        #expect(await stub.receiveAsync() == "WATCHDOG=1")
         task.cancel()
         await task.value
     }

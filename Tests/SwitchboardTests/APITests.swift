@@ -102,6 +102,11 @@ import Testing
             #expect(page.json?["events"]?.arrayValue?.count == 2)
             let unknown = try await d.api("GET", "/v1/events?after=evt_01M81SCQHA03BB129VE588XTBY")
             #expect(unknown.status == 404)
+            // Filters: the CloudEvent type with its prefix works too; a malformed filter is a 400, not a 500.
+            let prefixed = try await d.api("GET", "/v1/events?after=0&types=switchboard.conversation.created")
+            #expect(prefixed.json?["events"]?.arrayValue?.count == 1)
+            #expect(try await d.api("GET", "/v1/events?types=message*").status == 400)
+            #expect(try await d.api("GET", "/v1/events?types=nonsense.thing").status == 400)
         }
     }
 

@@ -94,7 +94,7 @@ struct ContractTests {
     // MARK: - (a) docs/openapi.yaml describes exactly the served routes
 
     @Test("every route in APIRoutes.all is in openapi.yaml, and nothing else")
-    func openAPIRoutesMatchRouter() throws {
+    func openAPIRoutesMatchRouter() async throws {
         let documented = Set(Self.operations(try Self.openAPI()).keys)
         let served = Set(APIRoutes.all)
         #expect(served.count == APIRoutes.all.count, "APIRoutes.all lists a route twice")
@@ -108,7 +108,7 @@ struct ContractTests {
     }
 
     @Test("every {param} in a documented path is declared as a path parameter")
-    func openAPIPathParametersDeclared() throws {
+    func openAPIPathParametersDeclared() async throws {
         let spec = try Self.openAPI()
         for (path, item) in spec["paths"]?.objectValue ?? [:] {
             let names = Self.matches(#"\{([^}]+)\}"#, in: path)
@@ -126,7 +126,7 @@ struct ContractTests {
     // MARK: - (b) OpenAPI 3.1, problem+json errors, stable codes
 
     @Test("openapi.yaml is OpenAPI 3.1 and every operation documents a 4xx problem+json answer")
-    func openAPIErrorsAreProblems() throws {
+    func openAPIErrorsAreProblems() async throws {
         let spec = try Self.openAPI()
         let version = spec["openapi"]?.stringValue ?? ""
         #expect(version.hasPrefix("3.1."), "openapi must be 3.1.x, is \(version)")
@@ -146,7 +146,7 @@ struct ContractTests {
     }
 
     @Test("the NDJSON stream, /metrics and the Idempotency-Key header are described")
-    func openAPISpecialRoutes() throws {
+    func openAPISpecialRoutes() async throws {
         let spec = try Self.openAPI()
         let ops = Self.operations(spec)
         #expect(ops["GET /v1/events/stream"]?["responses"]?["200"]?["content"]?["application/x-ndjson"] != nil)
@@ -166,7 +166,7 @@ struct ContractTests {
     /// Every problem code the sources can produce must be listed in the spec's Problem schema,
     /// so a helpdesk developer reading openapi.yaml knows every code it may see.
     @Test("every problem code used in Sources is documented")
-    func problemCodesDocumented() throws {
+    func problemCodesDocumented() async throws {
         let spec = try Self.openAPI()
         let documented = Set((spec["components"]?["schemas"]?["Problem"]?["properties"]?["code"]?["examples"]?.arrayValue ?? [])
             .compactMap(\.stringValue))
@@ -193,7 +193,7 @@ struct ContractTests {
     /// The spec checked by an independent validator (resolves the external $refs into
     /// docs/schema/switchboard.schema.json too). Skipped only when python3 is missing.
     @Test("openapi-spec-validator accepts openapi.yaml", .enabled(if: ContractTests.python3 != nil, "python3 is not installed"))
-    func openAPIValidatesWithPython() throws {
+    func openAPIValidatesWithPython() async throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.python3!)
         process.arguments = ["-c", """
@@ -208,7 +208,7 @@ struct ContractTests {
             validate(spec, base_uri=url)
             print("valid")
             """, Self.root.appendingPathComponent("docs/openapi.yaml").path]
-        let (status, output) = try Self.run(process)
+        let (status, output) = try await Self.run(process)
         #expect(status == 0, "openapi-spec-validator rejected docs/openapi.yaml:\n\(output)")
     }
 
@@ -220,14 +220,9 @@ struct ContractTests {
         return nil
     }()
 
-    static func run(_ process: Process) throws -> (Int32, String) {
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    static func run(_ process: Process) async throws -> (Int32, String) {
+        let (status, data) = try await runOffPool(process)
+        return (status, String(decoding: data, as: UTF8.self))
     }
 
     // MARK: - (c) Config/switchboard.yaml is valid, documented and honest about defaults
@@ -268,7 +263,7 @@ struct ContractTests {
     }
 
     @Test("Config/switchboard.yaml passes Daemon.validate with its documented environment")
-    func referenceConfigValidates() throws {
+    func referenceConfigValidates() async throws {
         let text = try Self.text("Config/switchboard.yaml")
         let active = Self.activeLines(text).joined(separator: "\n")
 
@@ -294,7 +289,7 @@ struct ContractTests {
     /// Every key the loader and the webhook adapter accept appears (active, not only in a
     /// comment) in the reference config.
     @Test("Config/switchboard.yaml shows every key the loader reads")
-    func referenceConfigCoversEveryKey() throws {
+    func referenceConfigCoversEveryKey() async throws {
         let tree = try Self.yaml(try Self.text("Config/switchboard.yaml"), file: "Config/switchboard.yaml")
         var present = Set<String>()
         func collect(_ v: JSONValue) {
@@ -325,7 +320,7 @@ struct ContractTests {
     /// Where the reference config says "Default: X" and sets X, removing the key must not change
     /// anything: the documented defaults are the real ones.
     @Test("the defaults written in Config/switchboard.yaml are the loader's defaults")
-    func referenceConfigDefaultsAreReal() throws {
+    func referenceConfigDefaultsAreReal() async throws {
         let text = try Self.text("Config/switchboard.yaml")
         let tree = try Self.yaml(text, file: "Config/switchboard.yaml")
         guard case .object(var root) = tree else { throw ContractFailure("not a mapping") }
@@ -370,7 +365,7 @@ struct ContractTests {
     // MARK: - (d) Config/demo.yaml
 
     @Test("Config/demo.yaml passes Daemon.validate without any environment")
-    func demoConfigValidates() throws {
+    func demoConfigValidates() async throws {
         let env = ConfigEnvironment(variables: [:], baseDirectory: Self.root.path)
         let result = Daemon.validate(text: try Self.text("Config/demo.yaml"), registry: Self.registry(), environment: env, logger: Self.logger)
         switch result {
@@ -430,7 +425,7 @@ struct ContractTests {
     }
 
     @Test("a broken config gives one problem per issue, each starting with its key path")
-    func badConfigProblems() throws {
+    func badConfigProblems() async throws {
         let env = ConfigEnvironment(variables: [:], baseDirectory: FileManager.default.temporaryDirectory.path)
         switch Daemon.validate(text: Self.badConfig, registry: Self.registry(), environment: env, logger: Self.logger) {
         case .success: Issue.record("the broken config was accepted")
@@ -441,7 +436,7 @@ struct ContractTests {
     static var binary: URL { root.appendingPathComponent(".build/debug/switchboard") }
 
     @Test("switchboard check-config exits 78 with the problem lines for a broken config")
-    func checkConfigBinaryOnBadConfig() throws {
+    func checkConfigBinaryOnBadConfig() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             Issue.record("\(Self.binary.path) is missing: run `swift build` first")
             return
@@ -454,14 +449,14 @@ struct ContractTests {
         process.executableURL = Self.binary
         process.arguments = ["check-config", "--config", file.path]
         process.environment = ["PATH": "/usr/bin:/bin", "HOME": dir.path]
-        let (status, output) = try Self.run(process)
+        let (status, output) = try await Self.run(process)
         #expect(status == 78, "exit status \(status), output:\n\(output)")
         let lines = output.split(separator: "\n").map(String.init).filter { !$0.isEmpty }
         Self.checkProblemLines(lines, prefix: "\(file.path): ")
     }
 
     @Test("switchboard check-config accepts Config/switchboard.yaml with its documented environment")
-    func checkConfigBinaryOnReference() throws {
+    func checkConfigBinaryOnReference() async throws {
         guard FileManager.default.isExecutableFile(atPath: Self.binary.path) else {
             Issue.record("\(Self.binary.path) is missing: run `swift build` first")
             return
@@ -478,7 +473,7 @@ struct ContractTests {
         env["CREDENTIALS_DIRECTORY"] = creds.path
         env["PATH"] = "/usr/bin:/bin"
         process.environment = env
-        let (status, output) = try Self.run(process)
+        let (status, output) = try await Self.run(process)
         #expect(status == 0, "exit status \(status), output:\n\(output)")
         #expect(output.contains("OK"), "\(output)")
     }

@@ -133,7 +133,9 @@ import Testing
         for i in 0..<100 { _ = try await d.context(channel).customerSays("m\(i)", from: "u\(i % 10)") }
         let ingest = ContinuousClock.now - start
         try await eventually(timeout: 5, "fast helpdesk got everything") { fast.events.filter { $0.type == "switchboard.message.received" }.count == 100 }
-        #expect(ingest < .seconds(3), "ingest took \(ingest) with a hanging helpdesk")
+        // The slow helpdesk holds each request for 30 s: had ingest waited on it, this would take
+        // minutes. (Speed itself is measured by the benchmark, not here.)
+        #expect(ingest < .seconds(20), "ingest took \(ingest) with a hanging helpdesk")
         // The hanging sink holds at most max_in_flight events in memory; the rest wait in SQLite.
         #expect(slow.attempts.count <= 4)
         #expect(try await d.runtime.store.sinkStats("slow").pending == 110)

@@ -43,8 +43,10 @@ import WebhookAdapter
             try await eventually { try await d.runtime.store.message(id)?.externalID != nil }
             let peer = Peer(channelUserID: "u1")
             #expect(try await ctx.emit(InboundEvent(.status(externalID: "ext-\(id)", status: .delivered, error: nil), peer: peer, dedupeKey: "s1")) != .duplicate)
-            let unknown = try await ctx.emit(InboundEvent(.status(externalID: "nope", status: .read, error: nil), peer: peer, dedupeKey: "s2"))
+            let conversationsBefore = try await d.runtime.store.counts().conversations
+            let unknown = try await ctx.emit(InboundEvent(.status(externalID: "nope", status: .read, error: nil), peer: Peer(channelUserID: "stranger"), dedupeKey: "s2"))
             if case .ignored = unknown {} else { Issue.record("a status for an unknown message is ignored, got \(unknown)") }
+            #expect(try await d.runtime.store.counts().conversations == conversationsBefore, "an ignored receipt creates nothing")
             _ = try await ctx.emit(InboundEvent(.reaction(targetExternalID: "ext-\(id)", emoji: "👍", action: "add"), peer: peer, dedupeKey: "r1"))
             _ = try await ctx.emit(InboundEvent(.read(upTo: .now()), peer: peer, dedupeKey: "w1"))
             _ = try await ctx.emit(InboundEvent(.typing(started: true), peer: peer))
@@ -128,5 +130,47 @@ import WebhookAdapter
                 #expect(delivery.headers["idempotency-key"] == r.json?["id"]?.stringValue)
             }
         }
+    }
+}
+
+@Suite struct ConfigTests {
+    static func problems(_ yaml: String, env: [String: String] = [:]) -> [String] {
+        let d = ConfigDiagnostics()
+        _ = ConfigLoader.load(text: yaml, environment: ConfigEnvironment(variables: env, baseDirectory: "/tmp"),
+                              adapterKinds: ["webhook"], diagnostics: d)
+        return d.problems
+    }
+
+    @Test func diagnosticsNameTheKeyPath() {
+        let p = Self.problems("""
+            api: { socket: /run/x.sock, socket_mode: 0660, tokenz: [] }
+            server: { listen_file: x }
+            outbound: { retry: { schedule: [5s, soon], jitter: 3 } }
+            helpdesks: [ { name: a, url: "https://x", secret: "${MISSING}" } ]
+            """)
+        #expect(p.contains { $0.hasPrefix("api.socket_mode: quote the mode") })
+        #expect(p.contains("api.tokenz: unknown key (did you mean tokens?)"))
+        #expect(p.contains { $0.hasPrefix("server.listen_file: unknown key") }, "_file only for secrets")
+        #expect(p.contains("outbound.retry.schedule: bad duration soon"))
+        #expect(p.contains { $0.hasPrefix("outbound.retry.jitter:") })
+        #expect(p.contains("helpdesks[0].secret: environment variable MISSING is not set"))
+    }
+
+    @Test func envAndCredentialFilesResolve() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let secret = "whsec_" + Data((0..<32).map { UInt8($0 + 1) }).base64EncodedString()
+        try (secret + "\n").write(toFile: dir.file("desk"), atomically: true, encoding: .utf8)
+        let d = ConfigDiagnostics()
+        let c = ConfigLoader.load(text: """
+            server: { listen: "${HOST}:9000" }
+            api: { socket: /run/x.sock, socket_mode: "0640" }
+            helpdesks: [ { name: desk, url: "https://x", secret_file: desk } ]
+            """, environment: ConfigEnvironment(variables: ["HOST": "127.0.0.2", "CREDENTIALS_DIRECTORY": dir.path], baseDirectory: "/"),
+            adapterKinds: [], diagnostics: d)
+        #expect(d.problems.isEmpty, "\(d.problems)")
+        #expect(c.listen == HostPort(host: "127.0.0.2", port: 9000))
+        #expect(c.apiSocketMode == 0o640)
+        #expect(c.helpdesks.first?.secret == secret)
     }
 }

@@ -24,6 +24,10 @@ import Testing
                 let b = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: body, headers: ["idempotency-key": "key-1"])
                 #expect(a.status == 202 && b.status == 202)
                 #expect(a.json?["id"] == b.json?["id"])
+                // The same request with other spacing and key order is the same request.
+                let reordered = try await d.api("POST", "/v1/conversations/\(conv)/messages",
+                                                json: #"{ "parts" : [ { "text": "On its way", "type": "text" } ] }"#, headers: ["idempotency-key": "key-1"])
+                #expect(reordered.status == 202 && reordered.json?["id"] == a.json?["id"])
                 try await eventually("status") { helpdesk.deliveries.count == 1 }
                 try await Task.sleep(for: .milliseconds(200))
                 #expect(TestRegistry.adapter(channel).sent.count == 1)
@@ -102,6 +106,8 @@ import Testing
             #expect(bad.json?["detail"]?.stringValue?.contains("parts[0].text") == true, "\(bad.json?["detail"] ?? nil)")
             let notJSON = try await d.api("POST", path, json: "{nope")
             #expect(notJSON.status == 400)
+            let inboundOnly = try await d.api("POST", path, json: #"{"parts":[{"type":"interaction","kind":"postback","payload":"X"}]}"#)
+            #expect(inboundOnly.status == 400 && inboundOnly.json?["code"]?.stringValue == "invalid_request")
             let template = try await d.api("POST", path, json: #"{"parts":[{"type":"template","channel":"whatsapp","name":"hello"}]}"#)
             #expect(template.status == 422 && template.json?["code"]?.stringValue == "capability_unsupported")
             let deny = try await d.api("POST", path, json: #"{"parts":[{"type":"quick_replies","text":"?","options":[{"title":"a"}]}],"policy":{"degrade":"deny"}}"#)

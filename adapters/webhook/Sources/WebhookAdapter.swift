@@ -43,7 +43,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
 
     /// The registry entry: reads and checks this channel's keys.
     public static let factory: AdapterFactory = { channel, node, env in
-        node.rejectUnknownKeys(AdapterRegistry.commonKeys + ["secret", "outbound_url", "rich", "timeout"])
+        node.rejectUnknownKeys(AdapterRegistry.commonKeys + ["outbound_url", "rich", "timeout"], secrets: ["secret"])
         let secret = node.secret("secret", required: true)
         if let s = secret, s.count < 16 { node["secret"].problem("too short: use at least 16 random characters") }
         let url = node.string("outbound_url")
@@ -204,7 +204,10 @@ public struct WebhookChannelAdapter: ChannelAdapter {
         req.headers.add(name: "content-type", value: "application/json")
         req.headers.add(name: Self.signatureHeader, value: Self.sign(Array(body), secret: secret))
         req.body = .bytes(ByteBuffer(bytes: body))
-        let response = try await client.execute(req, timeout: timeout)
+        let response: HTTPClientResponse
+        do { response = try await client.execute(req, timeout: timeout) } catch {
+            throw SendError(code: "channel_unreachable", message: "\(error)", retryable: true)
+        }
         _ = try? await response.body.collect(upTo: 64 * 1024)
         guard (200..<300).contains(Int(response.status.code)) else {
             throw SendError(code: "channel_error", message: "outbound_url answered \(response.status.code)", retryable: response.status.code >= 500)
