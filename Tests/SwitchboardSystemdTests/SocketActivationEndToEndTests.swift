@@ -20,7 +20,7 @@ struct SocketActivationEndToEndTests {
     static let resultVariable = "SWITCHBOARD_SD_ACTIVATION_RESULT"
 
     @Test(.enabled(if: isExecutable(tool) && ProcessInfo.processInfo.environment[resultVariable] == nil))
-    func adoptsTheSocketPassedOnFdThree() throws {
+    func adoptsTheSocketPassedOnFdThree() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let socketPath = directory.file("api.sock")
@@ -30,31 +30,28 @@ struct SocketActivationEndToEndTests {
             return String(cString: pointer)
         })
 
-        let activator = Process()
-        activator.executableURL = URL(fileURLWithPath: Self.tool)
-        activator.arguments = [
+        let logPath = try directory.write("child.log", "")
+        let activator = try SpawnedProcess(Self.tool, [
             "--listen=\(socketPath)", "--fdname=api",
             "--setenv=\(Self.resultVariable)=\(resultPath)",
             testBinary, "--testing-library", "swift-testing", "--filter", "childReportsActivatedSockets",
-        ]
-        let log = FileHandle(forWritingAtPath: try directory.write("child.log", ""))
-        activator.standardOutput = log
-        activator.standardError = log
-        try activator.run()
+        ], outputPath: logPath)
         defer { if activator.isRunning { activator.terminate() } }
 
         // The tool executes the child on the first connection, which then waits in
         // the backlog until the child accepts it.
-        let client = try connectWhenReady(socketPath, timeout: 10)
+        let client = try await connectWhenReady(socketPath, timeout: 10)
         defer { close(client) }
 
         let deadline = Date().addingTimeInterval(120)
+        // Polls with Task.sleep: a blocking sleep here would hold one of the cooperative
+        // pool's two threads for the whole child run and starve tests running beside it.
         while activator.isRunning && Date() < deadline {
-            usleep(20_000)
+            try await Task.sleep(for: .milliseconds(20))
         }
         let childLog = (try? String(contentsOfFile: directory.file("child.log"), encoding: .utf8)) ?? ""
         #expect(!activator.isRunning, "child did not finish:\n\(childLog)")
-        #expect(activator.terminationStatus == 0, "child failed:\n\(childLog)")
+        #expect(activator.exitStatus == 0, "child failed:\n\(childLog)")
 
         let report = try String(contentsOfFile: resultPath, encoding: .utf8)
         let fields = Dictionary(uniqueKeysWithValues: report.split(separator: "\n").map { line in
@@ -96,7 +93,7 @@ struct SocketActivationEndToEndTests {
 }
 
 /// Connects to a Unix socket once it exists, retrying until `timeout` seconds pass.
-private func connectWhenReady(_ path: String, timeout: TimeInterval) throws -> Int32 {
+private func connectWhenReady(_ path: String, timeout: TimeInterval) async throws -> Int32 {
     let deadline = Date().addingTimeInterval(timeout)
     #if canImport(Glibc)
     let stream = Int32(SOCK_STREAM.rawValue)
@@ -117,6 +114,6 @@ private func connectWhenReady(_ path: String, timeout: TimeInterval) throws -> I
         if connected == 0 { return fd }
         close(fd)
         if Date() > deadline { throw TestFailure("cannot connect to \(path): errno \(errno)") }
-        usleep(20_000)
+        try await Task.sleep(for: .milliseconds(20))
     }
 }
