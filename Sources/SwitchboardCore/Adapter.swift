@@ -19,7 +19,9 @@ public struct Peer: Sendable, Hashable {
 public struct RawPayload: Sendable, Hashable {
     public var format: String
     public var bytes: [UInt8]
-    public init(format: String, bytes: [UInt8]) { self.format = format; self.bytes = bytes }
+    /// The bytes already parsed as JSON, when the adapter parsed them anyway (saves a second parse).
+    public var parsed: JSONValue?
+    public init(format: String, bytes: [UInt8], parsed: JSONValue? = nil) { self.format = format; self.bytes = bytes; self.parsed = parsed }
     public static func json(_ data: Data) -> RawPayload { RawPayload(format: "json", bytes: Array(data)) }
 }
 

@@ -16,14 +16,12 @@ public final class DeliveryWorker: Service, Sendable {
     let signal: ChangeSignal
     let schedule: RetrySchedule
     let maxInFlight: Int
-    let leaseMS: Int64
     let logger: Logger
 
     public init(sink: any EventSink, store: Store, signal: ChangeSignal, schedule: RetrySchedule = .standard,
                 maxInFlight: Int = 64, timeout: Duration = .seconds(15), logger: Logger) {
         self.sink = sink; self.store = store; self.signal = signal; self.schedule = schedule
         self.maxInFlight = maxInFlight
-        self.leaseMS = Int64(timeout.components.seconds) * 1000 + 10_000
         self.logger = logger
     }
 
@@ -42,7 +40,7 @@ public final class DeliveryWorker: Service, Sendable {
             }
             let batch: [OutboxItem]
             do {
-                batch = try await store.claimOutbox(sink: sink.name, limit: maxInFlight, leaseMS: leaseMS)
+                batch = try await store.dueOutbox(sink: sink.name, limit: maxInFlight)
             } catch {
                 logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
                 try? await Task.sleep(for: .seconds(1))
@@ -55,27 +53,31 @@ public final class DeliveryWorker: Service, Sendable {
                 await signal.wait(after: generation, timeout: .milliseconds(wait))
                 continue
             }
-            // One event per conversation per batch (the claim guarantees it), so delivering the
+            // One event per conversation per batch (the query guarantees it), so delivering the
             // batch concurrently keeps every conversation in order.
-            await withTaskGroup(of: Void.self) { group in
+            let results = await withTaskGroup(of: (OutboxItem, DeliveryOutcome).self) { group in
                 for item in batch {
-                    group.addTask { await self.deliver(item) }
+                    group.addTask { (item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
                 }
+                return await group.reduce(into: []) { $0.append($1) }
             }
+            await record(results)
         }
     }
 
-    func deliver(_ item: OutboxItem) async {
-        let outcome = await sink.deliver(eventID: item.eventID, body: item.body)
-        let dims = [("sink", sink.name), ("type", item.eventType)]
-        do {
+    /// Turns delivery outcomes into store updates (one transaction per batch), metrics and logs.
+    func record(_ results: [(OutboxItem, DeliveryOutcome)]) async {
+        var outcomes: [(eventSeq: Int64, outcome: Store.Outcome)] = []
+        var disable: String? = nil
+        let now = Store.nowMS()
+        for (item, outcome) in results {
+            let dims = [("sink", sink.name), ("type", item.eventType)]
             switch outcome {
             case .delivered:
-                try await store.markDelivered(sink: sink.name, eventSeq: item.eventSeq)
+                outcomes.append((item.eventSeq, .delivered))
                 Counter(label: "switchboard_events_out_total", dimensions: dims + [("result", "delivered")]).increment()
-                let latency = Double(Store.nowMS() - item.createdAt) / 1000
                 Metrics.Timer(label: "switchboard_delivery_latency_seconds", dimensions: [("sink", sink.name)])
-                    .recordNanoseconds(Int64(latency * 1_000_000_000))
+                    .recordNanoseconds((now - item.createdAt) * 1_000_000)
             case .retry(let error, let retryAfter):
                 let attempts = item.attempts + 1
                 Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)]).increment()
@@ -83,22 +85,27 @@ public final class DeliveryWorker: Service, Sendable {
                     logger.warning("delivery failed; will retry", metadata: [
                         "sink": "\(sink.name)", "event": "\(item.eventID)", "attempt": "\(attempts)", "error": "\(error)",
                         "retry_in_s": "\(Int(delay))"])
-                    try await store.markRetry(sink: sink.name, eventSeq: item.eventSeq,
-                                              nextAttemptAt: Store.nowMS() + Int64(delay * 1000), error: error)
+                    outcomes.append((item.eventSeq, .retry(at: now + Int64(delay * 1000), error: error)))
                 } else {
                     logger.error("delivery failed for the last time; event parked (recover with POST /v1/helpdesks/{name}/recover)",
                                  metadata: ["sink": "\(sink.name)", "event": "\(item.eventID)", "error": "\(error)"])
                     Counter(label: "switchboard_events_out_total", dimensions: dims + [("result", "failed")]).increment()
-                    try await store.markFailed(sink: sink.name, eventSeq: item.eventSeq, error: error)
+                    outcomes.append((item.eventSeq, .failed(error: error)))
                 }
             case .disable(let reason):
+                // The event stays pending, delivered once the sink is recovered.
+                disable = reason
+            }
+        }
+        do {
+            try await store.record(sink: sink.name, outcomes: outcomes)
+            if let reason = disable {
                 logger.error("sink disabled", metadata: ["sink": "\(sink.name)", "reason": "\(reason)"])
                 try await store.disableSink(sink.name, reason: reason)
-                try await store.releaseLease(sink: sink.name, eventSeq: item.eventSeq)
             }
         } catch {
-            // The lease expires and the event is delivered again: at least once.
-            logger.error("cannot record a delivery outcome", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+            // Unrecorded deliveries are delivered again: at least once.
+            logger.error("cannot record delivery outcomes", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
         }
     }
 }

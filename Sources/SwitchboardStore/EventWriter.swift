@@ -28,19 +28,17 @@ extension Store {
                             channel: ChannelRef?, dataJSON: Data, now: Int64) throws -> String {
         var sequence: Int64? = nil
         if let conversationID {
-            sequence = try Int64.fetchOne(db, sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence",
-                                          arguments: [conversationID])
+            sequence = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence"), arguments: [conversationID])
         }
         let id = ID.make(.event, at: Timestamp(milliseconds: now))
         let body = encodeCloudEvent(id: id, source: ctx.source, type: type, subject: conversationID,
                                     time: Timestamp(milliseconds: now), sequence: sequence, channel: channel?.id, data: dataJSON)
-        try db.execute(sql: "INSERT INTO events (id, type, conversation_id, channel_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?)",
-                       arguments: [id, type.rawValue, conversationID, channel?.id, now, body])
+        try db.cachedStatement(sql: "INSERT INTO events (id, type, conversation_id, channel_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?)").execute(arguments: [id, type.rawValue, conversationID, channel?.id, now, body])
         let seq = db.lastInsertedRowID
         for sink in ctx.sinks where sink.wants(type) {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO outbox (sink, event_seq, conversation_id, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)
-                """, arguments: [sink.name, seq, conversationID ?? "", now, now])
+                """).execute(arguments: [sink.name, seq, conversationID ?? "", now, now])
         }
         return id
     }

@@ -20,26 +20,44 @@ extension Store {
     /// Commits a batch of inbound events in ONE transaction (group commit: one fsync for many
     /// webhooks), each in its own savepoint so a bad item fails alone. Returns one result per item.
     public func commitInbound(_ batch: [InboundWork], ctx: EventContext) async throws -> [Result<EmitResult, any Error>] {
-        try await pool.write { db in
-            var results: [Result<EmitResult, any Error>] = []
-            results.reserveCapacity(batch.count)
-            for work in batch {
-                var result: Result<EmitResult, any Error> = .success(.duplicate)
-                do {
-                    try db.inSavepoint {
-                        result = .success(try Self.ingest(db, work, ctx: ctx))
-                        return .commit
-                    }
-                } catch {
-                    result = .failure(error)
-                }
-                results.append(result)
+        // Precompute outside the writer what doesn't need the database: the raw payload's
+        // parsed form, reused as the message's inline `raw`.
+        let prepared = batch.map { w -> (InboundWork, JSONValue?) in (w, Self.inlineRaw(w.event.raw)) }
+        do {
+            // The common case: everything commits together, no per-item savepoints.
+            return try await acknowledgedWrite { db in
+                try prepared.map { .success(try Self.ingest(db, $0.0, inlineRaw: $0.1, ctx: ctx)) }
             }
-            return results
+        } catch where batch.count > 1 {
+            // Something failed and rolled the batch back: retry with each item in its own
+            // savepoint, so the bad one fails alone and the others still commit.
+            return try await acknowledgedWrite { db in
+                var results: [Result<EmitResult, any Error>] = []
+                results.reserveCapacity(prepared.count)
+                for (work, raw) in prepared {
+                    var result: Result<EmitResult, any Error> = .success(.duplicate)
+                    do {
+                        try db.inSavepoint {
+                            result = .success(try Self.ingest(db, work, inlineRaw: raw, ctx: ctx))
+                            return .commit
+                        }
+                    } catch {
+                        result = .failure(error)
+                    }
+                    results.append(result)
+                }
+                return results
+            }
         }
     }
 
-    static func ingest(_ db: Database, _ work: InboundWork, ctx: EventContext) throws -> EmitResult {
+    /// The raw payload as JSON, when it is small JSON (else it is referenced, not inlined).
+    static func inlineRaw(_ raw: RawPayload?) -> JSONValue? {
+        guard let raw, raw.format == "json", raw.bytes.count <= rawInlineLimit else { return nil }
+        return raw.parsed ?? (try? JSONValue.parse(Data(raw.bytes)))
+    }
+
+    static func ingest(_ db: Database, _ work: InboundWork, inlineRaw: JSONValue?, ctx: EventContext) throws -> EmitResult {
         let ev = work.event
         let now = work.receivedAt.milliseconds
         let channel = work.channel
@@ -49,8 +67,7 @@ extension Store {
             return .ignored(reason: "status for unknown message \(externalID)")
         }
         if let key = ev.dedupeKey {
-            try db.execute(sql: "INSERT OR IGNORE INTO dedupe_keys (channel_id, key, created_at) VALUES (?, ?, ?)",
-                           arguments: [channel.id, key, now])
+            try db.cachedStatement(sql: "INSERT OR IGNORE INTO dedupe_keys (channel_id, key, created_at) VALUES (?, ?, ?)").execute(arguments: [channel.id, key, now])
             if db.changesCount == 0 { return .duplicate }
         }
         var eventIDs: [String] = []
@@ -83,31 +100,29 @@ extension Store {
             }
             var replyTo: MessageRef? = nil
             if let ext = m.replyToExternalID {
-                let ours = try String.fetchOne(db, sql: "SELECT message_id FROM message_external_ids WHERE channel_id = ? AND external_id = ?",
-                                               arguments: [channel.id, ext])
+                let ours = try String.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM message_external_ids WHERE channel_id = ? AND external_id = ?"), arguments: [channel.id, ext])
                 replyTo = MessageRef(messageID: ours, externalID: ext)
             }
             let isEcho = m.origin == .echo
-            let raw = ev.raw.map { rawRef(messageID: id, $0) }
+            let raw = ev.raw.map { r in inlineRaw.map { RawRef(format: r.format, inline: $0) } ?? RawRef(format: r.format, ref: "/v1/messages/\(id)/raw", size: r.bytes.count) }
             let message = Message(MessageFields(
                 id: id, conversationID: conversation.id, direction: isEcho ? .outbound : .inbound, origin: m.origin, channel: channel,
                 sender: isEcho ? Participant(role: "business") : sender, externalID: m.externalID, replyTo: replyTo,
                 sentAt: ev.occurredAt, receivedAt: work.receivedAt, parts: parts, textFallback: parts.textFallback,
                 channelData: ev.channelData, raw: raw))
             let body = try JSON.encode(message)
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 INSERT INTO messages (id, conversation_id, channel_id, direction, origin, external_id, created_at, body, raw, raw_format)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """, arguments: [id, conversation.id, channel.id, message.direction.rawValue, m.origin.rawValue, m.externalID, now,
+                """).execute(arguments: [id, conversation.id, channel.id, message.direction.rawValue, m.origin.rawValue, m.externalID, now,
                                  body.utf8String, ev.raw.map { Data($0.bytes) }, ev.raw?.format])
             if let ext = m.externalID {
-                try db.execute(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)",
-                               arguments: [channel.id, ext, id])
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, ext, id])
             }
             if m.origin == .customer {
-                try db.execute(sql: "UPDATE conversations SET last_inbound_at = ?, updated_at = ? WHERE id = ?", arguments: [now, now, conversation.id])
+                try db.cachedStatement(sql: "UPDATE conversations SET last_inbound_at = ?, updated_at = ? WHERE id = ?").execute(arguments: [now, now, conversation.id])
             } else {
-                try db.execute(sql: "UPDATE conversations SET updated_at = ? WHERE id = ?", arguments: [now, conversation.id])
+                try db.cachedStatement(sql: "UPDATE conversations SET updated_at = ? WHERE id = ?").execute(arguments: [now, conversation.id])
             }
             eventIDs.append(try appendEvent(db, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversation.id,
                                             channel: channel, dataJSON: body, now: now))
@@ -116,7 +131,7 @@ extension Store {
             guard let target = try ourMessage(db, channel: channel, externalID: externalID) else {
                 return .ignored(reason: "status for unknown message \(externalID)")
             }
-            try db.execute(sql: "UPDATE messages SET status = ? WHERE id = ?", arguments: [status.rawValue, target.id])
+            try db.cachedStatement(sql: "UPDATE messages SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, target.id])
             let data = MessageStatus(MessageStatusFields(
                 messageID: target.id, conversationID: target.conversationID, status: status, externalIDs: [externalID], error: error,
                 final: status == .read || (status == .failed && !(error?.retryable ?? false)), metadata: target.metadata,
@@ -142,10 +157,10 @@ extension Store {
                                             dataJSON: JSON.encode(data), now: now))
 
         case .read(let upTo):
-            let ids = try String.fetchAll(db, sql: """
+            let ids = try String.fetchAll(db.cachedStatement(sql: """
                 SELECT id FROM messages WHERE conversation_id = ? AND direction = 'outbound' AND created_at <= ?
                 AND (status IS NULL OR status != 'read') ORDER BY created_at
-                """, arguments: [conversation.id, upTo.milliseconds])
+                """), arguments: [conversation.id, upTo.milliseconds])
             if !ids.isEmpty {
                 try db.execute(sql: "UPDATE messages SET status = 'read' WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
                                arguments: StatementArguments(ids))
@@ -173,20 +188,13 @@ extension Store {
         return .committed(eventIDs: eventIDs, messageID: messageID, conversationID: conversation.id)
     }
 
-    static func rawRef(messageID: String, _ raw: RawPayload) -> RawRef {
-        if raw.bytes.count <= rawInlineLimit, raw.format == "json", let v = try? JSONValue.parse(Data(raw.bytes)) {
-            return RawRef(format: raw.format, inline: v)
-        }
-        return RawRef(format: raw.format, ref: "/v1/messages/\(messageID)/raw", size: raw.bytes.count)
-    }
-
     struct OwnMessage { var id: String; var conversationID: String; var metadata: JSONObject? }
 
     static func ourMessage(_ db: Database, channel: ChannelRef, externalID: String) throws -> OwnMessage? {
-        guard let row = try Row.fetchOne(db, sql: """
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT m.id, m.conversation_id, m.body FROM message_external_ids x JOIN messages m ON m.id = x.message_id
             WHERE x.channel_id = ? AND x.external_id = ?
-            """, arguments: [channel.id, externalID]) else { return nil }
+            """), arguments: [channel.id, externalID]) else { return nil }
         let body: String = row["body"]
         let message = try? JSON.decode(Message.self, from: Data(body.utf8))
         return OwnMessage(id: row["id"], conversationID: row["conversation_id"], metadata: message?.metadata)
@@ -195,8 +203,7 @@ extension Store {
     /// Creates the identity, or refreshes its display name/profile; reports whether an existing
     /// identity changed (→ `identity.updated`).
     static func upsertIdentity(_ db: Database, channel: ChannelRef, peer: Peer, now: Int64) throws -> (Identity, Bool) {
-        if let row = try Row.fetchOne(db, sql: "SELECT * FROM identities WHERE channel_id = ? AND channel_user_id = ?",
-                                      arguments: [channel.id, peer.channelUserID]) {
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE channel_id = ? AND channel_user_id = ?"), arguments: [channel.id, peer.channelUserID]) {
             var identity = try identityFrom(row)
             var changed = false
             if let name = peer.displayName, !name.isEmpty, name != identity.displayName { identity.displayName = name; changed = true }
@@ -206,45 +213,42 @@ extension Store {
             }
             if changed {
                 identity.updatedAt = Timestamp(milliseconds: now)
-                try db.execute(sql: "UPDATE identities SET display_name = ?, profile = ?, updated_at = ? WHERE id = ?",
-                               arguments: [identity.displayName, try identity.profile.map { try JSON.encode($0).utf8String }, now, identity.id])
+                try db.cachedStatement(sql: "UPDATE identities SET display_name = ?, profile = ?, updated_at = ? WHERE id = ?").execute(arguments: [identity.displayName, try identity.profile.map { try JSON.encode($0).utf8String }, now, identity.id])
             }
             return (identity, changed)
         }
         let t = Timestamp(milliseconds: now)
         let identity = Identity(IdentityFields(id: ID.make(.identity, at: t), channel: channel, channelUserID: peer.channelUserID,
                                                displayName: peer.displayName, profile: peer.profile, createdAt: t, updatedAt: t))
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO identities (id, channel_id, channel_type, channel_user_id, display_name, profile, created_at, updated_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [identity.id, channel.id, channel.type, peer.channelUserID, peer.displayName,
+            """).execute(arguments: [identity.id, channel.id, channel.type, peer.channelUserID, peer.displayName,
                              try peer.profile.map { try JSON.encode($0).utf8String }, now, now])
         return (identity, false)
     }
 
     static func findOrCreateConversation(_ db: Database, channel: ChannelRef, identityID: String, thread: String, now: Int64) throws -> (Conversation, Bool) {
-        if let row = try Row.fetchOne(db, sql: "SELECT * FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?",
-                                      arguments: [channel.id, identityID, thread]) {
+        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?"), arguments: [channel.id, identityID, thread]) {
             return (try conversationFrom(row), false)
         }
         let t = Timestamp(milliseconds: now)
         let conv = Conversation(ConversationFields(id: ID.make(.conversation, at: t), channel: channel, identityID: identityID,
                                                    thread: thread, createdAt: t, updatedAt: t))
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO conversations (id, channel_id, channel_type, identity_id, thread, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-            """, arguments: [conv.id, channel.id, channel.type, identityID, thread, now, now])
+            """).execute(arguments: [conv.id, channel.id, channel.type, identityID, thread, now, now])
         return (conv, true)
     }
 
     static func matchNumberedReply(_ db: Database, conversationID: String, parts: [Part], now: Int64) throws -> Open<InteractionFields>? {
         guard parts.count == 1, case .text(let t) = parts[0] else { return nil }
-        guard let row = try Row.fetchOne(db, sql: "SELECT message_id, options FROM numbered_options WHERE conversation_id = ? AND expires_at > ?",
-                                         arguments: [conversationID, now]) else { return nil }
+        guard let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT message_id, options FROM numbered_options WHERE conversation_id = ? AND expires_at > ?"), arguments: [conversationID, now]) else { return nil }
         let optionsJSON: String = row["options"]
         guard let options = try? JSON.decode([NumberedOption].self, from: Data(optionsJSON.utf8)),
               let match = Renderer.matchReply(t.text, options: options) else { return nil }
         // One answer per prompt: a second "2" later is ordinary text.
-        try db.execute(sql: "DELETE FROM numbered_options WHERE conversation_id = ?", arguments: [conversationID])
+        try db.cachedStatement(sql: "DELETE FROM numbered_options WHERE conversation_id = ?").execute(arguments: [conversationID])
         return Open(InteractionFields(kind: .indexReply, payload: match.payload, title: match.title, index: match.index,
                                       sourceMessageID: row["message_id"]))
     }

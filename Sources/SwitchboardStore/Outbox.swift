@@ -27,62 +27,63 @@ public struct SinkStats: Codable, Sendable, Hashable {
 }
 
 extension Store {
-    /// Claims up to `limit` due events for `sink`, at most one per conversation and only the
-    /// oldest undelivered one of each — so a conversation's events arrive in order while other
-    /// conversations proceed. Claimed rows get a lease; if this process dies the lease expires
-    /// and the row is delivered again (at least once).
-    public func claimOutbox(sink: String, limit: Int, leaseMS: Int64, now: Int64 = Store.nowMS()) async throws -> [OutboxItem] {
-        try await pool.write { db in
-            let rows = try Row.fetchAll(db, sql: """
+    /// Up to `limit` due events for `sink`, at most one per conversation and only the oldest
+    /// undelivered one of each — so a conversation's events arrive in order while other
+    /// conversations proceed.
+    ///
+    /// A plain read, not a write: with WAL it never waits behind ingest commits, which keeps it
+    /// off the latency path. It needs no lease because one SQLite file has one daemon, and its
+    /// worker records a batch's outcomes before reading the next batch. (A shared PostgreSQL
+    /// store would claim with `FOR UPDATE SKIP LOCKED` instead.)
+    public func dueOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) async throws -> [OutboxItem] {
+        try await pool.read { db in
+            try Row.fetchAll(db.cachedStatement(sql: """
                 SELECT o.event_seq, o.conversation_id, o.attempts, o.created_at, e.id, e.type, e.body
                 FROM outbox o JOIN events e ON e.seq = o.event_seq
-                WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2 AND o.lease_until <= ?2
+                WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
                   AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.conversation_id = o.conversation_id
                                   AND p.state = 'pending' AND p.event_seq < o.event_seq)
                 ORDER BY o.event_seq LIMIT ?3
-                """, arguments: [sink, now, limit])
-            var items: [OutboxItem] = []
-            for r in rows {
-                let seq: Int64 = r["event_seq"]
-                try db.execute(sql: "UPDATE outbox SET lease_until = ? WHERE sink = ? AND event_seq = ?", arguments: [now + leaseMS, sink, seq])
-                items.append(OutboxItem(sink: sink, eventSeq: seq, eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"],
-                                        attempts: r["attempts"], body: r["body"], createdAt: r["created_at"]))
+                """), arguments: [sink, now, limit]).map { r in
+                OutboxItem(sink: sink, eventSeq: r["event_seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"],
+                           attempts: r["attempts"], body: r["body"], createdAt: r["created_at"])
             }
-            return items
         }
     }
 
-    public func markDelivered(sink: String, eventSeq: Int64) async throws {
+    /// What happened to one delivered (or not) event.
+    public enum Outcome: Sendable {
+        case delivered
+        case retry(at: Int64, error: String)
+        /// Parked after the last attempt: stays as `failed` (recoverable) and no longer holds
+        /// back its conversation.
+        case failed(error: String)
+    }
+
+    /// Records a whole batch's outcomes in one transaction.
+    public func record(sink: String, outcomes: [(eventSeq: Int64, outcome: Outcome)]) async throws {
+        guard !outcomes.isEmpty else { return }
         try await pool.write { db in
-            try db.execute(sql: "DELETE FROM outbox WHERE sink = ? AND event_seq = ?", arguments: [sink, eventSeq])
+            for (seq, outcome) in outcomes {
+                switch outcome {
+                case .delivered:
+                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE sink = ? AND event_seq = ?").execute(arguments: [sink, seq])
+                case .retry(let at, let error):
+                    try db.cachedStatement(sql: """
+                        UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE sink = ? AND event_seq = ?
+                        """).execute(arguments: [at, error, sink, seq])
+                case .failed(let error):
+                    try db.cachedStatement(sql: """
+                        UPDATE outbox SET attempts = attempts + 1, state = 'failed', last_error = ? WHERE sink = ? AND event_seq = ?
+                        """).execute(arguments: [error, sink, seq])
+                }
+            }
         }
     }
 
-    /// Schedules another attempt and releases the lease.
-    public func markRetry(sink: String, eventSeq: Int64, nextAttemptAt: Int64, error: String) async throws {
-        try await pool.write { db in
-            try db.execute(sql: """
-                UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, lease_until = 0, last_error = ? WHERE sink = ? AND event_seq = ?
-                """, arguments: [nextAttemptAt, error, sink, eventSeq])
-        }
-    }
 
-    /// Parks an event after its last attempt: it stays in the outbox as `failed` (recoverable)
-    /// and no longer holds back its conversation.
-    public func markFailed(sink: String, eventSeq: Int64, error: String) async throws {
-        try await pool.write { db in
-            try db.execute(sql: """
-                UPDATE outbox SET attempts = attempts + 1, state = 'failed', lease_until = 0, last_error = ? WHERE sink = ? AND event_seq = ?
-                """, arguments: [error, sink, eventSeq])
-        }
-    }
 
-    /// Releases a claimed row untouched (shutdown, or the sink was disabled mid-batch).
-    public func releaseLease(sink: String, eventSeq: Int64) async throws {
-        try await pool.write { db in
-            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE sink = ? AND event_seq = ?", arguments: [sink, eventSeq])
-        }
-    }
+
 
     public func disableSink(_ name: String, reason: String, now: Int64 = Store.nowMS()) async throws {
         try await pool.write { db in
@@ -127,7 +128,7 @@ extension Store {
     /// The earliest time any pending row of this sink becomes due (for the worker's sleep).
     public func nextOutboxDue(sink: String) async throws -> Int64? {
         try await pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [sink])
+            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [sink])
         }
     }
 }

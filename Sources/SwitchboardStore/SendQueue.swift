@@ -62,7 +62,7 @@ extension Store {
     /// Stores the outbound message and queues it for sending, in one transaction. With an
     /// idempotency key already used, returns the first answer and queues nothing.
     public func enqueueOutbound(_ req: OutboundRequest, now: Int64 = Store.nowMS()) async throws -> SendAccepted {
-        try await pool.write { db in
+        try await acknowledgedWrite { db in
             if let idem = req.idempotency,
                let row = try Row.fetchOne(db, sql: "SELECT request_hash, response FROM idempotency_keys WHERE scope = ? AND key = ?",
                                           arguments: [idem.scope, idem.key]) {

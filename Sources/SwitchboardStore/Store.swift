@@ -12,6 +12,7 @@ import SwitchboardCore
 public final class Store: Sendable {
     public let pool: DatabasePool
     public let path: String
+    public let durability: Durability
 
     public enum Durability: String, Sendable {
         /// fsync on every commit: an acknowledged event survives power loss.
@@ -27,10 +28,10 @@ public final class Store: Sendable {
         var config = Configuration()
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
-            try db.execute(sql: "PRAGMA synchronous = \(durability == .full ? "FULL" : "NORMAL")")
             try db.execute(sql: "PRAGMA foreign_keys = ON")
         }
         pool = try DatabasePool(path: path, configuration: config)
+        self.durability = durability
         try Self.migrator.migrate(pool)
         try pool.write { db in
             // An SQLite file has one daemon, so any lease in it belonged to a previous run that
@@ -173,6 +174,25 @@ public final class Store: Sendable {
                 """)
         }
         return m
+    }
+
+    /// A write transaction whose commit is an acknowledgement to someone (a platform's webhook,
+    /// the helpdesk's 202): with `durability: full` it is fsynced before returning. GRDB runs
+    /// WAL databases at `synchronous = NORMAL` (no fsync per commit), which is right for the
+    /// bookkeeping writes — a lost "delivered" mark only means a redelivery — so FULL is set for
+    /// just these transactions; their fsync also covers every earlier commit in the WAL.
+    public func acknowledgedWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
+        guard durability == .full else { return try await pool.write(body) }
+        return try await pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+            var result: T?
+            try db.inTransaction {
+                result = try body(db)
+                return .commit
+            }
+            return result!
+        }
     }
 
     /// Time source, overridable so retry schedules can be tested without waiting.

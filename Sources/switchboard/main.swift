@@ -8,12 +8,14 @@ import SwitchboardDaemon
 import SwitchboardDelivery
 import SwitchboardRuntime
 import SwitchboardSystemd
+import LineAdapter
 import WebhookAdapter
 
 /// The channel types this build knows, explicitly.
 func builtInAdapters() -> AdapterRegistry {
     var r = AdapterRegistry()
     r.register(WebhookChannelAdapter.type, WebhookChannelAdapter.factory)
+    r.register(LineChannelAdapter.type, LineChannelAdapter.factory)
     return r
 }
 
@@ -206,6 +208,11 @@ enum SampleWebhooks {
             let body = Array(try JSON.encode(payload))
             return (body, ["content-type": "application/json",
                            WebhookChannelAdapter.signatureHeader: WebhookChannelAdapter.sign(body, secret: Array(secret.utf8))])
+        case LineChannelAdapter.type:
+            guard let secret = channel.node.secret("channel_secret") else { throw ValidationError("channel \(channel.id) has no channel_secret") }
+            let body = LineChannelAdapter.sampleTextWebhook(text: text, userID: from)
+            return (body, ["content-type": "application/json",
+                           LineChannelAdapter.signatureHeader: LineChannelAdapter.signature(body, secret: secret.trimmingCharacters(in: .whitespacesAndNewlines))])
         default:
             throw ValidationError("simulate does not support \(channel.type) channels yet")
         }

@@ -220,9 +220,9 @@ struct ContractTests {
         return nil
     }()
 
+    /// Runs the configured command with `Spawned` (posix_spawn; see Support/Spawned.swift).
     static func run(_ process: Process) async throws -> (Int32, String) {
-        let (status, data) = try await runOffPool(process)
-        return (status, String(decoding: data, as: UTF8.self))
+        try await Spawned.run(process.executableURL!.path, process.arguments ?? [], environment: process.environment ?? [:])
     }
 
     // MARK: - (c) Config/switchboard.yaml is valid, documented and honest about defaults

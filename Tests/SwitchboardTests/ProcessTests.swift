@@ -164,14 +164,71 @@ import WebhookAdapter
                     try JSON.encode(capture).write(to: URL(fileURLWithPath: f))
                     files.append(f)
                 }
-                let p = Process()
-                p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-                p.arguments = ["python3", DaemonProcess.repoRoot + "/Tests/tools/interop_verify.py", testSecret] + files
-                let (status, output) = try await runOffPool(p)
-                let text = String(decoding: output, as: UTF8.self)
+                let (status, text) = try await Spawned.run("python3", [DaemonProcess.repoRoot + "/Tests/tools/interop_verify.py", testSecret] + files)
                 #expect(status == 0, "\(text)")
                 #expect(text.contains("18 passed, 0 failed"), "\(text)")
             }
         }
+    }
+}
+
+/// The daemon under systemd's socket activation and watchdog, and `switchboard tail`.
+@Suite(.serialized) struct SystemdIntegrationTests {
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate")))
+    func adoptsTheAPISocketPassedBySystemd() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let path = dir.file("switchboard.yaml")
+        try """
+            server: { listen: "127.0.0.1:0" }
+            storage: { path: "\(dir.file("db.sqlite"))" }
+            helpdesks: [ { name: console, type: console } ]
+            channels: [ { id: hooks, type: webhook, secret: "\(ProcessTests.secret)" } ]
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let notify = try NotifyListener(path: dir.file("notify.sock"))
+        defer { notify.close() }
+        // systemd-socket-activate binds the socket, then starts the daemon with it on fd 3
+        // (LISTEN_FDS=1, LISTEN_FDNAMES=api) when the first client connects.
+        let socket = dir.file("api.sock")
+        let activator = try DaemonProcess(arguments: [
+            "--listen=\(socket)", "--fdname=api",
+            "--setenv=NOTIFY_SOCKET=\(dir.file("notify.sock"))", "--setenv=WATCHDOG_USEC=400000",
+            DaemonProcess.binary, "serve", "--config", path,
+        ], executable: "/usr/bin/systemd-socket-activate")
+        try await eventually("socket bound") { FileManager.default.fileExists(atPath: socket) }
+        let base = "http+unix://" + socket.addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
+        // The first request starts the daemon and is answered by it, on the inherited socket.
+        let health = try await http("GET", base + "/v1/health", timeout: 30)
+        #expect(health.status == 200)
+        #expect(activator.log.contains("listener=api-socket"))
+        #expect(activator.log.contains("address=\(socket)"))
+        // The watchdog is pinged while the store answers.
+        _ = try await notify.waitFor("READY=1")
+        _ = try await notify.waitFor("WATCHDOG=1")
+        activator.signal(SIGTERM)
+        #expect(await activator.waitForExit() == 0)
+    }
+
+    @Test func tailPrintsEventsLive() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let path = dir.file("switchboard.yaml")
+        try """
+            server: { listen: "127.0.0.1:0" }
+            api: { socket: "\(dir.file("api.sock"))" }
+            storage: { path: "\(dir.file("db.sqlite"))" }
+            channels: [ { id: hooks, type: webhook, secret: "\(ProcessTests.secret)" } ]
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        let d = try DaemonProcess(arguments: ["serve", "--config", path])
+        let base = "http://" + (try await d.address(of: "public"))
+        _ = try await d.address(of: "api-socket")
+        let tail = try DaemonProcess(arguments: ["tail", "--config", path])
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await ProcessTests.post(base, id: "t-1", text: "seen by tail")
+        try await eventually("tail output") { tail.log.contains("message.received") && tail.log.contains("seen by tail") }
+        tail.signal(SIGTERM)
+        d.signal(SIGTERM)
+        _ = await tail.waitForExit()
+        #expect(await d.waitForExit() == 0)
     }
 }

@@ -4,9 +4,7 @@ import Synchronization
 /// The real `switchboard` binary as a child process, for what only a process shows: SIGKILL,
 /// SIGHUP, SIGTERM and sd_notify.
 final class DaemonProcess: Sendable {
-    let process: Process
-    final class LogBuffer: Sendable { let text = Mutex<String>("") }
-    let output = LogBuffer()
+    let child: Spawned
 
     static var repoRoot: String {
         URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
@@ -14,25 +12,14 @@ final class DaemonProcess: Sendable {
     }
     static var binary: String { repoRoot + "/.build/debug/switchboard" }
 
-    init(arguments: [String], environment: [String: String] = [:]) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binary)
-        process.arguments = arguments
-        var env = ProcessInfo.processInfo.environment
-        for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "JOURNAL_STREAM"] { env[k] = nil }
-        process.environment = env.merging(environment) { _, new in new }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let out = output
-        pipe.fileHandleForReading.readabilityHandler = { h in
-            let data = h.availableData
-            if !data.isEmpty { out.text.withLock { $0 += String(decoding: data, as: UTF8.self) } }
-        }
-        try process.run()
+    init(arguments: [String], environment: [String: String] = [:], executable: String? = nil) throws {
+        child = try Spawned(executable ?? Self.binary, executable == nil ? arguments : arguments, environment: environment)
     }
 
-    var log: String { output.text.withLock { $0 } }
+    deinit { child.cleanUp() }
+
+    var log: String { child.output }
+    var isRunning: Bool { child.isRunning }
 
     /// The address a listener logged (`listening address=… listener=public`).
     func address(of listener: String, timeout: Double = 20) async throws -> String {
@@ -41,19 +28,15 @@ final class DaemonProcess: Sendable {
             for line in log.split(separator: "\n") where line.contains("listener=\(listener)") && line.contains("listening") {
                 if let a = line.split(separator: " ").first(where: { $0.hasPrefix("address=") }) { return String(a.dropFirst(8)) }
             }
-            if !process.isRunning { break }
+            if !child.isRunning { break }
             try await Task.sleep(for: .milliseconds(20))
         }
         throw DaemonError(message: "no \(listener) listener; log:\n\(log)")
     }
 
-    func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    func signal(_ sig: Int32) { child.signal(sig) }
 
-    func waitForExit(timeout: Double = 20) async -> Int32? {
-        let deadline = ContinuousClock.now + .seconds(timeout)
-        while process.isRunning && ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-        return process.isRunning ? nil : process.terminationStatus
-    }
+    func waitForExit(timeout: Double = 20) async -> Int32? { await child.wait(timeout: timeout) }
 
     func kill9() async {
         signal(SIGKILL)

@@ -58,8 +58,37 @@ public struct WebhookChannelAdapter: ChannelAdapter {
                                      timeout: .milliseconds(Int64(timeout * 1000)))
     }
 
+    /// Checks `sha256=<hex>` against the body in constant time (HMAC's own comparison).
+    static func verify(_ body: [UInt8], header: String, secret: [UInt8]) -> Bool {
+        let h = header.trimmingCharacters(in: .whitespaces)
+        guard h.hasPrefix("sha256="), let mac = hexBytes(h.dropFirst(7)), mac.count == 32 else { return false }
+        return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: SymmetricKey(data: secret))
+    }
+
+    static func hexBytes(_ s: Substring) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count / 2)
+        var high: UInt8? = nil
+        for c in s.utf8 {
+            let v: UInt8
+            switch c {
+            case 48...57: v = c - 48
+            case 97...102: v = c - 87
+            case 65...70: v = c - 55
+            default: return nil
+            }
+            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
+        }
+        return high == nil ? out : nil
+    }
+
     public static func sign(_ body: [UInt8], secret: [UInt8]) -> String {
-        "sha256=" + HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: secret)).map { String(format: "%02x", $0) }.joined()
+        let hex = Array("0123456789abcdef".utf8)
+        var out = Array("sha256=".utf8)
+        for b in HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: secret)) {
+            out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     // MARK: inbound
@@ -70,8 +99,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             context.signatureFailed(reason: "missing \(Self.signatureHeader)")
             return .unauthorized
         }
-        let expected = Array(Self.sign(request.body, secret: secret).utf8)
-        guard constantTimeEquals(expected, Array(header.trimmingCharacters(in: .whitespaces).lowercased().utf8)) else {
+        guard Self.verify(request.body, header: header, secret: secret) else {
             context.signatureFailed(reason: "signature mismatch")
             return .unauthorized
         }
@@ -116,7 +144,8 @@ public struct WebhookChannelAdapter: ChannelAdapter {
         let thread = v["thread"]?.stringValue ?? "*"
         let occurred = v["timestamp"]?.stringValue.flatMap { Timestamp(rfc3339: $0) }
         let id = v["id"]?.stringValue
-        let rawPayload = RawPayload(format: "json", bytes: raw)
+        // Already parsed here: hand the tree along so the store doesn't parse the bytes again.
+        let rawPayload = RawPayload(format: "json", bytes: raw, parsed: v)
         switch v["type"]?.stringValue ?? "message" {
         case "message":
             var parts: [Part] = []
@@ -215,9 +244,3 @@ public struct WebhookChannelAdapter: ChannelAdapter {
     }
 }
 
-func constantTimeEquals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    guard a.count == b.count else { return false }
-    var d: UInt8 = 0
-    for i in 0..<a.count { d |= a[i] ^ b[i] }
-    return d == 0
-}
