@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
@@ -69,6 +70,7 @@ let package = Package(
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
             ]
         ),
         .target(
@@ -92,11 +94,20 @@ let package = Package(
             ],
             path: "adapters/webhook/Sources"
         ),
+        .target(
+            name: "LineAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/line/Sources"
+        ),
         .executableTarget(
             name: "switchboard",
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
-                "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter",
+                "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter", "LineAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -130,7 +141,7 @@ let package = Package(
             name: "SwitchboardTests",
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
-                "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter",
+                "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter", "LineAdapter",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -3,6 +3,7 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOExtras
 import NIOPosix
 import ServiceLifecycle
 
@@ -35,7 +36,15 @@ public struct ActivatedListener: Service {
             }
             try await writer.write(response: response.head, body: response.body)
         })
+        // The quiescing helper tells idle keep-alive connections to close on shutdown, as
+        // Hummingbird's own server does; without it shutdown would wait out the grace period.
+        let quiesce = ServerQuiescingHelper(group: MultiThreadedEventLoopGroup.singleton)
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
             .childChannelOption(ChannelOptions.socketOption(.so_keepalive), value: 1)
             .bind(NIOBSDSocket.Handle(fd)) { channel in http.setup(channel: channel, logger: logger) }
         await onRunning(name, Listeners.describe(server.channel, .hostname("fd", port: Int(fd))))
@@ -48,8 +57,8 @@ public struct ActivatedListener: Service {
                 }
             }
         } onGracefulShutdown: {
-            // Stop accepting; requests in flight finish (the group waits for them).
-            server.channel.close(promise: nil)
+            // Stop accepting, close idle connections; requests in flight finish (the group waits).
+            quiesce.initiateShutdown(promise: nil)
         }
     }
 }

@@ -233,7 +233,8 @@ public struct ConfigNode: Sendable {
         }
         let allowed = Set(known + secrets + secrets.map { $0 + "_file" })
         for key in o.keys.sorted() where !allowed.contains(key) {
-            let hint = known.min { Self.distance($0, key) < Self.distance($1, key) }.flatMap { Self.distance($0, key) <= 2 ? $0 : nil }
+            let candidates = known + secrets
+            let hint = candidates.min { Self.distance($0, key) < Self.distance($1, key) }.flatMap { Self.distance($0, key) <= 2 ? $0 : nil }
             diagnostics.add(path.isEmpty ? key : "\(path).\(key)", "unknown key" + (hint.map { " (did you mean \($0)?)" } ?? ""))
         }
     }

@@ -136,6 +136,9 @@ struct Tail: AsyncParsableCommand {
     @Flag(help: "Print each CloudEvent as JSON instead of a summary line.") var json = false
 
     func run() async throws {
+        // One write(2) per line, unbuffered even into a pipe or file, so `switchboard tail | grep …`
+        // shows events as they come (print() would hold them in stdio's block buffer).
+        func emit(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
         let (base, token) = try target.resolve(config: options)
         var query: [String] = []
         if let after { query.append("after=\(after)") }
@@ -153,12 +156,12 @@ struct Tail: AsyncParsableCommand {
             while let nl = pending.firstIndex(of: 0x0A) {
                 let line = pending[pending.startIndex..<nl]
                 pending = Data(pending[(nl + 1)...])
-                if json { print(String(decoding: line, as: UTF8.self)); continue }
+                if json { emit(String(decoding: line, as: UTF8.self)); continue }
                 guard let e = try? JSON.decode(CloudEvent.self, from: Data(line)) else { continue }
                 if e.type == "switchboard.heartbeat" { continue }
                 var summary = e.data?["text_fallback"]?.stringValue ?? e.data?["status"]?.stringValue ?? ""
                 if let who = e.data?["sender"]?["display_name"]?.stringValue { summary = "\(who): \(summary)" }
-                print("\(e.time.rfc3339) \(e.type.replacingOccurrences(of: "switchboard.", with: "")) \(e.subject ?? "-") \(summary)")
+                emit("\(e.time.rfc3339) \(e.type.replacingOccurrences(of: "switchboard.", with: "")) \(e.subject ?? "-") \(summary)")
             }
         }
     }

@@ -22,8 +22,6 @@ final class Spawned: Sendable {
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 1, self.outputPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        // Inherit nothing else (sockets and pipes of other tests stay out of this child).
-        posix_spawn_file_actions_addclosefrom_np(&actions, 3)
         var env = ProcessInfo.processInfo.environment
         for k in ["NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"] { env[k] = nil }
         env.merge(environment) { _, new in new }
