@@ -216,6 +216,9 @@ public protocol AdapterContext: Sendable {
     func reportStatus(_ state: ChannelState, detail: String?) async
     /// Counts a rejected webhook signature (metric + log line naming the channel).
     func signatureFailed(reason: String)
+    /// A public, signed link to a stored media file that expires after `seconds`, for platforms
+    /// that download media from a URL themselves.
+    func publicMediaURL(_ mediaID: String, validFor seconds: Double) -> String
 }
 
 /// One configured channel.

@@ -17,6 +17,19 @@ public enum PublicRoutes {
             try await runtime.store.ping()
             return Respond.raw(Data("ok\n".utf8), contentType: "text/plain")
         }
+        // Stored media for platforms that fetch it themselves: only with a valid, unexpired
+        // signature (made by AdapterContext.publicMediaURL), so ids alone reveal nothing.
+        router.get("media/:id") { req, ctx in
+            let id = try ctx.parameters.require("id")
+            guard let exp = req.query("exp").flatMap(Int64.init), let sig = req.query("sig"),
+                  runtime.mediaSigner.verify(mediaID: id, expires: exp, signature: sig) else {
+                throw APIProblem(403, "forbidden", "missing, invalid or expired media signature")
+            }
+            guard let (info, bytes) = try await runtime.media.get(id) else { throw APIProblem.notFound("media \(id)") }
+            let maxAge = max(0, exp - Int64(Date().timeIntervalSince1970))
+            return Response(status: .ok, headers: [.contentType: info.mimeType, .cacheControl: "public, max-age=\(maxAge)"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+        }
         let handler: @Sendable (Request, SwitchboardRequestContext) async throws -> Response = { req, ctx in
             let id = try ctx.parameters.require("channel")
             guard let entry = runtime.hub.entry(id) else { throw APIProblem.notFound("channel \(id)") }

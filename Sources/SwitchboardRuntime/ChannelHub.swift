@@ -26,6 +26,11 @@ public struct RuntimeAdapterContext: AdapterContext {
     public let media: any MediaStore
     let pipeline: IngestPipeline
     let hub: ChannelHub
+    let mediaSigner: MediaURLSigner
+
+    public func publicMediaURL(_ mediaID: String, validFor seconds: Double) -> String {
+        mediaSigner.url(base: publicURL, mediaID: mediaID, validFor: seconds)
+    }
 
     public func emit(_ event: InboundEvent) async throws -> EmitResult {
         try await pipeline.emit(InboundWork(channel: channel, event: event))

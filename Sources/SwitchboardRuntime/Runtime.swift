@@ -19,6 +19,8 @@ public final class Runtime: Sendable {
     /// Fires when a send is queued (send workers).
     public let outboundSignal = ChangeSignal()
     public let registry: AdapterRegistry
+    /// Signs the public media links (`/media/{id}?exp=…&sig=…`).
+    public let mediaSigner: MediaURLSigner
     public let httpClient: HTTPClient
     public let logger: Logger
     private let configBox: Mutex<SwitchboardConfig>
@@ -33,6 +35,7 @@ public final class Runtime: Sendable {
         self.pipeline = IngestPipeline(store: store, eventSignal: eventSignal, context: Self.eventContext(config), logger: logger)
         self.hub = ChannelHub(store: store, pipeline: pipeline, eventSignal: eventSignal)
         self.supervisor = Supervisor(logger: logger)
+        self.mediaSigner = MediaURLSigner(key: try store.installationSecret("media_url_key"))
         self.registry = registry
         self.httpClient = httpClient
         self.logger = logger
@@ -114,7 +117,7 @@ public final class Runtime: Sendable {
         log[metadataKey: "channel"] = "\(channel.id)"
         let context = RuntimeAdapterContext(channel: channel, logger: log, publicURL: config.publicURL,
                                             state: StoreAdapterState(store: store, channelID: channel.id), media: media,
-                                            pipeline: pipeline, hub: hub)
+                                            pipeline: pipeline, hub: hub, mediaSigner: mediaSigner)
         hub.put(ChannelHub.Entry(adapter: adapter, context: context,
                                  info: ChannelInfo(id: channel.id, type: channel.type, state: .connected, detail: nil, since: .now(),
                                                    capabilities: adapter.capabilities)))

@@ -80,3 +80,48 @@ public struct StoreAdapterState: AdapterStateStore {
         }
     }
 }
+
+/// Signed, expiring links to stored media on the public listener (`/media/{id}?exp=…&sig=…`),
+/// for platforms that fetch media themselves (LINE, Messenger by URL) and can't send our API
+/// token. The key lives in the database, so links stay valid across restarts.
+public struct MediaURLSigner: Sendable {
+    let key: [UInt8]
+    public init(key: [UInt8]) { self.key = key }
+
+    public func signature(mediaID: String, expires: Int64) -> String {
+        HMAC<SHA256>.authenticationCode(for: Array("\(mediaID).\(expires)".utf8), using: SymmetricKey(data: key))
+            .map { String(format: "%02x", $0) }.joined()
+    }
+
+    public func url(base: String, mediaID: String, validFor seconds: Double, now: Int64 = Store.nowMS() / 1000) -> String {
+        let exp = now + Int64(seconds)
+        return "\(base)/media/\(mediaID)?exp=\(exp)&sig=\(signature(mediaID: mediaID, expires: exp))"
+    }
+
+    public func verify(mediaID: String, expires: Int64, signature sig: String, now: Int64 = Store.nowMS() / 1000) -> Bool {
+        guard expires >= now else { return false }
+        let expected = Array(signature(mediaID: mediaID, expires: expires).utf8)
+        let given = Array(sig.lowercased().utf8)
+        guard expected.count == given.count else { return false }
+        var diff: UInt8 = 0
+        for i in 0..<expected.count { diff |= expected[i] ^ given[i] }
+        return diff == 0
+    }
+}
+
+extension Store {
+    /// A random per-installation secret, created on first use and kept in the database.
+    public func installationSecret(_ name: String) throws -> [UInt8] {
+        try pool.write { db in
+            if let hex = try String.fetchOne(db, sql: "SELECT value FROM adapter_state WHERE channel_id = '_switchboard' AND key = ?", arguments: [name]) {
+                return stride(from: 0, to: hex.count, by: 2).compactMap { i in
+                    UInt8(hex[hex.index(hex.startIndex, offsetBy: i)..<hex.index(hex.startIndex, offsetBy: i + 2)], radix: 16)
+                }
+            }
+            let bytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            try db.execute(sql: "INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES ('_switchboard', ?, ?, ?)",
+                           arguments: [name, bytes.map { String(format: "%02x", $0) }.joined(), Store.nowMS()])
+            return bytes
+        }
+    }
+}

@@ -45,9 +45,9 @@ struct WatchdogTests {
         let task = Task {
             await Watchdog.run(notifier: notifier, interval: .milliseconds(20)) { health.value }
         }
-        // Healthy: pings arrive.
-        #expect(await stub.receiveAsync() == "WATCHDOG=1")
-        #expect(await stub.receiveAsync() == "WATCHDOG=1")
+        // Healthy: pings arrive. (Generous timeouts: the whole suite starts at once on two cores.)
+        #expect(await stub.receiveAsync(timeoutMilliseconds: 15_000) == "WATCHDOG=1")
+        #expect(await stub.receiveAsync(timeoutMilliseconds: 15_000) == "WATCHDOG=1")
 
         // Unhealthy: they stop. Drain pings already in flight until a quiet gap of
         // five intervals (bounded, so a daemon that kept pinging fails below instead
@@ -61,7 +61,7 @@ struct WatchdogTests {
 
         // Healthy again: they resume. Cancelling ends the loop.
         health.value = true
-        #expect(await stub.receiveAsync() == "WATCHDOG=1")
+        #expect(await stub.receiveAsync(timeoutMilliseconds: 15_000) == "WATCHDOG=1")
         task.cancel()
         await task.value
     }

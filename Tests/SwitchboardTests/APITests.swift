@@ -83,6 +83,16 @@ import Testing
                                         headers: ["authorization": "Bearer \(TestDaemon.token)", "content-type": "application/octet-stream"])
             #expect(tooBig.status == 413)
             #expect(try await d.api("GET", "/v1/media/med_01M81SCQHA03BB129VE588XTBY").status == 404)
+            // The public listener serves it only through a signed, unexpired link.
+            let link = d.context(channel).publicMediaURL(id, validFor: 60)
+            let path = String(link.dropFirst("http://127.0.0.1:1".count))
+            #expect(path.hasPrefix("/media/\(id)?exp="))
+            let pub = try await http("GET", d.publicBase + path)
+            #expect(pub.status == 200 && pub.body == Data(png))
+            #expect(try await http("GET", d.publicBase + path.replacingOccurrences(of: "sig=", with: "sig=0")).status == 403)
+            #expect(try await http("GET", d.publicBase + "/media/\(id)").status == 403)
+            let expired = d.runtime.mediaSigner.url(base: "", mediaID: id, validFor: -10)
+            #expect(try await http("GET", d.publicBase + expired).status == 403)
         }
     }
 

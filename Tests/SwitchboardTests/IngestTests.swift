@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
@@ -172,5 +173,19 @@ import WebhookAdapter
         #expect(c.listen == HostPort(host: "127.0.0.2", port: 9000))
         #expect(c.apiSocketMode == 0o640)
         #expect(c.helpdesks.first?.secret == secret)
+    }
+}
+
+@Suite struct StoreDurabilityTests {
+    /// GRDB puts WAL databases at synchronous=NORMAL; acknowledged commits must still run at FULL.
+    @Test func acknowledgedWritesAreFsynced() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let full = try Store(path: dir.file("full.sqlite"), durability: .full)
+        #expect(try await full.acknowledgedWrite { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2, "FULL")
+        #expect(try await full.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1, "bookkeeping stays NORMAL")
+        let normal = try Store(path: dir.file("normal.sqlite"), durability: .normal)
+        #expect(try await normal.acknowledgedWrite { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
+        #expect(try await full.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
     }
 }

@@ -138,8 +138,9 @@ public struct LineChannelAdapter: ChannelAdapter {
         }.map(\.element)
         let receivedMS = Timestamp.now().milliseconds
         for event in ordered {
+            // A single event keeps LINE's exact bytes; several are stored one by one.
             let raw = events.count == 1 ? request.body : Array((try? JSON.encode(event)) ?? Data())
-            var t = Self.translate(event, raw: raw, destination: root["destination"]?.stringValue)
+            var t = Self.translate(event, raw: raw, rawParsed: events.count == 1 ? root : event, destination: root["destination"]?.stringValue)
             // Names we already know go in at once; unknown ones are looked up after the 200.
             var needsProfile = false
             if let user = t.speakerID {

@@ -39,7 +39,7 @@ extension LineChannelAdapter {
     /// user as `sender`. Follow, unfollow, join, leave, memberJoined and memberLeft become
     /// `conversation.followed|unfollowed|joined|left|member_joined|member_left` events; unknown
     /// types become a message with an `unsupported` part (the raw event kept).
-    static func translate(_ e: JSONValue, raw: [UInt8], destination: String? = nil) -> Translation {
+    static func translate(_ e: JSONValue, raw: [UInt8], rawParsed: JSONValue? = nil, destination: String? = nil) -> Translation {
         let type = e["type"]?.stringValue ?? "unknown"
         let source = e["source"]
         let userID = source?["userId"]?.stringValue
@@ -72,7 +72,7 @@ extension LineChannelAdapter {
         // Standby mode: another module owns the chat; its token must not be used.
         let replyToken = e["mode"]?.stringValue == "standby" ? nil : e["replyToken"]?.stringValue
         let dedupe = webhookEventID.map { "evt:\($0)" }
-        let rawPayload = RawPayload(format: "json", bytes: raw, parsed: e)
+        let rawPayload = RawPayload(format: "json", bytes: raw, parsed: rawParsed ?? e)
         var t = Translation(event: InboundEvent(.identityUpdated, peer: peer), chatID: chatID, replyToken: replyToken,
                             speakerID: userID, groupID: groupID, roomID: roomID)
 

@@ -19,7 +19,7 @@ extension LineChannelAdapter {
         if let override = out.rendered.override {
             objects = try Self.overrideMessages(override)
         } else {
-            objects = try Self.messages(for: out.rendered.parts, publicURL: context.publicURL)
+            objects = try Self.messages(for: out.rendered.parts, publicURL: context.publicURL, mediaLink: { context.publicMediaURL($0, validFor: 30 * 86400) })
         }
         guard !objects.isEmpty else {
             throw SendError(code: "invalid_request", message: "nothing to send on LINE", retryable: false)
@@ -179,7 +179,7 @@ extension LineChannelAdapter {
     }
 
     /// Renders parts (already within our declared capabilities) as LINE message objects.
-    static func messages(for parts: [Part], publicURL: String) throws -> [JSONValue] {
+    static func messages(for parts: [Part], publicURL: String, mediaLink: (String) -> String) throws -> [JSONValue] {
         var out: [JSONValue] = []
         func text(_ s: String) { for chunk in splitUTF16(s, max: maxTextUTF16) where !chunk.isEmpty { out.append(["type": "text", "text": .string(chunk)]) } }
         for part in parts {
@@ -196,7 +196,7 @@ extension LineChannelAdapter {
                     }
                     continue
                 }
-                let url = try mediaURL(m, publicURL: publicURL)
+                let url = try mediaURL(m, publicURL: publicURL, mediaLink: mediaLink)
                 switch m.kind {
                 case .image:
                     let preview = m.extra["preview_url"]?.stringValue.flatMap { $0.hasPrefix("https://") ? $0 : nil } ?? url
@@ -252,10 +252,10 @@ extension LineChannelAdapter {
     static func idString(_ v: JSONValue) -> String? { v.stringValue ?? v.intValue.map { String($0) } }
 
     /// LINE fetches media itself, over public HTTPS: the part's own https URL, or our stored copy
-    /// under `<public_url>/media/<media id>` (needs a public media route and an https public_url).
-    static func mediaURL(_ m: Open<MediaFields>, publicURL: String) throws -> String {
+    /// as a signed, expiring link on the public listener (needs an https `server.public_url`).
+    static func mediaURL(_ m: Open<MediaFields>, publicURL: String, mediaLink: (String) -> String) throws -> String {
         if let u = m.url, u.hasPrefix("https://") { return u }
-        if let id = m.mediaID, publicURL.hasPrefix("https://") { return trimSlash(publicURL) + "/media/" + pathEscape(id) }
+        if let id = m.mediaID, publicURL.hasPrefix("https://") { return mediaLink(id) }
         throw SendError(code: "media_unreachable",
                         message: "LINE downloads media from public https URLs only: give the part an https url, or serve media publicly under an https server.public_url",
                         retryable: false)
