@@ -178,6 +178,8 @@ public enum ActivityKind: String, Codable, Sendable, CaseIterable {
 public protocol AdapterStateStore: Sendable {
     func get(_ key: String) async throws -> String?
     func set(_ key: String, _ value: String?) async throws
+    /// Every entry whose key starts with `prefix` (work an adapter must resume after a restart).
+    func entries(prefix: String) async throws -> [(key: String, value: String)]
 }
 
 public struct StoredMedia: Codable, Sendable, Hashable {

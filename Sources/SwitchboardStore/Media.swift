@@ -67,6 +67,13 @@ public struct StoreAdapterState: AdapterStateStore {
         }
     }
 
+    public func entries(prefix: String) async throws -> [(key: String, value: String)] {
+        try await store.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT key, value FROM adapter_state WHERE channel_id = ? AND substr(key, 1, ?) = ? ORDER BY key",
+                             arguments: [channelID, prefix.utf8.count, prefix]).map { ($0["key"], $0["value"]) }
+        }
+    }
+
     public func set(_ key: String, _ value: String?) async throws {
         try await store.pool.write { db in
             if let value {

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import LineAdapter
 @testable import SwitchboardCore
@@ -340,6 +341,36 @@ extension TestDaemon {
             #expect(part("7002")?["filename"]?.stringValue == "gone.pdf")
             #expect(part("7003")?["unavailable"]?.stringValue == "too_large", "media.max_bytes is 1MB in tests")
         }
+    }
+
+    /// A download interrupted by a restart is resumed by the next daemon on the same database.
+    @Test func pendingDownloadsSurviveARestart() async throws {
+        let channel = uniqueID("line")
+        let api = try await FakeLineAPI.start()
+        defer { Task { await api.stop() } }
+        let yaml = "channels: [ \(LineFixture.channelYAML(channel, api: api).replacingOccurrences(of: #"["0.2s", "0.2s", "0.2s"]"#, with: #"["30s"]"#)) ]"
+        api.setContent("7101", [.init(status: 202)])
+        let first = try await TestDaemon.start(yaml, registry: LineFixture.registry())
+        let body = LineFixture.body([LineFixture.event("message", #""message":{"id":"7101","type":"image","contentProvider":{"type":"line"}}"#)])
+        #expect(try await LineFixture.post(first, channel, body).status == 200)
+        try await eventually("first attempt") { api.requests("/v2/bot/message/7101/content").count == 1 }
+        #expect(try await first.runtime.store.pool.read { db in
+            try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM adapter_state WHERE key = 'media_job:7101'")
+        } == 1, "the pending download is recorded")
+        await first.stop(keepFiles: true)
+
+        let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 9, count: 100)
+        api.setContent("7101", [.init(status: 200, bytes: jpeg, contentType: "image/jpeg")])
+        let second = try await TestDaemon.start(yaml, registry: LineFixture.registry(), dir: first.dir)
+        try await eventually("resumed download published") { try await second.storedEvents("message.updated").count == 1 }
+        let part = try await second.storedEvents("message.updated").first?["data"]?["parts"]?.arrayValue?.first
+        #expect(part?["media_id"]?.stringValue != nil && part?["unavailable"] == nil)
+        try await eventually("record removed") {
+            try await second.runtime.store.pool.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM adapter_state WHERE key = 'media_job:7101'")
+            } == 0
+        }
+        await second.stop()
     }
 
     @Test func theSimulateSampleIsASignedLINETextWebhook() async throws {

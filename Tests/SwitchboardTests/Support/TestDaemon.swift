@@ -42,8 +42,10 @@ final class TestDaemon: Sendable {
 
     /// `body` is YAML inserted after the generated server/api/storage sections (helpdesks,
     /// channels, …).
-    static func start(_ body: String, registry: AdapterRegistry = TestRegistry.make(), heartbeat: String = "15s") async throws -> TestDaemon {
-        let dir = TempDir()
+    /// `dir`: reuse a previous daemon's files (a restart).
+    static func start(_ body: String, registry: AdapterRegistry = TestRegistry.make(), heartbeat: String = "15s",
+                      dir existing: TempDir? = nil) async throws -> TestDaemon {
+        let dir = existing ?? TempDir()
         let yaml = """
             instance: test
             server: { listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1" }
@@ -67,10 +69,10 @@ final class TestDaemon: Sendable {
         self.dir = dir; self.daemon = daemon; self.task = task; self.addresses = addresses
     }
 
-    func stop() async {
+    func stop(keepFiles: Bool = false) async {
         await daemon.shutdown()
         _ = try? await task.value
-        dir.remove()
+        if !keepFiles { dir.remove() }
     }
 
     func context(_ channel: String) -> any AdapterContext { runtime.hub.entry(channel)!.context }

@@ -54,7 +54,8 @@ public struct LineChannelAdapter: ChannelAdapter {
     let contentRetryDelays: [Double]
     let profileTTL: Double
     let jobs = JobQueue()
-    let problem = ProblemFlag()
+    let resumed = LockedFlag()
+    let problem = LockedFlag()
 
     public init(channel: ChannelRef, channelSecret: String, accessToken: String, apiBase: String = Self.defaultAPIBase,
                 dataAPIBase: String = Self.defaultDataAPIBase, client: HTTPClient, replyTokenTTL: Double = 50,
@@ -161,7 +162,10 @@ public struct LineChannelAdapter: ChannelAdapter {
             }
             guard case .committed = result else { continue }
             await remember(t, receivedMS: receivedMS, context: context)
-            if let media = t.media { jobs.push(.media(media)) }
+            if let media = t.media {
+                try? await context.state.set(MediaJob.key(media.messageID), JSON.string(media.persisted))
+                jobs.push(.media(media))
+            }
             if needsProfile, let user = t.speakerID {
                 jobs.push(.profile(ProfileJob(userID: user, groupID: t.groupID, roomID: t.roomID, peer: t.event.peer, thread: t.event.thread)))
             }
@@ -211,6 +215,13 @@ public struct LineChannelAdapter: ChannelAdapter {
     /// Runs the media downloads and profile look-ups queued by webhooks, a few at a time, as
     /// children of this task (cancelled with the channel).
     public func run(context: any AdapterContext) async throws {
+        // Downloads still recorded in the state store were interrupted by a restart: resume them
+        // (once per adapter instance; a restarted run loop still has its in-memory queue).
+        if resumed.withLock({ r in defer { r = true }; return !r }) {
+            for (_, value) in (try? await context.state.entries(prefix: "media_job:")) ?? [] {
+                if let p = try? JSON.decode(MediaJob.Persisted.self, from: Data(value.utf8)) { jobs.push(.media(MediaJob(p))) }
+            }
+        }
         let maxConcurrent = 4
         await withTaskGroup(of: Void.self) { group in
             var running = 0
@@ -253,7 +264,7 @@ public struct LineChannelAdapter: ChannelAdapter {
 }
 
 /// Whether a send reported a channel-wide problem (auth_expired), so the next success clears it.
-final class ProblemFlag: Sendable {
+final class LockedFlag: Sendable {
     private let m = Mutex(false)
     func withLock<T>(_ body: (inout Bool) -> T) -> T { m.withLock { body(&$0) } }
 }

@@ -21,6 +21,30 @@ struct MediaJob: Sendable {
     var peer: Peer
     var sender: Peer?
     var thread: String
+
+    /// The job as kept in the adapter state until it is done (`media_job:<LINE message id>`),
+    /// so downloads pending at a restart are resumed instead of leaving the part `pending`.
+    struct Persisted: Codable {
+        var messageID: String
+        var part: Open<MediaFields>
+        var peerID: String
+        var peerName: String?
+        var senderID: String?
+        var senderName: String?
+        var thread: String
+    }
+    var persisted: Persisted {
+        Persisted(messageID: messageID, part: part, peerID: peer.channelUserID, peerName: peer.displayName,
+                  senderID: sender?.channelUserID, senderName: sender?.displayName, thread: thread)
+    }
+    init(messageID: String, part: Open<MediaFields>, peer: Peer, sender: Peer?, thread: String) {
+        self.messageID = messageID; self.part = part; self.peer = peer; self.sender = sender; self.thread = thread
+    }
+    init(_ p: Persisted) {
+        self.init(messageID: p.messageID, part: p.part, peer: Peer(channelUserID: p.peerID, displayName: p.peerName),
+                  sender: p.senderID.map { Peer(channelUserID: $0, displayName: p.senderName) }, thread: p.thread)
+    }
+    static func key(_ messageID: String) -> String { "media_job:\(messageID)" }
 }
 
 struct ProfileJob: Sendable {

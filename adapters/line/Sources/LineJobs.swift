@@ -119,6 +119,7 @@ extension LineChannelAdapter {
         if Task.isCancelled { return }
         await emitLater(InboundEvent(.updated(externalID: job.messageID, parts: [.media(part)]), peer: job.peer, sender: job.sender,
                                      thread: job.thread, dedupeKey: "content:\(job.messageID)"), context: context)
+        try? await context.state.set(MediaJob.key(job.messageID), nil)
     }
 
     /// `GET {data_api_base}/v2/bot/message/{id}/content`: 202 (still preparing), 5xx, 429 and
