@@ -36,7 +36,7 @@ public final class Daemon: Sendable {
         let diagnostics = ConfigDiagnostics()
         let config = ConfigLoader.load(text: text, environment: environment, adapterKinds: registry.kinds, diagnostics: diagnostics)
         let env = AdapterEnvironment(httpClient: HTTPClient.shared, publicURL: config.publicURL, logger: logger)
-        let adapters = Runtime.buildAdapters(config, registry: registry, env: env, diagnostics: diagnostics)
+        let adapters = Runtime.buildAdapters(config, registry: registry, env: env)
         if !diagnostics.isEmpty { return .failure(ConfigProblems(problems: diagnostics.problems)) }
         return .success((config, adapters))
     }

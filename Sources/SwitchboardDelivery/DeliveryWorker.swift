@@ -19,7 +19,7 @@ public final class DeliveryWorker: Service, Sendable {
     let logger: Logger
 
     public init(sink: any EventSink, store: Store, signal: ChangeSignal, schedule: RetrySchedule = .standard,
-                maxInFlight: Int = 64, timeout: Duration = .seconds(15), logger: Logger) {
+                maxInFlight: Int = 64, logger: Logger) {
         self.sink = sink; self.store = store; self.signal = signal; self.schedule = schedule
         self.maxInFlight = maxInFlight
         self.logger = logger

@@ -46,10 +46,9 @@ public final class Runtime: Sendable {
         EventContext(source: c.eventSource, sinks: c.helpdesks.map { SinkSubscription(name: $0.name, patterns: $0.events) })
     }
 
-    /// Builds every adapter of `config` (collecting problems) without starting anything: used by
-    /// `check-config` and before a reload is applied.
-    public static func buildAdapters(_ config: SwitchboardConfig, registry: AdapterRegistry, env: AdapterEnvironment,
-                                     diagnostics: ConfigDiagnostics) -> [String: any ChannelAdapter] {
+    /// Builds every adapter of `config` without starting anything (used by `check-config` and
+    /// before a reload is applied); each factory reports problems through its config node.
+    public static func buildAdapters(_ config: SwitchboardConfig, registry: AdapterRegistry, env: AdapterEnvironment) -> [String: any ChannelAdapter] {
         var out: [String: any ChannelAdapter] = [:]
         for c in config.channels {
             if let a = registry.make(c, env: env) { out[c.id] = a }
@@ -106,8 +105,7 @@ public final class Runtime: Sendable {
         }
         var log = logger
         log[metadataKey: "sink"] = "\(h.name)"
-        let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, schedule: h.retry, maxInFlight: h.maxInFlight,
-                                    timeout: .milliseconds(Int64(h.timeout * 1000)), logger: log)
+        let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, schedule: h.retry, maxInFlight: h.maxInFlight, logger: log)
         supervisor.start(.init(id: "sink:\(h.name)") { try await worker.run() })
     }
 

@@ -107,12 +107,7 @@ public struct MediaURLSigner: Sendable {
 
     public func verify(mediaID: String, expires: Int64, signature sig: String, now: Int64 = Store.nowMS() / 1000) -> Bool {
         guard expires >= now else { return false }
-        let expected = Array(signature(mediaID: mediaID, expires: expires).utf8)
-        let given = Array(sig.lowercased().utf8)
-        guard expected.count == given.count else { return false }
-        var diff: UInt8 = 0
-        for i in 0..<expected.count { diff |= expected[i] ^ given[i] }
-        return diff == 0
+        return constantTimeEqual(Array(signature(mediaID: mediaID, expires: expires).utf8), Array(sig.lowercased().utf8))
     }
 }
 
