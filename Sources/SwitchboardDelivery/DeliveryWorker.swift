@@ -2,8 +2,17 @@ import Foundation
 import Logging
 import Metrics
 import ServiceLifecycle
+import Synchronization
 import SwitchboardCore
 import SwitchboardStore
+
+/// Event log positions delivered but not yet recorded.
+final class SeqSet: Sendable {
+    private let seqs = Mutex<Set<Int64>>([])
+    var snapshot: Set<Int64> { seqs.withLock { $0 } }
+    func insert(_ s: [Int64]) { seqs.withLock { $0.formUnion(s) } }
+    func remove(_ s: [Int64]) { seqs.withLock { $0.subtract(s) } }
+}
 
 /// Moves one sink's events from the outbox to the receiver.
 ///
@@ -28,40 +37,71 @@ public final class DeliveryWorker: Service, Sendable {
     public func run() async throws {
         var lastGauge = ContinuousClock.now - .seconds(60)
         let depth = Gauge(label: "switchboard_outbox_depth", dimensions: [("sink", sink.name)])
-        while !Task.isCancelled && !Task.isShuttingDownGracefully {
-            let generation = signal.generation
-            if ContinuousClock.now - lastGauge > .seconds(5) {
-                lastGauge = .now
-                if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
-            }
-            if (try? await store.isSinkDisabled(sink.name)) == true {
-                await signal.wait(after: generation, timeout: .seconds(5))
-                continue
-            }
-            let batch: [OutboxItem]
-            do {
-                batch = try await store.dueOutbox(sink: sink.name, limit: maxInFlight)
-            } catch {
-                logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
-                try? await Task.sleep(for: .seconds(1))
-                continue
-            }
-            if batch.isEmpty {
-                let now = Store.nowMS()
-                let due = (try? await store.nextOutboxDue(sink: sink.name)) ?? nil
-                let wait = due.map { max(10, min($0 - now, 5000)) } ?? 5000
-                await signal.wait(after: generation, timeout: .milliseconds(wait))
-                continue
-            }
-            // One event per conversation per batch (the query guarantees it), so delivering the
-            // batch concurrently keeps every conversation in order.
-            let results = await withTaskGroup(of: (OutboxItem, DeliveryOutcome).self) { group in
-                for item in batch {
-                    group.addTask { (item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
+        // A batch's outcomes are written while the next batch is read and delivered: that write
+        // waits behind ingest commits, and other conversations shouldn't wait for it. Events
+        // delivered but not yet recorded are skipped by the next read (their rows still say
+        // pending); at most one such write is outstanding.
+        let unrecorded = SeqSet()
+        await withTaskGroup(of: Void.self) { recorders in
+            var recording = false
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                let generation = signal.generation
+                if ContinuousClock.now - lastGauge > .seconds(5) {
+                    lastGauge = .now
+                    if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
                 }
-                return await group.reduce(into: []) { $0.append($1) }
+                if (try? await store.isSinkDisabled(sink.name)) == true {
+                    if recording { await recorders.next(); recording = false }
+                    await signal.wait(after: generation, timeout: .seconds(5))
+                    continue
+                }
+                let batch: [OutboxItem]
+                do {
+                    // Taken before the read: an outcome committed after this point may still show
+                    // as pending in what the read returns, and must not be delivered again.
+                    let skip = unrecorded.snapshot
+                    batch = Array(try await store.dueOutbox(sink: sink.name, limit: maxInFlight + skip.count)
+                        .filter { !skip.contains($0.eventSeq) }.prefix(maxInFlight))
+                } catch {
+                    logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                if batch.isEmpty {
+                    if recording {
+                        // What is due may only be waiting for the outstanding write.
+                        await recorders.next()
+                        recording = false
+                        continue
+                    }
+                    let now = Store.nowMS()
+                    let due = (try? await store.nextOutboxDue(sink: sink.name)) ?? nil
+                    let wait = due.map { max(10, min($0 - now, 5000)) } ?? 5000
+                    await signal.wait(after: generation, timeout: .milliseconds(wait))
+                    continue
+                }
+                // One event per conversation per batch (the query guarantees it), so delivering
+                // the batch concurrently keeps every conversation in order.
+                let results = await withTaskGroup(of: (OutboxItem, DeliveryOutcome).self) { group in
+                    for item in batch {
+                        group.addTask { (item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
+                }
+                if recording { await recorders.next(); recording = false }
+                let seqs = results.map(\.0.eventSeq)
+                if results.contains(where: { if case .disable = $0.1 { true } else { false } }) {
+                    // 410: record (and disable) before anything else goes to this receiver.
+                    await record(results)
+                    continue
+                }
+                unrecorded.insert(seqs)
+                recorders.addTask {
+                    await self.record(results)
+                    unrecorded.remove(seqs)
+                }
+                recording = true
             }
-            await record(results)
         }
     }
 

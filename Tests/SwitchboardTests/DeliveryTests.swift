@@ -45,8 +45,11 @@ import Testing
             #expect(indices == Array(0..<8), "message order \(texts)")
             #expect(events.first?.type == "switchboard.conversation.created")
         }
-        let stats = try await d.runtime.store.sinkStats("desk")
-        #expect(stats.pending == 0 && stats.failed == 0)
+        // Outcomes are recorded just after delivery: wait for the outbox to show it.
+        try await eventually("outbox drained") {
+            let stats = try await d.runtime.store.sinkStats("desk")
+            return stats.pending == 0 && stats.failed == 0
+        }
     }
 
     @Test func retryAfterIsHonoured() async throws {
