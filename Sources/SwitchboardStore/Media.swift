@@ -23,7 +23,7 @@ public final class FileMediaStore: MediaStore {
 
     public func put(_ bytes: [UInt8], mimeType: String, filename: String?) async throws -> StoredMedia {
         guard Int64(bytes.count) <= maxBytes else { throw MediaTooLarge(limit: maxBytes) }
-        let sha = SHA256.hash(data: bytes).map { String(format: "%02x", $0) }.joined()
+        let sha = Hex.encode(SHA256.hash(data: bytes))
         let target = path(for: sha)
         if !FileManager.default.fileExists(atPath: target) {
             try FileManager.default.createDirectory(atPath: "\(root)/\(sha.prefix(2))", withIntermediateDirectories: true)
@@ -96,8 +96,7 @@ public struct MediaURLSigner: Sendable {
     public init(key: [UInt8]) { self.key = key }
 
     public func signature(mediaID: String, expires: Int64) -> String {
-        HMAC<SHA256>.authenticationCode(for: Array("\(mediaID).\(expires)".utf8), using: SymmetricKey(data: key))
-            .map { String(format: "%02x", $0) }.joined()
+        Hex.encode(HMAC<SHA256>.authenticationCode(for: Array("\(mediaID).\(expires)".utf8), using: SymmetricKey(data: key)))
     }
 
     public func url(base: String, mediaID: String, validFor seconds: Double, now: Int64 = Store.nowMS() / 1000) -> String {
@@ -115,14 +114,13 @@ extension Store {
     /// A random per-installation secret, created on first use and kept in the database.
     public func installationSecret(_ name: String) throws -> [UInt8] {
         try pool.write { db in
-            if let hex = try String.fetchOne(db, sql: "SELECT value FROM adapter_state WHERE channel_id = '_switchboard' AND key = ?", arguments: [name]) {
-                return stride(from: 0, to: hex.count, by: 2).compactMap { i in
-                    UInt8(hex[hex.index(hex.startIndex, offsetBy: i)..<hex.index(hex.startIndex, offsetBy: i + 2)], radix: 16)
-                }
+            if let hex = try String.fetchOne(db, sql: "SELECT value FROM adapter_state WHERE channel_id = '_switchboard' AND key = ?", arguments: [name]),
+               let key = Hex.decode(hex) {
+                return key
             }
             let bytes = (0..<32).map { _ in UInt8.random(in: 0...255) }
             try db.execute(sql: "INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES ('_switchboard', ?, ?, ?)",
-                           arguments: [name, bytes.map { String(format: "%02x", $0) }.joined(), Store.nowMS()])
+                           arguments: [name, Hex.encode(bytes), Store.nowMS()])
             return bytes
         }
     }

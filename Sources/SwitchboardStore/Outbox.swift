@@ -106,7 +106,7 @@ extension Store {
         try await pool.write { db in
             try db.execute(sql: "UPDATE sinks SET disabled_at = NULL, disabled_reason = NULL WHERE name = ?", arguments: [name])
             try db.execute(sql: """
-                UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?, lease_until = 0
+                UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_at = ?
                 WHERE sink = ? AND state = 'failed' AND created_at >= ?
                 """, arguments: [now, name, since ?? 0])
             return db.changesCount

@@ -45,7 +45,7 @@ public struct SendJob: Sendable {
 
 public enum IdempotencyError: Error, Sendable { case keyReusedWithDifferentRequest }
 
-public func sha256Hex(_ data: Data) -> String { SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined() }
+public func sha256Hex(_ data: Data) -> String { Hex.encode(SHA256.hash(data: data)) }
 
 extension Store {
     /// Looks up an earlier answer for this idempotency key.

@@ -34,11 +34,11 @@ public final class Store: Sendable {
         self.durability = durability
         try Self.migrator.migrate(pool)
         try pool.write { db in
-            // An SQLite file has one daemon, so any lease in it belonged to a previous run that
-            // died (SIGKILL, power loss); waiting for it to expire would only delay redelivery.
-            // (A shared PostgreSQL database would record the lease holder instead and release
-            // only the leases of instances that stopped heartbeating.)
-            try db.execute(sql: "UPDATE outbox SET lease_until = 0 WHERE lease_until > 0")
+            // Sends claimed with a lease: an SQLite file has one daemon, so any lease in it belonged
+            // to a previous run that died (SIGKILL, power loss); waiting for it to expire would only
+            // delay the send. (A shared PostgreSQL database would record the lease holder instead
+            // and release only the leases of instances that stopped heartbeating.) The outbox
+            // takes no leases (see dueOutbox).
             try db.execute(sql: "UPDATE send_queue SET lease_until = 0 WHERE lease_until > 0")
         }
     }

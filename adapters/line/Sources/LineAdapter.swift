@@ -317,9 +317,9 @@ extension LineChannelAdapter {
     /// that is not a LINE user id (`U` + 32 hex digits) is turned into a stable one.
     public static func sampleTextWebhook(text: String, userID: String, now: Timestamp = .now()) -> [UInt8] {
         let isLineID = userID.count == 33 && userID.hasPrefix("U") && userID.dropFirst().allSatisfy(\.isHexDigit)
-        let user = isLineID ? userID : "U" + SHA256.hash(data: Array(userID.utf8)).prefix(16).map { String(format: "%02x", $0) }.joined()
+        let user = isLineID ? userID : "U" + Hex.encode(SHA256.hash(data: Array(userID.utf8)).prefix(16))
         let messageID = String(now.milliseconds) + String(Int.random(in: 100_000...999_999))
-        let replyToken = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let replyToken = Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
         let event: JSONObject = [
             "type": "message", "mode": "active", "timestamp": .int(now.milliseconds),
             "webhookEventId": .string(ID.ulid(milliseconds: now.milliseconds)),

@@ -79,7 +79,7 @@ extension LineChannelAdapter {
         var b = Array(SHA256.hash(data: Array("switchboard-line-push:\(messageID):\(batch)".utf8)).prefix(16))
         b[6] = (b[6] & 0x0F) | 0x40 // version 4 layout
         b[8] = (b[8] & 0x3F) | 0x80 // RFC 4122 variant
-        let hex = b.map { String(format: "%02x", $0) }.joined()
+        let hex = Hex.encode(b)
         let c = Array(hex)
         return [String(c[0..<8]), String(c[8..<12]), String(c[12..<16]), String(c[16..<20]), String(c[20..<32])].joined(separator: "-")
     }

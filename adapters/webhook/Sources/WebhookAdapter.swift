@@ -61,34 +61,12 @@ public struct WebhookChannelAdapter: ChannelAdapter {
     /// Checks `sha256=<hex>` against the body in constant time (HMAC's own comparison).
     static func verify(_ body: [UInt8], header: String, secret: [UInt8]) -> Bool {
         let h = header.trimmingCharacters(in: .whitespaces)
-        guard h.hasPrefix("sha256="), let mac = hexBytes(h.dropFirst(7)), mac.count == 32 else { return false }
+        guard h.hasPrefix("sha256="), let mac = Hex.decode(h.dropFirst(7)), mac.count == 32 else { return false }
         return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: SymmetricKey(data: secret))
     }
 
-    static func hexBytes(_ s: Substring) -> [UInt8]? {
-        var out: [UInt8] = []
-        out.reserveCapacity(s.utf8.count / 2)
-        var high: UInt8? = nil
-        for c in s.utf8 {
-            let v: UInt8
-            switch c {
-            case 48...57: v = c - 48
-            case 97...102: v = c - 87
-            case 65...70: v = c - 55
-            default: return nil
-            }
-            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
-        }
-        return high == nil ? out : nil
-    }
-
     public static func sign(_ body: [UInt8], secret: [UInt8]) -> String {
-        let hex = Array("0123456789abcdef".utf8)
-        var out = Array("sha256=".utf8)
-        for b in HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: secret)) {
-            out.append(hex[Int(b >> 4)]); out.append(hex[Int(b & 15)])
-        }
-        return String(decoding: out, as: UTF8.self)
+        "sha256=" + Hex.encode(HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: secret)))
     }
 
     // MARK: inbound
