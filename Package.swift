@@ -95,6 +95,52 @@ let package = Package(
             path: "adapters/webhook/Sources"
         ),
         .target(
+            name: "MetaAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/meta/Sources"
+        ),
+        .target(
+            name: "WhatsAppAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime", "MetaAdapter",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/whatsapp/Sources"
+        ),
+        .target(
+            name: "MessengerAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime", "MetaAdapter",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/messenger/Sources"
+        ),
+        .target(
+            name: "InstagramAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime", "MetaAdapter", "MessengerAdapter",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/instagram/Sources"
+        ),
+        .target(
+            name: "EmailAdapter",
+            dependencies: [
+                "SwitchboardCore", "SwitchboardRuntime",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/email/Sources"
+        ),
+        .target(
             name: "LineAdapter",
             dependencies: [
                 "SwitchboardCore", "SwitchboardRuntime",
@@ -108,6 +154,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
                 "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter", "LineAdapter",
+                "MetaAdapter", "WhatsAppAdapter", "MessengerAdapter", "InstagramAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
@@ -133,6 +180,12 @@ let package = Package(
             path: "Tests/SwitchboardCoreTests"
         ),
         .testTarget(
+            name: "EmailAdapterTests",
+            dependencies: ["EmailAdapter", "SwitchboardCore"],
+            path: "Tests/EmailAdapterTests",
+            resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
             name: "SwitchboardSystemdTests",
             dependencies: ["SwitchboardSystemd", .product(name: "Logging", package: "swift-log")],
             path: "Tests/SwitchboardSystemdTests"
@@ -142,6 +195,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
                 "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter", "LineAdapter",
+                "MetaAdapter", "WhatsAppAdapter", "MessengerAdapter", "InstagramAdapter",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,0 +1,1 @@
+// The email channel: MIME parsing first; IMAP/LMTP/SMTP to follow. See adapters/email/README.md.

@@ -1,0 +1,1 @@
+// The instagram channel adapter; see adapters/instagram/README.md.

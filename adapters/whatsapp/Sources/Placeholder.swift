@@ -1,0 +1,1 @@
+// The whatsapp channel adapter; see adapters/whatsapp/README.md.
