@@ -43,11 +43,16 @@ public struct Open<Fields: KnownFields>: Codable, Sendable, Hashable {
 
     public init(from decoder: any Decoder) throws {
         fields = try Fields(from: decoder)
-        let all = try decoder.container(keyedBy: AnyCodingKey.self)
-        let known = Fields.knownNames
         var extra: JSONObject = [:]
-        for key in all.allKeys where !known.contains(key.stringValue) {
-            extra[key.stringValue] = try all.decode(JSONValue.self, forKey: key)
+        // Unknown members: those the fields' CodingKeys can't name (a switch, not a Set built
+        // per value — this runs for every part of every message read).
+        if let node = decoder as? JSONValueDecoder.Node, case .object(let o) = node.value {
+            for (k, v) in o where Fields.Keys(stringValue: k) == nil { extra[k] = v }
+        } else {
+            let all = try decoder.container(keyedBy: AnyCodingKey.self)
+            for key in all.allKeys where Fields.Keys(stringValue: key.stringValue) == nil {
+                extra[key.stringValue] = try all.decode(JSONValue.self, forKey: key)
+            }
         }
         self.extra = extra
     }
@@ -56,8 +61,8 @@ public struct Open<Fields: KnownFields>: Codable, Sendable, Hashable {
         try fields.encode(to: encoder)
         guard !extra.isEmpty else { return }
         var c = encoder.container(keyedBy: AnyCodingKey.self)
-        let known = Fields.knownNames
-        for (k, v) in extra where !known.contains(k) {
+        for k in extra.keys.sorted() where Fields.Keys(stringValue: k) == nil {
+            let v = extra[k]!
             try c.encode(v, forKey: AnyCodingKey(k))
         }
     }

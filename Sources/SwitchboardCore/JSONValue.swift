@@ -44,6 +44,7 @@ public enum JSONValue: Sendable, Hashable {
 
 extension JSONValue: Codable {
     public init(from decoder: any Decoder) throws {
+        if let node = decoder as? JSONValueDecoder.Node { self = node.value; return }
         let c = try decoder.singleValueContainer()
         if c.decodeNil() { self = .null; return }
         if let b = try? c.decode(Bool.self) { self = .bool(b); return }
@@ -86,40 +87,49 @@ extension JSONValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Ex
 extension JSONValue {
     /// Parses JSON bytes into a value (used for raw payloads, which are kept as they came).
     public static func parse(_ data: Data) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: data)
+        try JSONParser.parse(data)
+    }
+
+    public static func parse(_ bytes: [UInt8]) throws -> JSONValue {
+        try JSONParser.parse(bytes)
     }
 
     /// Encodes any Encodable into a JSONValue tree.
     public static func from<T: Encodable>(_ value: T) throws -> JSONValue {
-        try JSON.decoder.decode(JSONValue.self, from: JSON.encode(value))
+        if let v = value as? JSONValue { return v }
+        return try JSONParser.parse(StreamingJSONEncoder.encode(value))
     }
 
     /// Decodes a typed value out of this tree.
     public func decode<T: Decodable>(_ type: T.Type) throws -> T {
-        try JSON.decoder.decode(T.self, from: JSON.encode(self))
+        try JSONValueDecoder.decode(T.self, from: self)
     }
 }
 
-/// The project's one JSON configuration: stable key order (so signatures and stored bytes are
-/// reproducible), no escaped slashes, and no key strategies — every type spells its own
-/// snake_case keys, which keeps unknown-field passthrough exact.
+/// The project's one JSON configuration: deterministic output (object members sorted by name,
+/// so signatures and stored bytes are reproducible),
+/// no escaped slashes, and no key strategies — every type spells its own snake_case keys, which
+/// keeps unknown-field passthrough exact. Both directions are the project's own streaming
+/// coders (see `StreamingJSONEncoder`, `JSONParser`): Foundation's were the largest cost of
+/// ingesting a webhook.
 public enum JSON {
-    public static let encoder: JSONEncoder = {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }()
-    public static let decoder = JSONDecoder()
-
     public static func encode<T: Encodable>(_ value: T) throws -> Data {
-        try encoder.encode(value)
+        Data(try StreamingJSONEncoder.encode(value))
+    }
+
+    public static func bytes<T: Encodable>(_ value: T) throws -> [UInt8] {
+        try StreamingJSONEncoder.encode(value)
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {
-        try decoder.decode(type, from: data)
+        try JSONValueDecoder.decode(type, from: JSONParser.parse(data))
+    }
+
+    public static func decode<T: Decodable>(_ type: T.Type, from bytes: some Collection<UInt8>) throws -> T {
+        try JSONValueDecoder.decode(type, from: JSONParser.parse(bytes))
     }
 
     public static func string<T: Encodable>(_ value: T) -> String {
-        (try? String(decoding: encode(value), as: UTF8.self)) ?? "null"
+        (try? String(decoding: StreamingJSONEncoder.encode(value), as: UTF8.self)) ?? "null"
     }
 }

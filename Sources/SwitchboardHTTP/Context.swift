@@ -75,6 +75,8 @@ struct ProblemMiddleware: RouterMiddleware {
             return Respond.problem(p)
         } catch let e as DecodingError {
             return Respond.problem(.invalid(Self.describe(e)))
+        } catch let e as JSONSyntaxError {
+            return Respond.problem(.invalid("the body is not valid JSON (\(e.reason) at byte \(e.offset))"))
         } catch let e as HTTPError {
             switch e.status.code {
             case 404: return Respond.problem(APIProblem(404, "not_found", "no route for \(request.method) \(request.uri.path)"))

@@ -28,6 +28,8 @@ public final class IngestPipeline: Service, Sendable {
     private let wake = ChangeSignal()
     let logger: Logger
     let maxBatch = 512
+    struct CounterKey: Hashable { var channel: String; var type: String; var result: String }
+    private let counters = Mutex<[CounterKey: Counter]>([:])
 
     public struct ShuttingDown: Error, CustomStringConvertible {
         public var description: String { "switchboard is shutting down" }
@@ -119,6 +121,15 @@ public final class IngestPipeline: Service, Sendable {
         case .success(.ignored): result = "ignored"
         case .failure: result = "error"
         }
-        Counter(label: "switchboard_events_in_total", dimensions: [("channel", work.channel.id), ("type", type), ("result", result)]).increment()
+        let key = CounterKey(channel: work.channel.id, type: type, result: result)
+        // Metric handles are looked up by label and dimensions in the metrics backend, under a
+        // lock, for every `Counter(...)`: keep ours instead of asking per event.
+        let counter = counters.withLock { cache -> Counter in
+            if let c = cache[key] { return c }
+            let c = Counter(label: "switchboard_events_in_total", dimensions: [("channel", key.channel), ("type", type), ("result", result)])
+            cache[key] = c
+            return c
+        }
+        counter.increment()
     }
 }

@@ -23,12 +23,25 @@ extension Store {
     /// Appends one event to the log and queues it for every subscribed sink, in the caller's
     /// transaction. The CloudEvent is serialized here, once: delivery, replay and the stream all
     /// send these exact bytes, so a signature covers what was stored.
+    /// What else an event changes on its conversation, in the same statement as the sequence.
+    struct Touch {
+        /// A customer message: the conversation's `last_inbound_at` (the platforms' reply windows).
+        var lastInboundAt: Int64?
+    }
+
     @discardableResult
     static func appendEvent(_ db: Database, ctx: EventContext, type: EventType, conversationID: String?,
-                            channel: ChannelRef?, dataJSON: Data, now: Int64) throws -> String {
+                            channel: ChannelRef?, dataJSON: Data, now: Int64, touch: Touch? = nil) throws -> String {
         var sequence: Int64? = nil
         if let conversationID {
-            sequence = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence"), arguments: [conversationID])
+            if let touch {
+                sequence = try Int64.fetchOne(db.cachedStatement(sql: """
+                    UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?, last_inbound_at = COALESCE(?, last_inbound_at)
+                    WHERE id = ? RETURNING last_sequence
+                    """), arguments: [now, touch.lastInboundAt, conversationID])
+            } else {
+                sequence = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence"), arguments: [conversationID])
+            }
         }
         let id = ID.make(.event, at: Timestamp(milliseconds: now))
         let body = encodeCloudEvent(id: id, source: ctx.source, type: type, subject: conversationID,

@@ -22,11 +22,11 @@ extension Store {
     public func commitInbound(_ batch: [InboundWork], ctx: EventContext) async throws -> [Result<EmitResult, any Error>] {
         // Precompute outside the writer what doesn't need the database: the raw payload's
         // parsed form, reused as the message's inline `raw`.
-        let prepared = batch.map { w -> (InboundWork, JSONValue?) in (w, Self.inlineRaw(w.event.raw)) }
+        let prepared = batch.map { w -> (InboundWork, PreparedBody) in (w, PreparedBody(w)) }
         do {
             // The common case: everything commits together, no per-item savepoints.
             return try await acknowledgedWrite { db in
-                try prepared.map { .success(try Self.ingest(db, $0.0, inlineRaw: $0.1, ctx: ctx)) }
+                try prepared.map { .success(try Self.ingest(db, $0.0, prepared: $0.1, ctx: ctx)) }
             }
         } catch where batch.count > 1 {
             // Something failed and rolled the batch back: retry with each item in its own
@@ -34,11 +34,11 @@ extension Store {
             return try await acknowledgedWrite { db in
                 var results: [Result<EmitResult, any Error>] = []
                 results.reserveCapacity(prepared.count)
-                for (work, raw) in prepared {
+                for (work, body) in prepared {
                     var result: Result<EmitResult, any Error> = .success(.duplicate)
                     do {
                         try db.inSavepoint {
-                            result = .success(try Self.ingest(db, work, inlineRaw: raw, ctx: ctx))
+                            result = .success(try Self.ingest(db, work, prepared: body, ctx: ctx))
                             return .commit
                         }
                     } catch {
@@ -51,13 +51,92 @@ extension Store {
         }
     }
 
+    /// What can be worked out before the write transaction, so the single writer does as little
+    /// as possible per event (it is the ingest bottleneck: every webhook waits for it).
+    ///
+    /// For an ordinary message that is the whole stored body: it is encoded here with
+    /// placeholder conversation and identity ids — per-process random strings of the same
+    /// length as real ids, so no input can contain them — and the writer only copies the real
+    /// ids over them. Anything decided inside the transaction that changes the body (a numbered
+    /// reply matched, a stored display name, a quoted message to look up) takes the slow path
+    /// and encodes there.
+    struct PreparedBody: Sendable {
+        var inlineRaw: JSONValue?
+        var messageID: String?
+        var senderName: String?
+        var body: [UInt8]?
+        var conversationAt: Int?
+        var identityAt: Int?
+
+        static let conversationPlaceholder = ID.make(.conversation, at: Timestamp(milliseconds: 0)).replacingOccurrences(of: "0", with: "Z")
+        static let identityPlaceholder = ID.make(.identity, at: Timestamp(milliseconds: 0)).replacingOccurrences(of: "0", with: "Z")
+
+        init(_ work: InboundWork) {
+            inlineRaw = Store.inlineRaw(work.event.raw)
+            guard case .message(let m) = work.event.kind, work.event.sender == nil, m.replyToExternalID == nil else { return }
+            let isEcho = m.origin == .echo
+            guard isEcho || !(work.event.peer.displayName ?? "").isEmpty else { return }
+            let id = ID.make(.message, at: work.receivedAt)
+            messageID = id
+            senderName = isEcho ? nil : work.event.peer.displayName
+            let sender = Participant(role: "customer", identityID: Self.identityPlaceholder, channelUserID: work.event.peer.channelUserID,
+                                     displayName: work.event.peer.displayName)
+            let message = Store.message(id: id, work: work, m: m, conversationID: Self.conversationPlaceholder, sender: sender,
+                                        replyTo: nil, parts: m.parts, inlineRaw: inlineRaw)
+            guard let bytes = try? JSON.bytes(message) else { return }
+            guard let c = Self.onlyOffset(of: Self.conversationPlaceholder, in: bytes) else { return }
+            if !isEcho {
+                guard let i = Self.onlyOffset(of: Self.identityPlaceholder, in: bytes) else { return }
+                identityAt = i
+            }
+            conversationAt = c
+            body = bytes
+        }
+
+        /// The offset of the one occurrence of `needle`, or nil when it occurs zero or several times.
+        static func onlyOffset(of needle: String, in bytes: [UInt8]) -> Int? {
+            let n = Array(needle.utf8)
+            var found: Int? = nil
+            var i = 0
+            while i + n.count <= bytes.count {
+                if bytes[i] == n[0] && bytes[i + 1] == n[1] && bytes[i..<(i + n.count)].elementsEqual(n) {
+                    if found != nil { return nil }
+                    found = i
+                    i += n.count
+                } else {
+                    i += 1
+                }
+            }
+            return found
+        }
+
+        /// The prepared body with the real ids copied in, or nil when there is none (or an id
+        /// has an unexpected length).
+        func filled(conversationID: String, identityID: String?) -> [UInt8]? {
+            guard var out = body, let c = conversationAt else { return nil }
+            let conv = Array(conversationID.utf8)
+            guard conv.count == Self.conversationPlaceholder.utf8.count else { return nil }
+            out.replaceSubrange(c..<(c + conv.count), with: conv)
+            if let i = identityAt {
+                guard let identityID else { return nil }
+                let ident = Array(identityID.utf8)
+                guard ident.count == Self.identityPlaceholder.utf8.count else { return nil }
+                out.replaceSubrange(i..<(i + ident.count), with: ident)
+            } else if identityID != nil {
+                return nil
+            }
+            return out
+        }
+    }
+
     /// The raw payload as JSON, when it is small JSON (else it is referenced, not inlined).
     static func inlineRaw(_ raw: RawPayload?) -> JSONValue? {
         guard let raw, raw.format == "json", raw.bytes.count <= rawInlineLimit else { return nil }
         return raw.parsed ?? (try? JSONValue.parse(Data(raw.bytes)))
     }
 
-    static func ingest(_ db: Database, _ work: InboundWork, inlineRaw: JSONValue?, ctx: EventContext) throws -> EmitResult {
+    static func ingest(_ db: Database, _ work: InboundWork, prepared: PreparedBody, ctx: EventContext) throws -> EmitResult {
+        let inlineRaw = prepared.inlineRaw
         let ev = work.event
         let now = work.receivedAt.milliseconds
         let channel = work.channel
@@ -90,42 +169,42 @@ extension Store {
 
         switch ev.kind {
         case .message(let m):
-            let id = ID.make(.message, at: work.receivedAt)
-            messageID = id
             var parts = m.parts
+            var interaction: Open<InteractionFields>? = nil
             if m.origin == .customer {
-                if let interaction = try matchNumberedReply(db, conversationID: conversation.id, parts: parts, now: now) {
-                    parts.append(.interaction(interaction))
-                }
+                interaction = try matchNumberedReply(db, conversationID: conversation.id, parts: parts, now: now)
+                if let interaction { parts.append(.interaction(interaction)) }
             }
-            var replyTo: MessageRef? = nil
-            if let ext = m.replyToExternalID {
-                let ours = try String.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM message_external_ids WHERE channel_id = ? AND external_id = ?"), arguments: [channel.id, ext])
-                replyTo = MessageRef(messageID: ours, externalID: ext)
-            }
+            let id = prepared.messageID ?? ID.make(.message, at: work.receivedAt)
+            messageID = id
             let isEcho = m.origin == .echo
-            let raw = ev.raw.map { r in inlineRaw.map { RawRef(format: r.format, inline: $0) } ?? RawRef(format: r.format, ref: "/v1/messages/\(id)/raw", size: r.bytes.count) }
-            let message = Message(MessageFields(
-                id: id, conversationID: conversation.id, direction: isEcho ? .outbound : .inbound, origin: m.origin, channel: channel,
-                sender: isEcho ? Participant(role: "business") : sender, externalID: m.externalID, replyTo: replyTo,
-                sentAt: ev.occurredAt, receivedAt: work.receivedAt, parts: parts, textFallback: parts.textFallback,
-                channelData: ev.channelData, raw: raw))
-            let body = try JSON.encode(message)
+            // The body encoded before the transaction, with our ids filled in, when nothing
+            // decided inside it changes the message (see PreparedBody).
+            var body: [UInt8]
+            if interaction == nil, isEcho || sender.displayName == prepared.senderName,
+               let filled = prepared.filled(conversationID: conversation.id, identityID: isEcho ? nil : sender.identityID) {
+                body = filled
+            } else {
+                var replyTo: MessageRef? = nil
+                if let ext = m.replyToExternalID {
+                    let ours = try String.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM message_external_ids WHERE channel_id = ? AND external_id = ?"), arguments: [channel.id, ext])
+                    replyTo = MessageRef(messageID: ours, externalID: ext)
+                }
+                body = try JSON.bytes(Self.message(id: id, work: work, m: m, conversationID: conversation.id, sender: sender,
+                                                   replyTo: replyTo, parts: parts, inlineRaw: inlineRaw))
+            }
             try db.cachedStatement(sql: """
                 INSERT INTO messages (id, conversation_id, channel_id, direction, origin, external_id, created_at, body, raw, raw_format)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [id, conversation.id, channel.id, message.direction.rawValue, m.origin.rawValue, m.externalID, now,
-                                 body.utf8String, ev.raw.map { Data($0.bytes) }, ev.raw?.format])
+                """).execute(arguments: [id, conversation.id, channel.id, isEcho ? Direction.outbound.rawValue : Direction.inbound.rawValue,
+                                 m.origin.rawValue, m.externalID, now,
+                                 String(decoding: body, as: UTF8.self), ev.raw.map { Data($0.bytes) }, ev.raw?.format])
             if let ext = m.externalID {
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, ext, id])
             }
-            if m.origin == .customer {
-                try db.cachedStatement(sql: "UPDATE conversations SET last_inbound_at = ?, updated_at = ? WHERE id = ?").execute(arguments: [now, now, conversation.id])
-            } else {
-                try db.cachedStatement(sql: "UPDATE conversations SET updated_at = ? WHERE id = ?").execute(arguments: [now, conversation.id])
-            }
             eventIDs.append(try appendEvent(db, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversation.id,
-                                            channel: channel, dataJSON: body, now: now))
+                                            channel: channel, dataJSON: Data(body), now: now,
+                                            touch: .init(lastInboundAt: m.origin == .customer ? now : nil)))
 
         case .status(let externalID, let status, let error):
             guard let target = try ourMessage(db, channel: channel, externalID: externalID) else {
@@ -186,6 +265,19 @@ extension Store {
                                             dataJSON: JSON.encode(data), now: now))
         }
         return .committed(eventIDs: eventIDs, messageID: messageID, conversationID: conversation.id)
+    }
+
+    /// The message an inbound `.message` event becomes, as stored and delivered.
+    static func message(id: String, work: InboundWork, m: InboundMessage, conversationID: String, sender: Participant,
+                        replyTo: MessageRef?, parts: [Part], inlineRaw: JSONValue?) -> Message {
+        let ev = work.event
+        let isEcho = m.origin == .echo
+        let raw = ev.raw.map { r in inlineRaw.map { RawRef(format: r.format, inline: $0) } ?? RawRef(format: r.format, ref: "/v1/messages/\(id)/raw", size: r.bytes.count) }
+        return Message(MessageFields(
+            id: id, conversationID: conversationID, direction: isEcho ? .outbound : .inbound, origin: m.origin, channel: work.channel,
+            sender: isEcho ? Participant(role: "business") : sender, externalID: m.externalID, replyTo: replyTo,
+            sentAt: ev.occurredAt, receivedAt: work.receivedAt, parts: parts, textFallback: parts.textFallback,
+            channelData: ev.channelData, raw: raw))
     }
 
     struct OwnMessage { var id: String; var conversationID: String; var metadata: JSONObject? }
