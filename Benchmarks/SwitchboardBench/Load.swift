@@ -31,6 +31,9 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Warm-up seconds before measuring (requests are sent but not counted in the measured figures).") var warmup: Double = 1
     @Option(help: "Event-loop threads for the generator.") var threads: Int = 1
     @Option(help: "Seconds to wait for outstanding answers after the end before counting them as timeouts.") var grace: Double = 10
+    @Option(help: "Body shape: webhook (Switchboard's generic webhook channel, X-Switchboard-Signature) or whatsapp (a WhatsApp Cloud API messages notification, X-Hub-Signature-256 with --secret as the app secret).")
+    var format: BodyFormat = .webhook
+    @Option(help: "The WhatsApp phone_number_id the notifications are addressed to (--format whatsapp).") var phoneNumberID: String = "100000000000001"
     @Option(help: "Message text in every body.") var text: String = "Hello! I ordered a blue kettle last week (order 48213) and it has not arrived yet. Could you check the delivery status, please?"
 
     func validate() throws {
@@ -52,7 +55,7 @@ struct Load: AsyncParsableCommand {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, threads))
 
         let shape = RequestShape(host: host, port: port, path: path, key: Array(secret.utf8), tag: tag, textJSON: textJSON,
-                                 users: users, connections: connections)
+                                 users: users, connections: connections, format: format, phoneNumberID: phoneNumberID)
         // Connect everything first, then start all connections on one shared schedule.
         var channels: [any Channel] = []
         var results: [EventLoopFuture<ConnectionResult>] = []
@@ -149,6 +152,12 @@ struct RequestShape: Sendable {
     var textJSON: String
     var users: Int
     var connections: Int
+    var format: BodyFormat
+    var phoneNumberID: String
+}
+
+enum BodyFormat: String, ExpressibleByArgument, Sendable {
+    case webhook, whatsapp
 }
 
 struct StartSignal: Sendable {
@@ -251,9 +260,20 @@ final class LoadConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             nextDue += interval
         }
         sentAt = monotonicNanos()
-        var body = "{\"id\":\"b-\(shape.tag).\(index).\(counter)-\(sentAt)\",\"from\":{\"id\":\"bench-user-\(user)\",\"name\":\"Bench User \(user)\"},\"text\":"
-        body += shape.textJSON
-        body += "}"
+        let unique = "b-\(shape.tag).\(index).\(counter)-\(sentAt)"
+        var body: String
+        switch shape.format {
+        case .webhook:
+            body = "{\"id\":\"\(unique)\",\"from\":{\"id\":\"bench-user-\(user)\",\"name\":\"Bench User \(user)\"},\"text\":"
+            body += shape.textJSON
+            body += "}"
+        case .whatsapp:
+            // A messages notification as the Cloud API sends it (one entry, one change, one message).
+            let waID = 15_550_000_000 + Int(user)
+            body = "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"200000000000002\",\"changes\":[{\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"display_phone_number\":\"15550009999\",\"phone_number_id\":\"\(shape.phoneNumberID)\"},\"contacts\":[{\"profile\":{\"name\":\"Bench User \(user)\"},\"wa_id\":\"\(waID)\"}],\"messages\":[{\"from\":\"\(waID)\",\"id\":\"wamid.\(unique)\",\"timestamp\":\"\(Int(Date().timeIntervalSince1970))\",\"text\":{\"body\":"
+            body += shape.textJSON
+            body += "},\"type\":\"text\"}]},\"field\":\"messages\"}]}]}"
+        }
         let bytes = Array(body.utf8)
         let mac = HMAC<SHA256>.authenticationCode(for: bytes, using: key)
         var headers = HTTPHeaders()
@@ -261,7 +281,7 @@ final class LoadConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         headers.add(name: "host", value: "\(shape.host):\(shape.port)")
         headers.add(name: "content-type", value: Self.contentType)
         headers.add(name: "content-length", value: String(bytes.count))
-        headers.add(name: "x-switchboard-signature", value: "sha256=" + hexString(mac))
+        headers.add(name: shape.format == .whatsapp ? "x-hub-signature-256" : "x-switchboard-signature", value: "sha256=" + hexString(mac))
         inFlight = true
         status = 0
         committed = false
@@ -284,6 +304,9 @@ final class LoadConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
             guard inFlight, let s = signal else { return }
             inFlight = false
             result.statuses[status, default: 0] += 1
+            // A WhatsApp answer has no body to look at: Meta only reads the status, and the
+            // adapter answers 200 only after the commit.
+            if shape.format == .whatsapp { committed = true }
             if committed && status == 200 { result.committedTotal += 1 }
             if sentAt >= s.measureFrom && sentAt < s.end {
                 result.measured += 1

@@ -32,6 +32,8 @@ public final class DeliveryWorker: Service, Sendable {
         self.sink = sink; self.store = store; self.signal = signal; self.schedule = schedule
         self.maxInFlight = maxInFlight
         self.logger = logger
+        self.latency = Metrics.Timer(label: "switchboard_delivery_latency_seconds", dimensions: [("sink", sink.name)])
+        self.retries = Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)])
     }
 
     public func run() async throws {
@@ -105,22 +107,33 @@ public final class DeliveryWorker: Service, Sendable {
         }
     }
 
+    // Metric handles, made once: the metrics backend looks each one up under a lock.
+    private let outCounters = Mutex<[String: Counter]>([:])
+    private let latency: Metrics.Timer
+    private let retries: Counter
+    func outCounter(_ type: String, _ result: String) -> Counter {
+        outCounters.withLock { cache in
+            if let c = cache[type + " " + result] { return c }
+            let c = Counter(label: "switchboard_events_out_total", dimensions: [("sink", sink.name), ("type", type), ("result", result)])
+            cache[type + " " + result] = c
+            return c
+        }
+    }
+
     /// Turns delivery outcomes into store updates (one transaction per batch), metrics and logs.
     func record(_ results: [(OutboxItem, DeliveryOutcome)]) async {
         var outcomes: [(eventSeq: Int64, outcome: Store.Outcome)] = []
         var disable: String? = nil
         let now = Store.nowMS()
         for (item, outcome) in results {
-            let dims = [("sink", sink.name), ("type", item.eventType)]
             switch outcome {
             case .delivered:
                 outcomes.append((item.eventSeq, .delivered))
-                Counter(label: "switchboard_events_out_total", dimensions: dims + [("result", "delivered")]).increment()
-                Metrics.Timer(label: "switchboard_delivery_latency_seconds", dimensions: [("sink", sink.name)])
-                    .recordNanoseconds((now - item.createdAt) * 1_000_000)
+                outCounter(item.eventType, "delivered").increment()
+                latency.recordNanoseconds((now - item.createdAt) * 1_000_000)
             case .retry(let error, let retryAfter):
                 let attempts = item.attempts + 1
-                Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)]).increment()
+                retries.increment()
                 if let delay = schedule.delay(afterAttempts: attempts, retryAfter: retryAfter) {
                     logger.warning("delivery failed; will retry", metadata: [
                         "sink": "\(sink.name)", "event": "\(item.eventID)", "attempt": "\(attempts)", "error": "\(error)",
@@ -129,7 +142,7 @@ public final class DeliveryWorker: Service, Sendable {
                 } else {
                     logger.error("delivery failed for the last time; event parked (recover with POST /v1/helpdesks/{name}/recover)",
                                  metadata: ["sink": "\(sink.name)", "event": "\(item.eventID)", "error": "\(error)"])
-                    Counter(label: "switchboard_events_out_total", dimensions: dims + [("result", "failed")]).increment()
+                    outCounter(item.eventType, "failed").increment()
                     outcomes.append((item.eventSeq, .failed(error: error)))
                 }
             case .disable(let reason):

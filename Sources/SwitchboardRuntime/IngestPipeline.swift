@@ -13,7 +13,8 @@ import SwitchboardStore
 /// that holds its event.
 public final class IngestPipeline: Service, Sendable {
     struct Pending {
-        var work: InboundWork
+        var prepared: Store.PreparedInbound
+        var work: InboundWork { prepared.work }
         var continuation: CheckedContinuation<EmitResult, any Error>
     }
     private struct State {
@@ -46,10 +47,12 @@ public final class IngestPipeline: Service, Sendable {
     public func setEventContext(_ ctx: EventContext) { contextBox.withLock { $0 = ctx } }
 
     public func emit(_ work: InboundWork) async throws -> EmitResult {
-        try await withCheckedThrowingContinuation { c in
+        // Encoding happens here, in the caller's task, not in the single commit loop.
+        let prepared = Store.PreparedInbound(work)
+        return try await withCheckedThrowingContinuation { c in
             let accepted = state.withLock { s -> Bool in
                 guard s.accepting else { return false }
-                s.queue.append(Pending(work: work, continuation: c))
+                s.queue.append(Pending(prepared: prepared, continuation: c))
                 return true
             }
             if accepted { wake.notify() } else { c.resume(throwing: ShuttingDown()) }
@@ -87,7 +90,7 @@ public final class IngestPipeline: Service, Sendable {
     func commit(_ batch: [Pending]) async {
         let ctx = eventContext
         do {
-            let results = try await store.commitInbound(batch.map(\.work), ctx: ctx)
+            let results = try await store.commitInbound(batch.map(\.prepared), ctx: ctx)
             var committed = false
             for (p, r) in zip(batch, results) {
                 if case .success(.committed) = r { committed = true }

@@ -20,9 +20,12 @@ extension Store {
     /// Commits a batch of inbound events in ONE transaction (group commit: one fsync for many
     /// webhooks), each in its own savepoint so a bad item fails alone. Returns one result per item.
     public func commitInbound(_ batch: [InboundWork], ctx: EventContext) async throws -> [Result<EmitResult, any Error>] {
-        // Precompute outside the writer what doesn't need the database: the raw payload's
-        // parsed form, reused as the message's inline `raw`.
-        let prepared = batch.map { w -> (InboundWork, PreparedBody) in (w, PreparedBody(w)) }
+        try await commitInbound(batch.map { PreparedInbound($0) }, ctx: ctx)
+    }
+
+    /// Commits events prepared by their callers (see `PreparedInbound`).
+    public func commitInbound(_ batch: [PreparedInbound], ctx: EventContext) async throws -> [Result<EmitResult, any Error>] {
+        let prepared = batch.map { ($0.work, $0.body) }
         do {
             // The common case: everything commits together, no per-item savepoints.
             return try await acknowledgedWrite { db in
@@ -49,6 +52,15 @@ extension Store {
                 return results
             }
         }
+    }
+
+    /// An inbound event with the work that needs no database already done. Make it in the
+    /// caller's task (the webhook handler), so many are prepared in parallel while the single
+    /// writer commits the previous batch.
+    public struct PreparedInbound: Sendable {
+        public let work: InboundWork
+        let body: PreparedBody
+        public init(_ work: InboundWork) { self.work = work; self.body = PreparedBody(work) }
     }
 
     /// What can be worked out before the write transaction, so the single writer does as little

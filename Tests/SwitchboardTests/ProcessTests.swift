@@ -223,9 +223,14 @@ import WebhookAdapter
         let base = "http://" + (try await d.address(of: "public"))
         _ = try await d.address(of: "api-socket")
         let tail = try DaemonProcess(arguments: ["tail", "--config", path])
-        try await Task.sleep(for: .milliseconds(300))
-        _ = try await ProcessTests.post(base, id: "t-1", text: "seen by tail")
-        try await eventually("tail output") { tail.log.contains("message.received") && tail.log.contains("seen by tail") }
+        // tail follows from the moment it is connected (like tail -f); on a busy machine that
+        // takes a while, so keep posting until one shows up.
+        try await eventually(timeout: 20, "tail output") {
+            if tail.log.contains("message.received") && tail.log.contains("seen by tail") { return true }
+            _ = try await ProcessTests.post(base, id: "t-\(UUID().uuidString)", text: "seen by tail")
+            try await Task.sleep(for: .milliseconds(400))
+            return tail.log.contains("message.received") && tail.log.contains("seen by tail")
+        }
         tail.signal(SIGTERM)
         d.signal(SIGTERM)
         _ = await tail.waitForExit()
