@@ -18,6 +18,8 @@ public final class Runtime: Sendable {
     public let eventSignal = ChangeSignal()
     /// Fires when a send is queued (send workers).
     public let outboundSignal = ChangeSignal()
+    /// Keeps SQLite's checkpoints out of the commits webhooks wait for.
+    public let checkpointer: WALCheckpointer
     public let registry: AdapterRegistry
     /// Signs the public media links (`/media/{id}?exp=…&sig=…`).
     public let mediaSigner: MediaURLSigner
@@ -33,6 +35,7 @@ public final class Runtime: Sendable {
         self.store = try Store(path: config.storagePath, durability: config.durability == "normal" ? .normal : .full)
         self.media = try FileMediaStore(root: config.mediaPath, maxBytes: config.mediaMaxBytes, store: store)
         self.pipeline = IngestPipeline(store: store, eventSignal: eventSignal, context: Self.eventContext(config), logger: logger)
+        self.checkpointer = try WALCheckpointer(store: store, logger: logger)
         self.hub = ChannelHub(store: store, pipeline: pipeline, eventSignal: eventSignal)
         self.supervisor = Supervisor(logger: logger)
         self.mediaSigner = MediaURLSigner(key: try store.installationSecret("media_url_key"))

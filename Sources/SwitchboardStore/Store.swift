@@ -29,6 +29,18 @@ public final class Store: Sendable {
         config.busyMode = .timeout(10)
         config.prepareDatabase { db in
             try db.execute(sql: "PRAGMA foreign_keys = ON")
+            if db.configuration.readonly {
+                try db.execute(sql: "PRAGMA cache_size = -\(Self.readerCacheKiB)")
+            } else {
+                // The writer touches a few random index pages per event (dedupe keys, external
+                // ids, per-conversation indexes); keeping them cached saves a read each.
+                try db.execute(sql: "PRAGMA cache_size = -\(Self.writerCacheKiB)")
+                // Checkpoints normally run beside the writer (WALCheckpointer), not in the commit
+                // that crosses the threshold, which would stall every webhook waiting on it. This
+                // higher threshold is only the writer's own safety net if they fall behind.
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(Self.writerCheckpointPages)")
+                try db.execute(sql: "PRAGMA journal_size_limit = \(Self.walSizeLimit)")
+            }
         }
         pool = try DatabasePool(path: path, configuration: config)
         self.durability = durability
@@ -42,6 +54,11 @@ public final class Store: Sendable {
             try db.execute(sql: "UPDATE send_queue SET lease_until = 0 WHERE lease_until > 0")
         }
     }
+
+    static let readerCacheKiB = 8 * 1024
+    static let writerCacheKiB = 32 * 1024
+    static let writerCheckpointPages = 16_000
+    static let walSizeLimit = 64 * 1024 * 1024
 
     static var migrator: DatabaseMigrator {
         var m = DatabaseMigrator()

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import Logging
 import Testing
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
@@ -187,5 +188,37 @@ import WebhookAdapter
         let normal = try Store(path: dir.file("normal.sqlite"), durability: .normal)
         #expect(try await normal.acknowledgedWrite { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)
         #expect(try await full.pool.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") } == "wal")
+    }
+}
+
+@Suite struct WALCheckpointTests {
+    /// The writer leaves checkpoints to the checkpointer (its own threshold is only a safety
+    /// net), and the checkpointer copies every committed frame into the database file.
+    @Test func checkpointsRunBesideTheWriter() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"))
+        #expect(try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA wal_autocheckpoint") } == 16_000)
+        #expect(try await store.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA cache_size") } == -32 * 1024)
+        #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA cache_size") } == -8 * 1024)
+        let checkpointer = try WALCheckpointer(store: store, threshold: 0, interval: .milliseconds(20), logger: Logger(label: "test"))
+        for i in 0..<200 {
+            try await store.acknowledgedWrite { db in
+                try db.execute(sql: "INSERT INTO dedupe_keys (channel_id, key, created_at) VALUES ('c', ?, 0)", arguments: ["k\(i)"])
+            }
+        }
+        let r = try await checkpointer.checkpoint()
+        #expect(r.walFrames > 0)
+        #expect(r.checkpointed == r.walFrames)
+        // As a service: new commits get checkpointed without anyone asking.
+        let before = checkpointer.completed
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await checkpointer.run() }
+            try await store.acknowledgedWrite { db in
+                try db.execute(sql: "INSERT INTO dedupe_keys (channel_id, key, created_at) VALUES ('c', 'late', 0)")
+            }
+            try await eventually("checkpointed") { checkpointer.completed > before }
+            group.cancelAll()
+        }
     }
 }
