@@ -1,0 +1,704 @@
+import Foundation
+import Testing
+@testable import MetaAdapter
+@testable import SwitchboardCore
+@testable import SwitchboardDelivery
+@testable import SwitchboardRuntime
+@testable import SwitchboardStore
+@testable import WhatsAppAdapter
+
+/// WhatsApp fixtures: payload shapes from Meta's webhook reference (shared/reference/meta-channels.md §2).
+enum WAFixture {
+    static let appSecret = "0123456789abcdef0123456789abcdef"
+    static let verifyToken = "wa-verify-token-42"
+    static let phoneID = "106540352242922"
+    static let customer = "16505551234"
+    static let bsuid = "US.13491208655302741918"
+
+    static func registry() -> AdapterRegistry {
+        var r = TestRegistry.make()
+        r.register(WhatsAppChannelAdapter.type, WhatsAppChannelAdapter.factory)
+        return r
+    }
+
+    static func channelYAML(_ id: String, graph: FakeGraph) -> String {
+        """
+        { id: \(id), type: whatsapp, phone_number_id: "\(phoneID)", access_token: "\(graph.token)", app_secret: "\(appSecret)",
+          verify_token: "\(verifyToken)", graph_api_base: "\(graph.base)", graph_api_version: "\(graph.version)", media_retry_delays: ["0.1s", "0.1s"] }
+        """
+    }
+
+    static var now: Int64 { Timestamp.now().milliseconds / 1000 }
+
+    static func wamid() -> String { "wamid.HBgL" + String(UUID().uuidString.prefix(12)).replacingOccurrences(of: "-", with: "") }
+
+    /// One `messages[]` element: common keys plus `fields` (JSON without braces).
+    static func message(_ type: String, _ fields: String, id: String = wamid(), from: String = customer, at: Int64 = now,
+                        extra: String = "") -> String {
+        #"{"from":"\#(from)","id":"\#(id)","timestamp":"\#(at)","type":"\#(type)","\#(type)":\#(fields)\#(extra)}"#
+    }
+
+    static func text(_ body: String, id: String = wamid(), from: String = customer, at: Int64 = now, extra: String = "") -> String {
+        message("text", #"{"body":"\#(body)"}"#, id: id, from: from, at: at, extra: extra)
+    }
+
+    static let contact = #"{"profile":{"name":"Sheena Nelson","username":"@sheena"},"wa_id":"16505551234","user_id":"US.13491208655302741918"}"#
+
+    static func value(messages: [String] = [], statuses: [String] = [], contacts: [String]? = nil, phone: String = phoneID) -> String {
+        var parts = [#""messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"\#(phone)"}"#]
+        let c = contacts ?? (messages.isEmpty ? [] : [contact])
+        if !c.isEmpty { parts.append(#""contacts":[\#(c.joined(separator: ","))]"#) }
+        if !messages.isEmpty { parts.append(#""messages":[\#(messages.joined(separator: ","))]"#) }
+        if !statuses.isEmpty { parts.append(#""statuses":[\#(statuses.joined(separator: ","))]"#) }
+        return "{" + parts.joined(separator: ",") + "}"
+    }
+
+    /// The envelope: entries, each a list of change values (field `messages`).
+    static func body(entries: [[String]]) -> [UInt8] {
+        let e = entries.enumerated().map { i, values in
+            #"{"id":"10293847\#(i)","changes":[\#(values.map { #"{"field":"messages","value":\#($0)}"# }.joined(separator: ","))]}"#
+        }
+        return Array(#"{"object":"whatsapp_business_account","entry":[\#(e.joined(separator: ","))]}"#.utf8)
+    }
+
+    static func body(_ values: String...) -> [UInt8] { body(entries: [values]) }
+
+    static func status(_ id: String, _ status: String, recipient: String = customer, extra: String = "") -> String {
+        #"{"id":"\#(id)","status":"\#(status)","timestamp":"\#(now)","recipient_id":"\#(recipient)"\#(extra)}"#
+    }
+
+    static func post(_ d: TestDaemon, _ channel: String, _ body: [UInt8], signature: String? = nil) async throws -> TestDaemon.HTTPResult {
+        try await http("POST", d.publicBase + "/webhooks/\(channel)", body: body,
+                       headers: ["content-type": "application/json", "x-hub-signature-256": signature ?? MetaWebhook.sign(body, appSecret: appSecret)])
+    }
+
+    static func translate(_ body: [UInt8], phone: String = phoneID) throws -> [WhatsAppItem] {
+        WhatsAppChannelAdapter.translate(try JSONValue.parse(Data(body)), rawBody: body, phoneNumberID: phone)
+    }
+
+    /// The single item of a one-message body.
+    static func one(_ message: String, contacts: [String]? = nil) throws -> WhatsAppItem {
+        let items = try translate(body(value(messages: [message], contacts: contacts)))
+        #expect(items.count == 1)
+        return try #require(items.first)
+    }
+
+    static func parts(_ item: WhatsAppItem) -> [Part] {
+        if case .message(let m) = item.event.kind { return m.parts }
+        return []
+    }
+}
+
+func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: (TestDaemon, FakeGraph) async throws -> T) async throws -> T {
+    let graph = try await FakeGraph.start()
+    let d: TestDaemon
+    do { d = try await TestDaemon.start(yaml(graph), registry: WAFixture.registry()) } catch { await graph.stop(); throw error }
+    do {
+        let r = try await body(d, graph)
+        await d.stop(); await graph.stop()
+        return r
+    } catch {
+        await d.stop(); await graph.stop()
+        throw error
+    }
+}
+
+// MARK: - translation of each documented payload shape
+
+@Suite struct WhatsAppFixtureTests {
+    @Test func textWithContactIdentityAndDedupe() throws {
+        let item = try WAFixture.one(WAFixture.text("Hi there", id: "wamid.TEXT1", at: 1697043223))
+        #expect(item.event.peer.channelUserID == WAFixture.customer)
+        #expect(item.event.peer.displayName == "Sheena Nelson")
+        #expect(item.event.peer.profile == ["wa_id": "16505551234", "user_id": "US.13491208655302741918", "username": "@sheena"])
+        #expect(item.event.dedupeKey == "wamid:wamid.TEXT1")
+        #expect(item.event.occurredAt == Timestamp(milliseconds: 1697043223000))
+        #expect(item.customerMessageAt == Timestamp(milliseconds: 1697043223000))
+        guard case .message(let m) = item.event.kind else { Issue.record("not a message"); return }
+        #expect(m.externalID == "wamid.TEXT1" && m.origin == .customer && m.replyToExternalID == nil)
+        #expect(m.parts == [.text("Hi there")])
+        #expect(item.event.raw?.bytes == Array(WAFixture.body(WAFixture.value(messages: [WAFixture.text("Hi there", id: "wamid.TEXT1", at: 1697043223)]))),
+                "a lone message keeps Meta's exact bytes")
+        #expect(item.event.channelData?["whatsapp_type"] == "text")
+    }
+
+    @Test func usernameUsersAreKeyedByTheirBusinessScopedID() throws {
+        let contact = #"{"profile":{"name":"Kim"},"user_id":"US.13491208655302741918"}"#
+        let m = #"{"from_user_id":"US.13491208655302741918","id":"wamid.B1","timestamp":"1697043223","type":"text","text":{"body":"hi"}}"#
+        let item = try WAFixture.one(m, contacts: [contact])
+        #expect(item.event.peer.channelUserID == WAFixture.bsuid && item.event.peer.displayName == "Kim")
+        #expect(WhatsAppChannelAdapter.isBSUID(WAFixture.bsuid) && !WhatsAppChannelAdapter.isBSUID("16505551234"))
+        #expect(WhatsAppChannelAdapter.recipientFields(WAFixture.bsuid) == ["recipient": .string(WAFixture.bsuid)])
+        #expect(WhatsAppChannelAdapter.recipientFields("16505551234") == ["to": "16505551234"])
+    }
+
+    @Test func quotedRepliesForwardsAndAdReferrals() throws {
+        let quoted = try WAFixture.one(WAFixture.text("yes", extra: #","context":{"from":"15550783881","id":"wamid.ORIGINAL"}"#))
+        guard case .message(let q) = quoted.event.kind else { Issue.record("quoted"); return }
+        #expect(q.replyToExternalID == "wamid.ORIGINAL")
+        let fwd = try WAFixture.one(WAFixture.text("look", extra: #","context":{"forwarded":true,"frequently_forwarded":true}"#))
+        #expect(fwd.event.channelData?["forwarded"] == true && fwd.event.channelData?["frequently_forwarded"] == true)
+        let ad = try WAFixture.one(WAFixture.text("Hi", extra: #"""
+            ,"referral":{"source_url":"https://fb.me/abc","source_id":"120212","source_type":"ad","headline":"Summer sale","body":"50% off",
+             "media_type":"image","image_url":"https://scontent/x.jpg","ctwa_clid":"ARAkLkA","welcome_message":{"text":"Hi! How can we help?"}}
+            """#))
+        #expect(ad.event.channelData?["referral"]?["source_id"] == "120212")
+        #expect(ad.event.channelData?["referral"]?["ctwa_clid"] == "ARAkLkA")
+        #expect(ad.event.channelData?["referral"]?["welcome_message"]?["text"] == "Hi! How can we help?")
+    }
+
+    @Test func mediaMessagesAreCommittedPendingAndQueuedForDownload() throws {
+        let cases: [(String, String, MediaKind)] = [
+            ("image", #"{"id":"2754859441498128","mime_type":"image/jpeg","sha256":"81d3bd8a","caption":"my photo","url":"https://lookaside.fbsbx.com/x"}"#, .image),
+            ("document", #"{"id":"55501","mime_type":"application/pdf","sha256":"aa","filename":"invoice.pdf","caption":"March"}"#, .file),
+            ("audio", #"{"id":"55502","mime_type":"audio/ogg; codecs=opus","sha256":"bb","voice":true}"#, .voice),
+            ("audio", #"{"id":"55503","mime_type":"audio/mpeg","sha256":"cc","voice":false}"#, .audio),
+            ("video", #"{"id":"55504","mime_type":"video/mp4","sha256":"dd","caption":"clip"}"#, .video),
+            ("sticker", #"{"id":"55505","mime_type":"image/webp","sha256":"ee","animated":true}"#, .sticker),
+        ]
+        for (type, fields, kind) in cases {
+            let item = try WAFixture.one(WAFixture.message(type, fields, id: "wamid.M-\(type)"))
+            guard case .media(let m)? = WAFixture.parts(item).first else { Issue.record("\(type): not media"); continue }
+            let id = try JSONValue.parse(Data(fields.utf8))["id"]?.stringValue
+            #expect(m.kind == kind, "\(type)")
+            #expect(m.unavailable == "pending" && m.mediaID == nil)
+            #expect(m.extra["whatsapp_media_id"]?.stringValue == id)
+            #expect(item.media?.mediaID == id && item.media?.wamid == "wamid.M-\(type)")
+            switch type {
+            case "image": #expect(m.caption == "my photo" && m.mimeType == "image/jpeg" && m.extra["whatsapp_sha256"] == "81d3bd8a")
+            case "document": #expect(m.filename == "invoice.pdf" && m.caption == "March")
+            case "sticker": #expect(m.extra["animated"] == true)
+            default: break
+            }
+        }
+    }
+
+    @Test func locationAndContacts() throws {
+        let loc = try WAFixture.one(WAFixture.message("location", #"{"latitude":37.46,"longitude":-122.21,"name":"Facebook HQ","address":"1 Hacker Way","url":"https://fb.com"}"#))
+        #expect(WAFixture.parts(loc) == [.location(Open(LocationFields(lat: 37.46, long: -122.21, name: "Facebook HQ", address: "1 Hacker Way", url: "https://fb.com")))])
+        let pin = try WAFixture.one(WAFixture.message("location", #"{"latitude":1.5,"longitude":2.25}"#))
+        #expect(WAFixture.parts(pin) == [.location(Open(LocationFields(lat: 1.5, long: 2.25)))])
+
+        let raw = #"""
+            {"from":"16505551234","id":"wamid.C1","timestamp":"1697043223","type":"contacts","contacts":[
+              {"name":{"formatted_name":"Chandler Bing","first_name":"Chandler","last_name":"Bing"},
+               "phones":[{"phone":"+1 555-555-5555","wa_id":"15555555555","type":"CELL"}],
+               "emails":[{"email":"c@x.com","type":"WORK"}],"org":{"company":"Transponster Inc"},"birthday":"1968-04-08"},
+              {"name":{"first_name":"Joey"},"phones":[{"phone":"+1 555-000-0000"}]}]}
+            """#
+        let item = try WAFixture.one(raw)
+        let parts = WAFixture.parts(item)
+        #expect(parts.count == 2)
+        guard case .contactCard(let c)? = parts.first, case .contactCard(let joey)? = parts.last else { Issue.record("contacts"); return }
+        #expect(c.name == "Chandler Bing" && c.org == "Transponster Inc")
+        #expect(c.phones == [.init(value: "+1 555-555-5555", label: "CELL")] && c.emails == [.init(value: "c@x.com", label: "WORK")])
+        #expect(c.extra["whatsapp_contact"]?["birthday"] == "1968-04-08", "what has no field is kept")
+        #expect(joey.name == "Joey" && joey.emails == nil)
+    }
+
+    @Test func interactiveRepliesAndTemplateButtonsAreInteractions() throws {
+        let ctx = #","context":{"from":"15550783881","id":"wamid.OURMSG"}"#
+        let button = try WAFixture.one(WAFixture.message("interactive", #"{"type":"button_reply","button_reply":{"id":"cancel-button","title":"Cancel"}}"#, extra: ctx))
+        #expect(WAFixture.parts(button) == [.interaction(Open(InteractionFields(kind: .buttonReply, payload: "cancel-button", title: "Cancel")))])
+        guard case .message(let bm) = button.event.kind else { return }
+        #expect(bm.replyToExternalID == "wamid.OURMSG")
+
+        let list = try WAFixture.one(WAFixture.message("interactive", #"{"type":"list_reply","list_reply":{"id":"priority_express","title":"Priority Mail","description":"Next day"}}"#))
+        #expect(WAFixture.parts(list) == [.interaction(Open(InteractionFields(kind: .listReply, payload: "priority_express", title: "Priority Mail",
+                                                                             values: ["description": "Next day"])))])
+
+        let flow = try WAFixture.one(WAFixture.message("interactive", #"{"type":"nfm_reply","nfm_reply":{"name":"flow","body":"Sent","response_json":"{\"flow_token\":\"tok\",\"size\":\"M\"}"}}"#))
+        #expect(WAFixture.parts(flow) == [.interaction(Open(InteractionFields(kind: .formResponse, payload: "flow", title: "Sent",
+                                                                             values: ["flow_token": "tok", "size": "M"])))])
+
+        let template = try WAFixture.one(WAFixture.message("button", #"{"payload":"callback_data","text":"Yes"}"#, extra: #","context":{"from":"15550783881","id":"wamid.TEMPLATE"}"#))
+        #expect(WAFixture.parts(template) == [.interaction(Open(InteractionFields(kind: .quickReply, payload: "callback_data", title: "Yes")))])
+
+        let other = try WAFixture.one(WAFixture.message("interactive", #"{"type":"call_permission_reply","call_permission_reply":{"response":"accept"}}"#))
+        guard case .interaction(let o)? = WAFixture.parts(other).first else { Issue.record("generic interactive"); return }
+        #expect(o.kind.rawValue == "call_permission_reply" && o.values == ["response": "accept"])
+    }
+
+    @Test func reactionsAddAndRemove() throws {
+        let add = try WAFixture.one(WAFixture.message("reaction", #"{"message_id":"wamid.TARGET","emoji":"😮"}"#, id: "wamid.R1"))
+        guard case .reaction(let target, let emoji, let action) = add.event.kind else { Issue.record("reaction"); return }
+        #expect(target == "wamid.TARGET" && emoji == "😮" && action == "add")
+        #expect(add.event.dedupeKey == "wamid:wamid.R1" && add.customerMessageAt == nil)
+        let remove = try WAFixture.one(WAFixture.message("reaction", #"{"message_id":"wamid.TARGET","emoji":""}"#))
+        guard case .reaction(_, let e2, let a2) = remove.event.kind else { Issue.record("removal"); return }
+        #expect(e2 == "" && a2 == "remove")
+    }
+
+    @Test func unsupportedUnknownSystemOrderAndWelcome() throws {
+        let unsupported = try WAFixture.one(#"""
+            {"from":"16505551234","id":"wamid.U1","timestamp":"1697043223","type":"unsupported","unsupported":{"type":"pool"},
+             "errors":[{"code":131051,"title":"Message type unknown","message":"Message type unknown","error_data":{"details":"Message type is currently not supported."}}]}
+            """#)
+        guard case .unsupported(let u)? = WAFixture.parts(unsupported).first else { Issue.record("unsupported"); return }
+        #expect(u.description == "WhatsApp pool message: Message type is currently not supported." && u.channelType == "whatsapp")
+        #expect(u.extra["whatsapp_message"]?["unsupported"]?["type"] == "pool")
+        #expect(unsupported.event.channelData?["errors"]?.arrayValue?.first?["code"] == 131051)
+
+        let future = try WAFixture.one(WAFixture.message("hologram", #"{"shape":"cube"}"#))
+        guard case .unsupported(let f)? = WAFixture.parts(future).first else { Issue.record("unknown type"); return }
+        #expect(f.description == "WhatsApp hologram message" && f.extra["whatsapp_message"]?["hologram"]?["shape"] == "cube")
+        #expect(future.event.raw != nil)
+
+        let changed = try WAFixture.one(WAFixture.message("system", #"{"type":"user_changed_number","body":"User A changed from 16505551234 to 16505559999","wa_id":"16505559999"}"#), contacts: [])
+        guard case .message(let sys) = changed.event.kind else { Issue.record("system"); return }
+        #expect(sys.origin == .system && sys.parts == [.text("User A changed from 16505551234 to 16505559999")])
+        #expect(changed.event.channelData?["system_type"] == "user_changed_number" && changed.event.channelData?["new_wa_id"] == "16505559999")
+        #expect(changed.customerMessageAt == nil, "a system notice does not open the window")
+
+        let order = try WAFixture.one(WAFixture.message("order", #"{"catalog_id":"354160437058781","text":"for tonight","product_items":[{"product_retailer_id":"HAMBURGER","quantity":3,"item_price":30,"currency":"ILS"}]}"#))
+        #expect(WAFixture.parts(order).first == .text("for tonight"))
+        guard case .unsupported(let o)? = WAFixture.parts(order).last else { Issue.record("order"); return }
+        #expect(o.description == "WhatsApp order: 3 × HAMBURGER (30 ILS)" && o.extra["whatsapp_order"]?["catalog_id"] == "354160437058781")
+
+        let welcome = try WAFixture.one(#"{"from":"16505551234","id":"wamid.W1","timestamp":"1697043223","type":"request_welcome"}"#)
+        guard case .custom(let type, _) = welcome.event.kind else { Issue.record("welcome"); return }
+        #expect(type.rawValue == "conversation.welcome_requested")
+    }
+
+    @Test func statusesMapToDeliveryStatuses() throws {
+        let failed = #"""
+            {"id":"wamid.OUT1","status":"failed","timestamp":"1698266945","recipient_id":"16505551234",
+             "errors":[{"code":131047,"title":"Re-engagement message","message":"Re-engagement message",
+                        "error_data":{"details":"Message failed to send because more than 24 hours have passed since the customer last replied to this number."},
+                        "href":"https://developers.facebook.com/docs/whatsapp/cloud-api/support/error-codes/"}]}
+            """#
+        let delivered = WAFixture.status("wamid.OUT1", "delivered", extra: #","biz_opaque_callback_data":"msg_1","conversation":{"id":"7270","origin":{"type":"service"}},"pricing":{"billable":false,"pricing_model":"PMP","category":"service"}"#)
+        let items = try WAFixture.translate(WAFixture.body(WAFixture.value(statuses: [
+            WAFixture.status("wamid.OUT1", "sent"), delivered, WAFixture.status("wamid.OUT1", "read"), WAFixture.status("wamid.OUT2", "played"), failed,
+            #"{"id":"wamid.OUT3","status":"failed","timestamp":"1698266945","recipient_id":"16505551234","errors":[{"code":130429,"title":"Rate limit hit"}]}"#,
+        ])))
+        let kinds = items.compactMap { i -> (String, DeliveryStatus, StatusError?)? in
+            if case .status(let id, let s, let e) = i.event.kind { return (id, s, e) }
+            return nil
+        }
+        #expect(kinds.map(\.1) == [.sent, .delivered, .read, .read, .failed, .failed])
+        #expect(items.map(\.event.dedupeKey) == ["status:wamid.OUT1:sent", "status:wamid.OUT1:delivered", "status:wamid.OUT1:read",
+                                                 "status:wamid.OUT2:played", "status:wamid.OUT1:failed", "status:wamid.OUT3:failed"])
+        #expect(items.allSatisfy { $0.event.peer.channelUserID == WAFixture.customer })
+        let e = try #require(kinds[4].2)
+        #expect(e.code == "window_closed" && e.channelCode == "131047" && !e.retryable && e.message.contains("24 hours"))
+        let rate = try #require(kinds[5].2)
+        #expect(rate.code == "rate_limited" && rate.retryable)
+        #expect(items[1].event.channelData?["pricing"]?["category"] == "service")
+    }
+
+    @Test func batchesAreReadWholeAndOtherPhoneNumbersSkipped() throws {
+        let body = WAFixture.body(entries: [
+            [WAFixture.value(messages: [WAFixture.text("second", id: "wamid.A2", at: 200), WAFixture.text("first", id: "wamid.A1", at: 100)]),
+             WAFixture.value(statuses: [WAFixture.status("wamid.OUT9", "delivered")])],
+            [WAFixture.value(messages: [WAFixture.text("other number", id: "wamid.X")], phone: "999999"),
+             WAFixture.value(messages: [WAFixture.text("third", id: "wamid.A3", from: "447700900123", at: 150)],
+                             contacts: [#"{"profile":{"name":"Ann"},"wa_id":"447700900123"}"#])],
+        ])
+        var skipped: [String] = []
+        let items = WhatsAppChannelAdapter.translate(try JSONValue.parse(Data(body)), rawBody: body, phoneNumberID: WAFixture.phoneID,
+                                                     skipped: { skipped.append($0) })
+        #expect(skipped == ["999999"])
+        #expect(items.compactMap(\.wamid) == ["wamid.A1", "wamid.A2", "wamid.A3"], "oldest first within a change; every entry and change")
+        #expect(items.count == 4)
+        #expect(items.last?.event.peer == Peer(channelUserID: "447700900123", displayName: "Ann", profile: ["wa_id": "447700900123"]))
+        // Several items: each keeps a self-contained raw value.
+        let raw = try #require(items.first?.event.raw?.parsed)
+        #expect(raw["messages"]?.arrayValue?.count == 1 && raw["metadata"]?["phone_number_id"]?.stringValue == WAFixture.phoneID)
+    }
+
+    @Test func coexistenceEchoesAreEchoesToTheCustomer() throws {
+        let body = Array(#"""
+            {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"smb_message_echoes","value":{
+              "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+              "message_echoes":[{"from":"15550783881","to":"16505551234","id":"wamid.ECHO1","timestamp":"1739321024","type":"text","text":{"body":"Sent from the app"}}]}}]},
+             {"id":"102290129340398","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"106540352242922"},
+              "user_preferences":[{"wa_id":"16505551234","category":"marketing_messages","value":"stop","timestamp":1739321024}]}}]}]}
+            """#.utf8)
+        var notes: [String] = []
+        let items = WhatsAppChannelAdapter.translate(try JSONValue.parse(Data(body)), rawBody: body, phoneNumberID: WAFixture.phoneID, note: { notes.append($0) })
+        #expect(items.count == 1)
+        let item = try #require(items.first)
+        guard case .message(let m) = item.event.kind else { Issue.record("echo"); return }
+        #expect(m.origin == .echo && m.externalID == "wamid.ECHO1" && m.parts == [.text("Sent from the app")])
+        #expect(item.event.peer.channelUserID == "16505551234" && item.customerMessageAt == nil)
+        #expect(notes == ["webhook field user_preferences is not handled by this adapter"], "logged, not silently dropped")
+    }
+
+    @Test func configDiagnosticsNameKeysAndNeverSecrets() {
+        let d = ConfigDiagnostics()
+        let env = AdapterEnvironment(httpClient: .shared, publicURL: "https://x", logger: testLogger)
+        let cfg = ConfigLoader.load(text: """
+            channels:
+              - { id: w1, type: whatsapp, phone_number_id: "+1 555 0100", access_token: "EAAG-super-secret-token", verify_token: v,
+                  app_secret: "0123456789abcdef0123456789abcdef", graph_api_version: "latest", acess_token: x }
+            """, environment: ConfigEnvironment(variables: [:], baseDirectory: "/tmp"), adapterKinds: ["whatsapp"], diagnostics: d)
+        _ = WAFixture.registry().make(cfg.channels[0], env: env)
+        let p = d.problems
+        #expect(p.contains { $0.hasPrefix("channels[0].phone_number_id:") }, "\(p)")
+        #expect(p.contains { $0.hasPrefix("channels[0].acess_token: unknown key (did you mean access_token?)") }, "\(p)")
+        #expect(p.contains { $0.hasPrefix("channels[0].graph_api_version:") }, "\(p)")
+        #expect(!p.joined().contains("super-secret"))
+        let d2 = ConfigDiagnostics()
+        let cfg2 = ConfigLoader.load(text: "channels: [ { id: w2, type: whatsapp } ]", environment: ConfigEnvironment(variables: [:], baseDirectory: "/tmp"),
+                                     adapterKinds: ["whatsapp"], diagnostics: d2)
+        #expect(WAFixture.registry().make(cfg2.channels[0], env: env) == nil)
+        for key in ["phone_number_id", "access_token", "app_secret", "verify_token"] {
+            #expect(d2.problems.contains { $0.hasPrefix("channels[0].\(key): missing") }, "\(key): \(d2.problems)")
+        }
+    }
+}
+
+// MARK: - webhooks through the daemon
+
+@Suite struct WhatsAppWebhookTests {
+    @Test func handshakeAndSignatures() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, _ in
+            let url = d.publicBase + "/webhooks/\(channel)"
+            let ok = try await http("GET", url + "?hub.mode=subscribe&hub.challenge=1158201444&hub.verify_token=\(WAFixture.verifyToken)")
+            #expect(ok.status == 200 && String(decoding: ok.body, as: UTF8.self) == "1158201444")
+            #expect(try await http("GET", url + "?hub.mode=subscribe&hub.challenge=1&hub.verify_token=nope").status == 403)
+
+            let body = WAFixture.body(WAFixture.value(messages: [WAFixture.text("Caf\\u00e9 \\/ menu")]))
+            #expect(try await http("POST", url, body: body, headers: ["content-type": "application/json"]).status == 401)
+            #expect(try await WAFixture.post(d, channel, body, signature: MetaWebhook.sign(body, appSecret: "ffffffffffffffffffffffffffffffff")).status == 401)
+            // The same JSON with "é" and "/" unescaped: Meta's signature no longer matches.
+            let reencoded = Array(String(decoding: body, as: UTF8.self).replacingOccurrences(of: "\\u00e9", with: "é").replacingOccurrences(of: "\\/", with: "/").utf8)
+            #expect(reencoded != body)
+            #expect(try await WAFixture.post(d, channel, reencoded, signature: MetaWebhook.sign(body, appSecret: WAFixture.appSecret)).status == 401)
+            #expect(try await d.runtime.store.counts().messages == 0, "nothing stored for a bad signature")
+            let bad = try await WAFixture.post(d, channel, Array("not json".utf8))
+            #expect(bad.status == 400 && bad.headers["content-type"] == "application/problem+json")
+            #expect(try await WAFixture.post(d, channel, body).status == 200)
+            let received = try await d.storedEvents("message.received")
+            #expect(received.first?["data"]?["text_fallback"]?.stringValue == "Café / menu")
+            // A Page (Messenger) payload on this URL is acknowledged and ignored.
+            let page = Array(#"{"object":"page","entry":[]}"#.utf8)
+            #expect(try await WAFixture.post(d, channel, page).status == 200)
+        }
+    }
+
+    @Test func aBatchedPostStoresEveryItemAndRetriesAreStoredOnce() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, _ in
+            let body = WAFixture.body(entries: [
+                [WAFixture.value(messages: [WAFixture.text("one", id: "wamid.B1"), WAFixture.text("two", id: "wamid.B2")]),
+                 WAFixture.value(messages: [WAFixture.text("three", id: "wamid.B3", from: "447700900123")],
+                                 contacts: [#"{"profile":{"name":"Ann"},"wa_id":"447700900123"}"#])],
+                [WAFixture.value(messages: [WAFixture.message("reaction", #"{"message_id":"wamid.B1","emoji":"👍"}"#, id: "wamid.B4")]),
+                 WAFixture.value(messages: [WAFixture.text("elsewhere", id: "wamid.B5")], phone: "5550000")],
+            ])
+            #expect(try await WAFixture.post(d, channel, body).status == 200)
+            #expect(try await d.runtime.store.counts().messages == 3)
+            #expect(try await d.storedEvents("message.reaction").count == 1)
+            // Meta retries the whole POST, and later sends one of its messages again in another batch.
+            #expect(try await WAFixture.post(d, channel, body).status == 200)
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("two", id: "wamid.B2")]))).status == 200)
+            #expect(try await d.runtime.store.counts().messages == 3)
+            let received = try await d.storedEvents("message.received")
+            #expect(received.compactMap { $0["data"]?["external_id"]?.stringValue }.sorted() == ["wamid.B1", "wamid.B2", "wamid.B3"])
+            #expect(try await d.storedEvents("message.reaction").count == 1)
+            let reaction = try #require(try await d.storedEvents("message.reaction").first?["data"])
+            #expect(reaction["emoji"] == "👍" && reaction["target_external_id"] == "wamid.B1" && reaction["target_message_id"]?.stringValue != nil)
+            let convs = try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0
+            #expect(convs.count == 2)
+        }
+    }
+
+    @Test func mediaIsFetchedThroughGraphAfterTheCommit() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in
+            let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + (0..<5000).map { UInt8($0 % 251) }
+            graph.serveWhatsAppMedia(id: "2754859441498128", bytes: jpeg, mimeType: "image/jpeg")
+            graph.serveWhatsAppMedia(id: "9000001", bytes: Array(repeating: 1, count: 1_500_000), mimeType: "video/mp4")
+            graph.serveWhatsAppMedia(id: "9000002", bytes: Array(repeating: 2, count: 1_200_000), mimeType: "application/pdf", contentLength: false)
+            let body = WAFixture.body(WAFixture.value(messages: [
+                WAFixture.message("image", #"{"id":"2754859441498128","mime_type":"image/jpeg","sha256":"x","caption":"the receipt"}"#, id: "wamid.IMG"),
+                WAFixture.message("video", #"{"id":"9000001","mime_type":"video/mp4","sha256":"y"}"#, id: "wamid.BIG"),
+                WAFixture.message("document", #"{"id":"9000002","mime_type":"application/pdf","sha256":"z","filename":"big.pdf"}"#, id: "wamid.BIGDOC"),
+                WAFixture.message("audio", #"{"id":"404404","mime_type":"audio/ogg","sha256":"w","voice":true}"#, id: "wamid.GONE"),
+            ]))
+            let started = ContinuousClock.now
+            #expect(try await WAFixture.post(d, channel, body).status == 200)
+            #expect(ContinuousClock.now - started < .seconds(5), "answered before any download (generous: the full suite shares 2 cores)")
+            let received = try await d.storedEvents("message.received")
+            #expect(received.count == 4 && received.allSatisfy { $0["data"]?["parts"]?.arrayValue?.first?["unavailable"] == "pending" })
+            try await eventually("four message.updated events") { try await d.storedEvents("message.updated").count == 4 }
+            let updates = try await d.storedEvents("message.updated")
+            func part(_ id: String) -> JSONValue? {
+                updates.first { $0["data"]?["external_id"]?.stringValue == id }?["data"]?["parts"]?.arrayValue?.first
+            }
+            let image = try #require(part("wamid.IMG"))
+            #expect(image["unavailable"] == nil && image["mime_type"] == "image/jpeg" && image["caption"] == "the receipt" && image["size"] == .int(Int64(jpeg.count)))
+            let mediaID = try #require(image["media_id"]?.stringValue)
+            #expect(try await d.api("GET", "/v1/media/\(mediaID)").body == Data(jpeg))
+            #expect(updates.first { $0["data"]?["external_id"] == "wamid.IMG" }?["data"]?["message_id"]?.stringValue != nil)
+            // Graph was asked for the URL with the phone number id; the lookaside download carried the token.
+            #expect(graph.requests("GET", "/v23.0/2754859441498128").first?.query["phone_number_id"] == WAFixture.phoneID)
+            #expect(graph.requests("GET", "/whatsapp_business/attachments/2754859441498128").first?.headers["authorization"] == "Bearer \(graph.token)")
+            #expect(part("wamid.BIG")?["unavailable"] == "too_large", "file_size beyond media.max_bytes (1MB in tests): not even downloaded")
+            #expect(graph.requests("GET", "/whatsapp_business/attachments/9000001").isEmpty)
+            #expect(part("wamid.BIGDOC")?["unavailable"] == "too_large" && part("wamid.BIGDOC")?["filename"] == "big.pdf")
+            #expect(part("wamid.GONE")?["unavailable"] == "expired", "Graph no longer knows the media id")
+            try await eventually("jobs cleared") {
+                try await d.runtime.store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM adapter_state WHERE key LIKE 'media_job:%'") } == 0
+            }
+        }
+    }
+
+    @Test func theSimulateSamplesAreSignedWhatsAppWebhooks() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, _ in
+            for kind in WhatsAppChannelAdapter.SampleKind.allCases {
+                let body = WhatsAppChannelAdapter.sampleWebhook(kind: kind, text: "simulated \(kind)", from: "simulated-customer", name: "Sam", phoneNumberID: WAFixture.phoneID)
+                #expect(try await WAFixture.post(d, channel, body).status == 200)
+            }
+            let received = try await d.storedEvents("message.received")
+            #expect(received.compactMap { $0["data"]?["parts"]?.arrayValue?.first?["type"]?.stringValue } == ["text", "media", "location", "interaction"])
+            #expect(received.first?["data"]?["text_fallback"] == "simulated text")
+            let sender = try #require(received.first?["data"]?["sender"])
+            #expect(sender["display_name"] == "Sam" && sender["channel_user_id"]?.stringValue?.count == 11)
+        }
+    }
+}
+
+// MARK: - end to end: helpdesk, replies, window, errors
+
+@Suite struct WhatsAppEndToEndTests {
+    static func status(_ h: TestHelpdesk, _ id: String, _ s: String) -> CloudEvent? {
+        h.events.first { $0.type == "switchboard.message.status" && $0.data?["message_id"]?.stringValue == id && $0.data?["status"]?.stringValue == s }
+    }
+
+    @Test func webhookToHelpdeskReplyAndReceipts() async throws {
+        try await withHelpdesk { helpdesk in
+            let channel = uniqueID("wa")
+            try await withWhatsApp({ graph in """
+                helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+                channels: [ \(WAFixture.channelYAML(channel, graph: graph)) ]
+                """ }) { d, graph in
+                // 1. A signed webhook becomes a signed CloudEvent at the helpdesk.
+                let body = WAFixture.body(WAFixture.value(messages: [WAFixture.text("Where is my order?", id: "wamid.IN1")]))
+                #expect(try await WAFixture.post(d, channel, body).status == 200)
+                try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+                let signer = try WebhookSigner(secrets: testSecret)
+                for delivery in helpdesk.deliveries {
+                    #expect(signer.verify(id: delivery.headers["webhook-id"] ?? "", timestamp: Int64(delivery.headers["webhook-timestamp"] ?? "") ?? 0,
+                                          body: delivery.body, header: delivery.headers["webhook-signature"] ?? "", now: Int64(Date().timeIntervalSince1970)))
+                }
+                let received = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" })
+                #expect(received.data?["text_fallback"] == "Where is my order?" && received.data?["external_id"] == "wamid.IN1")
+                #expect(received.data?["sender"]?["channel_user_id"] == "16505551234" && received.data?["sender"]?["display_name"] == "Sheena Nelson")
+                #expect(received.data?["channel"]?["type"] == "whatsapp")
+                let conversation = try #require(received.subject)
+
+                // 2. A reply quoting the customer: the exact Graph body.
+                let inboundID = try #require(received.data?["id"]?.stringValue)
+                let r = try await d.api("POST", "/v1/conversations/\(conversation)/messages",
+                                        json: #"{"parts":[{"type":"text","text":"It ships today: https://track.example/A1"}],"reply_to":{"message_id":"\#(inboundID)"}}"#)
+                #expect(r.status == 202)
+                let id = try #require(r.json?["id"]?.stringValue)
+                try await eventually("Graph send") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 1 }
+                let sent = try #require(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").first)
+                #expect(sent.headers["authorization"] == "Bearer \(graph.token)")
+                #expect(sent.json == [
+                    "messaging_product": "whatsapp", "recipient_type": "individual", "to": "16505551234", "type": "text",
+                    "text": ["body": "It ships today: https://track.example/A1", "preview_url": true],
+                    "context": ["message_id": "wamid.IN1"], "biz_opaque_callback_data": .string(id),
+                ])
+                try await eventually("sent") { Self.status(helpdesk, id, "sent") != nil }
+                let wamid = try #require(Self.status(helpdesk, id, "sent")?.data?["external_ids"]?.arrayValue?.first?.stringValue)
+                #expect(wamid.hasPrefix("wamid.FAKE"))
+
+                // 3. Receipts for our message arrive as message.status on our id; a repeat is dropped.
+                let receipts = WAFixture.body(WAFixture.value(statuses: [WAFixture.status(wamid, "delivered"), WAFixture.status(wamid, "read")]))
+                #expect(try await WAFixture.post(d, channel, receipts).status == 200)
+                #expect(try await WAFixture.post(d, channel, receipts).status == 200)
+                try await eventually("read") { Self.status(helpdesk, id, "read") != nil }
+                #expect(Self.status(helpdesk, id, "delivered") != nil)
+                #expect(Self.status(helpdesk, id, "read")?.data?["final"] == true)
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(helpdesk.events.filter { $0.type == "switchboard.message.status" && $0.data?["message_id"]?.stringValue == id }.count == 3)
+                // A receipt for a message that isn't ours creates nothing.
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [WAFixture.status("wamid.SOMEONE_ELSE", "read")]))).status == 200)
+                // An asynchronous failure (131026) on a later message.
+                let r2 = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"hello?"}]}"#)
+                let id2 = try #require(r2.json?["id"]?.stringValue)
+                try await eventually("second sent") { Self.status(helpdesk, id2, "sent") != nil }
+                let wamid2 = try #require(Self.status(helpdesk, id2, "sent")?.data?["external_ids"]?.arrayValue?.first?.stringValue)
+                let failed = #"{"id":"\#(wamid2)","status":"failed","timestamp":"\#(WAFixture.now)","recipient_id":"16505551234","errors":[{"code":131026,"title":"Message undeliverable","message":"Message undeliverable","error_data":{"details":"Receiver is incapable of receiving this message"}}]}"#
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [failed]))).status == 200)
+                try await eventually("failed") { Self.status(helpdesk, id2, "failed") != nil }
+                let err = Self.status(helpdesk, id2, "failed")?.data?["error"]
+                #expect(err?["code"] == "recipient_unavailable" && err?["channel_code"] == "131026" && err?["retryable"] == false)
+                #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 1, "no stray conversations from receipts")
+
+                // 4. mark_read and typing use the latest inbound wamid.
+                #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"mark_read"}"#).status == 204)
+                #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"typing_start"}"#).status == 204)
+                #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"typing_stop"}"#).status == 204)
+                let activity = graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").suffix(2).map(\.json)
+                #expect(activity == [["messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1"],
+                                     ["messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1", "typing_indicator": ["type": "text"]]])
+                #expect(graph.violations.isEmpty, "\(graph.violations)")
+            }
+        }
+    }
+
+    @Test func richPartsBecomeNativeWhatsAppMessages() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("hi", id: "wamid.IN7")]))).status == 200)
+            let conversation = try #require(try await d.runtime.store.conversations(channelID: channel, limit: 1, cursor: nil).0.first?.id)
+            let upload = try await http("POST", d.apiBase + "/v1/media?filename=terms.pdf", body: Array("%PDF-1.4 test".utf8),
+                                        headers: ["authorization": "Bearer \(TestDaemon.token)", "content-type": "application/pdf"])
+            let mediaID = try #require(upload.json?["id"]?.stringValue, "upload: \(upload.status) \(String(decoding: upload.body, as: UTF8.self))")
+            let request = """
+                {"parts":[
+                  {"type":"buttons","text":"Keep or cancel?","actions":[{"type":"reply","title":"Keep","payload":"KEEP"},{"type":"reply","title":"Cancel","payload":"CANCEL"}]},
+                  {"type":"quick_replies","text":"Rate us","options":[{"title":"Good","payload":"G"},{"title":"Bad","payload":"B"}]},
+                  {"type":"list","text":"Pick shipping","button_text":"Shipping","sections":[{"title":"Fast","rows":[{"id":"express","title":"Priority Mail Express","description":"Next day"}]}]},
+                  {"type":"location","lat":37.46,"long":-122.21,"name":"HQ","address":"1 Hacker Way"},
+                  {"type":"contact_card","name":"Chandler Bing","phones":[{"value":"+15555555555","label":"CELL"}]},
+                  {"type":"media","kind":"file","media_id":"\(mediaID)","caption":"Our terms"},
+                  {"type":"media","kind":"image","url":"https://cdn.example/p.jpg","caption":"Photo"},
+                  {"type":"card","title":"Blue shirt","subtitle":"$20","image_url":"https://cdn.example/s.jpg","actions":[{"type":"link","title":"Buy","url":"https://shop.example/s"}]},
+                  {"type":"buttons","text":"Too many","actions":[{"type":"reply","title":"A"},{"type":"reply","title":"B"},{"type":"reply","title":"C"},{"type":"reply","title":"D"}]}
+                ]}
+                """
+            let r = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: request)
+            #expect(r.status == 202, "\(String(decoding: r.body, as: UTF8.self))")
+            let degradations = r.json?["render"]?["degradations"]?.arrayValue ?? []
+            #expect(degradations.map { "\($0["from"]?.stringValue ?? "")→\($0["to"]?.stringValue ?? "")" } == ["quick_replies→buttons", "buttons→numbered_text"])
+            try await eventually("nine sends") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 9 }
+            let bodies = graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").map { $0.json?.objectValue ?? [:] }
+            func strip(_ o: JSONObject) -> JSONValue {
+                var x = o
+                for k in ["messaging_product", "recipient_type", "to", "biz_opaque_callback_data"] { x[k] = nil }
+                return .object(x)
+            }
+            #expect(strip(bodies[0]) == ["type": "interactive", "interactive": ["type": "button", "body": ["text": "Keep or cancel?"], "action": ["buttons": [
+                ["type": "reply", "reply": ["id": "KEEP", "title": "Keep"]], ["type": "reply", "reply": ["id": "CANCEL", "title": "Cancel"]]]]]])
+            #expect(strip(bodies[1])["interactive"]?["action"]?["buttons"]?.arrayValue?.map { $0["reply"]?["id"] } == ["G", "B"])
+            #expect(strip(bodies[2]) == ["type": "interactive", "interactive": ["type": "list", "body": ["text": "Pick shipping"], "action": [
+                "button": "Shipping", "sections": [["title": "Fast", "rows": [["id": "express", "title": "Priority Mail Express", "description": "Next day"]]]]]]])
+            #expect(strip(bodies[3]) == ["type": "location", "location": ["latitude": 37.46, "longitude": -122.21, "name": "HQ", "address": "1 Hacker Way"]])
+            #expect(strip(bodies[4]) == ["type": "contacts", "contacts": [["name": ["formatted_name": "Chandler Bing", "first_name": "Chandler", "last_name": "Bing"],
+                                                                          "phones": [["phone": "+15555555555", "type": "CELL"]]]]])
+            let uploadReq = try #require(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").first)
+            #expect(uploadReq.file == Array("%PDF-1.4 test".utf8) && uploadReq.form["type"] == "application/pdf")
+            let uploadedID = try #require(bodies[5]["document"]?["id"]?.stringValue)
+            #expect(strip(bodies[5]) == ["type": "document", "document": ["id": .string(uploadedID), "caption": "Our terms", "filename": "terms.pdf"]])
+            #expect(strip(bodies[6]) == ["type": "image", "image": ["link": "https://cdn.example/p.jpg", "caption": "Photo"]])
+            #expect(strip(bodies[7]) == ["type": "interactive", "interactive": ["type": "cta_url", "header": ["type": "image", "image": ["link": "https://cdn.example/s.jpg"]],
+                "body": ["text": "Blue shirt\n$20"], "action": ["name": "cta_url", "parameters": ["display_text": "Buy", "url": "https://shop.example/s"]]]])
+            #expect(strip(bodies[8]) == ["type": "text", "text": ["body": "Too many\n1. A\n2. B\n3. C\n4. D", "preview_url": false]])
+            #expect(bodies.allSatisfy { $0["to"] == "16505551234" && $0["context"] == nil })
+            #expect(graph.violations.isEmpty, "\(graph.violations)")
+
+            // The same stored file again: uploaded once, its WhatsApp id reused.
+            _ = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"media","kind":"file","media_id":"\#(mediaID)"}]}"#)
+            try await eventually("tenth send") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 10 }
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").count == 1)
+            // A reaction to the customer's message, addressed by its wamid.
+            _ = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"reaction","emoji":"👍","target_external_id":"wamid.IN7"}]}"#)
+            try await eventually("reaction") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 11 }
+            #expect(strip(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?.objectValue ?? [:])
+                    == ["type": "reaction", "reaction": ["message_id": "wamid.IN7", "emoji": "👍"]])
+        }
+    }
+
+    @Test func outsideTheWindowOnlyTemplatesGoOut() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in
+            let old = WAFixture.now - 25 * 3600
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("old news", at: old)]))).status == 200)
+            let conversation = try #require(try await d.runtime.store.conversations(channelID: channel, limit: 1, cursor: nil).0.first?.id)
+            let r = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"sorry for the wait"}]}"#)
+            #expect(r.status == 422)
+            #expect(r.json?["code"] == "window_closed")
+            #expect(try await d.runtime.store.counts().messages == 1, "nothing queued")
+            let template = #"""
+                {"parts":[{"type":"template","channel":"whatsapp","name":"order_update_v1","language":"en_US","components":[
+                  {"type":"body","parameters":[{"type":"text","text":"Alex"},{"type":"text","text":"A12345"}]}]}]}
+                """#
+            let noLanguage = #"{"parts":[{"type":"template","channel":"whatsapp","name":"order_update_v1"}]}"#
+            #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: noLanguage).json?["code"] == "invalid_request")
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").isEmpty, "no Graph call for refused sends")
+            let t = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: template)
+            #expect(t.status == 202)
+            let id = try #require(t.json?["id"]?.stringValue)
+            try await eventually("template sent") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 1 }
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").first?.json == [
+                "messaging_product": "whatsapp", "recipient_type": "individual", "to": "16505551234", "type": "template",
+                "template": ["name": "order_update_v1", "language": ["code": "en_US"], "components": [
+                    ["type": "body", "parameters": [["type": "text", "text": "Alex"], ["type": "text", "text": "A12345"]]]]],
+                "biz_opaque_callback_data": .string(id),
+            ])
+            // A fresh message from the customer reopens the window.
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("hi again")]))).status == 200)
+            #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"welcome back"}]}"#).status == 202)
+            // A proactive conversation (no customer message yet) is closed too.
+            let open = try await d.api("POST", "/v1/conversations", json: #"{"channel_id":"\#(channel)","address":"+44 7700 900123"}"#)
+            let proactive = try #require(open.json?["conversation"]?["id"]?.stringValue, "\(String(decoding: open.body, as: UTF8.self))")
+            #expect(try await d.api("POST", "/v1/conversations/\(proactive)/messages", json: #"{"parts":[{"type":"text","text":"hello"}]}"#).json?["code"] == "window_closed")
+            #expect(try await d.api("POST", "/v1/conversations", json: #"{"channel_id":"\#(channel)","address":"not a number"}"#).status == 422)
+        }
+    }
+
+    @Test func graphErrorsBecomeStatusesAndAnExpiredTokenMarksTheChannel() async throws {
+        try await withHelpdesk { helpdesk in
+            let channel = uniqueID("wa")
+            try await withWhatsApp({ graph in """
+                helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+                channels: [ \(WAFixture.channelYAML(channel, graph: graph)) ]
+                """ }) { d, graph in
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("hi")]))).status == 200)
+                let conversation = try #require(try await d.runtime.store.conversations(channelID: channel, limit: 1, cursor: nil).0.first?.id)
+                let path = "/v23.0/\(WAFixture.phoneID)/messages"
+                func send(_ text: String) async throws -> String {
+                    let r = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"\#(text)"}]}"#)
+                    return try #require(r.json?["id"]?.stringValue)
+                }
+
+                // 131047 answered synchronously: failed at once, not retryable.
+                graph.queue("POST", path, [FakeGraph.graphError(code: 131047, message: "(#131047) Re-engagement message",
+                                                                details: "Message failed to send because more than 24 hours have passed since the customer last replied to this number.")])
+                let a = try await send("one")
+                try await eventually("131047 failed") { Self.status(helpdesk, a, "failed") != nil }
+                let ea = Self.status(helpdesk, a, "failed")?.data?["error"]
+                #expect(ea?["code"] == "window_closed" && ea?["channel_code"] == "131047" && ea?["retryable"] == false)
+                #expect(Self.status(helpdesk, a, "failed")?.data?["final"] == true)
+                #expect(graph.requests("POST", path).count == 1)
+
+                // 130429: retried, then sent.
+                graph.queue("POST", path, [FakeGraph.graphError(code: 130429, message: "(#130429) Rate limit hit", headers: ["Retry-After": "0"])])
+                let b = try await send("two")
+                try await eventually("sent after the rate limit") { Self.status(helpdesk, b, "sent") != nil }
+                #expect(graph.requests("POST", path).count == 3)
+                #expect(Self.status(helpdesk, b, "failed") == nil)
+
+                // 190: failed (not retried), and the channel turns auth_expired.
+                graph.queue("POST", path, [FakeGraph.graphError(status: 401, code: 190, subcode: 463,
+                                                                message: "Error validating access token: Session has expired on Friday, 01-May-26 10:00:00 PDT.")])
+                let c = try await send("three")
+                try await eventually("190 failed") { Self.status(helpdesk, c, "failed") != nil }
+                let ec = Self.status(helpdesk, c, "failed")?.data?["error"]
+                #expect(ec?["code"] == "auth_expired" && ec?["channel_code"] == "190/463" && ec?["retryable"] == false)
+                try await eventually("channel.status auth_expired") {
+                    helpdesk.events.contains { $0.type == "switchboard.channel.status" && $0.data?["state"] == "auth_expired" }
+                }
+                let channels = try await d.api("GET", "/v1/channels")
+                #expect(channels.json?["channels"]?.arrayValue?.first { $0["id"]?.stringValue == channel }?["state"] == "auth_expired",
+                        "\(String(decoding: channels.body, as: UTF8.self))")
+                #expect(graph.requests("POST", path).count == 4)
+                // The next success clears it.
+                let e = try await send("four")
+                try await eventually("sent again") { Self.status(helpdesk, e, "sent") != nil }
+                try await eventually("channel.status connected") {
+                    helpdesk.events.contains { $0.type == "switchboard.channel.status" && $0.data?["state"] == "connected" }
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// The whatsapp channel adapter; see adapters/whatsapp/README.md.
