@@ -8,7 +8,11 @@ import SwitchboardDaemon
 import SwitchboardDelivery
 import SwitchboardRuntime
 import SwitchboardSystemd
+import InstagramAdapter
 import LineAdapter
+import MessengerAdapter
+import MetaAdapter
+import WhatsAppAdapter
 import WebhookAdapter
 
 /// The channel types this build knows, explicitly.
@@ -16,6 +20,9 @@ func builtInAdapters() -> AdapterRegistry {
     var r = AdapterRegistry()
     r.register(WebhookChannelAdapter.type, WebhookChannelAdapter.factory)
     r.register(LineChannelAdapter.type, LineChannelAdapter.factory)
+    r.register(WhatsAppChannelAdapter.type, WhatsAppChannelAdapter.factory)
+    r.register(MessengerChannelAdapter.type, MessengerChannelAdapter.factory)
+    r.register(InstagramChannelAdapter.type, InstagramChannelAdapter.factory)
     return r
 }
 
@@ -175,6 +182,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "The message text.") var text: String = "Hello from switchboard simulate"
     @Option(help: "The simulated customer's id on the channel.") var from: String = "simulated-customer"
     @Option(help: "The simulated customer's display name.") var name: String = "Sam Simulator"
+    @Option(help: "The kind of sample message, where the channel type has several (whatsapp: text, image, location, button).")
+    var kind: String = "text"
 
     func run() async throws {
         let text = try Daemon.readConfig(path: options.path)
@@ -183,7 +192,7 @@ struct Simulate: AsyncParsableCommand {
         guard let ch = config.channels.first(where: { $0.id == channel }) else {
             throw ValidationError("no channel \(channel) in \(options.path)")
         }
-        let (body, headers) = try SampleWebhooks.make(for: ch, text: self.text, from: from, name: name)
+        let (body, headers) = try SampleWebhooks.make(for: ch, text: self.text, from: from, name: name, kind: kind)
         let host = config.listen.host == "0.0.0.0" ? "127.0.0.1" : config.listen.host
         var req = HTTPClientRequest(url: "http://\(HostPort(host: host, port: config.listen.port))/webhooks/\(channel)")
         req.method = .POST
@@ -198,8 +207,17 @@ struct Simulate: AsyncParsableCommand {
 
 /// Builds signed sample webhooks per channel type.
 enum SampleWebhooks {
-    static func make(for channel: ChannelConfig, text: String, from: String, name: String) throws -> ([UInt8], [String: String]) {
+    static func make(for channel: ChannelConfig, text: String, from: String, name: String, kind: String = "text") throws -> ([UInt8], [String: String]) {
         switch channel.type {
+        case WhatsAppChannelAdapter.type:
+            guard let secret = channel.node.secret("app_secret") else { throw ValidationError("channel \(channel.id) has no app_secret") }
+            guard let phone = channel.node.string("phone_number_id") else { throw ValidationError("channel \(channel.id) has no phone_number_id") }
+            guard let sample = WhatsAppChannelAdapter.SampleKind(rawValue: kind) else {
+                throw ValidationError("--kind for whatsapp is one of \(WhatsAppChannelAdapter.SampleKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            let body = WhatsAppChannelAdapter.sampleWebhook(kind: sample, text: text, from: from, name: name, phoneNumberID: phone)
+            return (body, ["content-type": "application/json",
+                           MetaWebhook.signatureHeader: MetaWebhook.sign(body, appSecret: secret.trimmingCharacters(in: .whitespacesAndNewlines))])
         case WebhookChannelAdapter.type:
             guard let secret = channel.node.secret("secret") else { throw ValidationError("channel \(channel.id) has no secret") }
             let payload: JSONObject = [
@@ -216,6 +234,15 @@ enum SampleWebhooks {
             let body = LineChannelAdapter.sampleTextWebhook(text: text, userID: from)
             return (body, ["content-type": "application/json",
                            LineChannelAdapter.signatureHeader: LineChannelAdapter.signature(body, secret: secret.trimmingCharacters(in: .whitespacesAndNewlines))])
+        case MessengerChannelAdapter.type, InstagramChannelAdapter.type:
+            let flavor: MessengerPlatform.Flavor = channel.type == MessengerChannelAdapter.type ? .messenger : .instagram
+            let idKey = flavor == .messenger ? "page_id" : "account_id"
+            guard let secret = channel.node.secret("app_secret") else { throw ValidationError("channel \(channel.id) has no app_secret") }
+            guard let own = channel.node.string(idKey) else { throw ValidationError("channel \(channel.id) has no \(idKey)") }
+            guard kind == "text" else { throw ValidationError("--kind for \(channel.type) is text") }
+            let body = MessengerPlatform.sampleTextWebhook(flavor: flavor, ownID: own, text: text, userID: from)
+            return (body, ["content-type": "application/json",
+                           MetaWebhook.signatureHeader: MetaWebhook.sign(body, appSecret: secret.trimmingCharacters(in: .whitespacesAndNewlines))])
         default:
             throw ValidationError("simulate does not support \(channel.type) channels yet")
         }

@@ -1,0 +1,68 @@
+import AsyncHTTPClient
+import Foundation
+import MessengerAdapter
+import MetaAdapter
+import SwitchboardCore
+import SwitchboardRuntime
+
+/// The Instagram messaging channel: one Instagram professional account (`account_id`), through
+/// the Messenger API for Instagram (a Page access token, `graph.facebook.com`) or the Instagram
+/// API with Instagram Login (an Instagram user token, `graph_api_base: https://graph.instagram.com`).
+///
+/// The webhook events (`object: "instagram"`) are the Messenger Platform's, so the translation
+/// and the engine are `MessengerAdapter`'s (`MessengerPlatform`, `MessagingChannel`), in the
+/// Instagram flavour: read receipts by `mid`, story mentions and story replies, shared posts and
+/// reels, unsends; no button template (buttons go out as a one-element generic template), no
+/// file or phone-number buttons, text up to 1000 characters. Sends go to `POST /me/messages`,
+/// which both token kinds accept.
+public struct InstagramChannelAdapter: ChannelAdapter {
+    public static let type = "instagram"
+
+    public let core: MessagingChannel
+    public var channel: ChannelRef { core.channel }
+    public var capabilities: ChannelCapabilities { core.capabilities }
+
+    public init(channel: ChannelRef, settings: MessagingSettings, client: HTTPClient) {
+        core = MessagingChannel(channel: channel, settings: settings, client: client)
+    }
+
+    /// Keys of an `instagram` channel besides the common Meta ones (`MetaChannelSettings`).
+    public static let ownKeys = ["account_id", "store_media"] + MessagingSettings.sharedKeys
+
+    /// The registry entry: reads and checks this channel's keys (problems name the key path,
+    /// never a secret's value).
+    public static let factory: AdapterFactory = { channel, node, env in
+        node.rejectUnknownKeys(AdapterRegistry.commonKeys + MetaChannelSettings.keys + ownKeys,
+                               secrets: MetaChannelSettings.secretKeys + ["access_token"])
+        let meta = MetaChannelSettings(node: node)
+        let account = node.string("account_id", required: true)?.trimmingCharacters(in: .whitespaces)
+        if let a = account, a.isEmpty || !a.allSatisfy(\.isNumber) {
+            node["account_id"].problem("expected the numeric Instagram professional account id (the id webhooks carry in entry[].id)")
+        }
+        let token = node.secret("access_token", required: true)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let store = node.bool("store_media", default: true)
+        let shared = MessagingSettings.read(node)
+        guard let account, let token, !token.isEmpty, meta.appSecret != nil, meta.verifyToken != nil else { return nil }
+        let settings = MessagingSettings(flavor: .instagram, ownID: account, sendNode: "me", accessToken: MetaSecret(token), meta: meta,
+                                         humanAgentTag: shared.humanAgent, appID: shared.appID, storeMedia: store,
+                                         appSecretProof: shared.proof, mediaRetryDelays: shared.delays)
+        return InstagramChannelAdapter(channel: channel, settings: settings, client: env.httpClient)
+    }
+
+    public func run(context: any AdapterContext) async throws { try await core.run(context: context) }
+    public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
+        await core.handleWebhook(request, context: context)
+    }
+    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
+        try await core.validateSend(parts: parts, conversation: conversation, context: context)
+    }
+    public func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
+        try await core.send(message, context: context)
+    }
+    public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
+        try await core.activity(kind, conversation: conversation, recipient: recipient, context: context)
+    }
+    public func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String) {
+        try await core.resolveAddress(address, context: context)
+    }
+}

@@ -1,1 +1,0 @@
-// The instagram channel adapter; see adapters/instagram/README.md.

@@ -1,1 +1,0 @@
-// The messenger channel adapter; see adapters/messenger/README.md.
