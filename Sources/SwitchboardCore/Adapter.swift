@@ -66,6 +66,10 @@ public struct InboundEvent: Sendable {
     public var occurredAt: Timestamp?
     public var raw: RawPayload?
     public var channelData: JSONObject?
+    /// Adapter state to change in the same transaction as the event, and only if the event is
+    /// stored (not for a duplicate): a cursor, a reply token, the time that opens a reply
+    /// window. Webhooks stay one group-committed write each instead of one plus a state write.
+    public var stateUpdates: [StateUpdate] = []
 
     public init(_ kind: Kind, peer: Peer, sender: Peer? = nil, thread: String = "*", dedupeKey: String? = nil,
                 occurredAt: Timestamp? = nil, raw: RawPayload? = nil, channelData: JSONObject? = nil) {
@@ -203,6 +207,21 @@ public protocol MediaStore: Sendable {
     func get(_ id: String) async throws -> (StoredMedia, [UInt8])?
 }
 
+/// A change to the adapter's state store committed with an event (`InboundEvent.stateUpdates`).
+public struct StateUpdate: Sendable, Hashable {
+    /// The placeholder replaced in `key` by the id of the event's conversation (which is only
+    /// known inside the transaction), e.g. `last_inbound:{conversation_id}`.
+    public static let conversationIDPlaceholder = "{conversation_id}"
+    public var key: String
+    /// nil deletes the key.
+    public var value: String?
+    /// With a version (e.g. the platform's timestamp in ms) the value is written only if the
+    /// stored one has no higher version: deliveries out of order never move it backwards.
+    /// Compare versioned writes of a key only with versioned writes of the same key.
+    public var version: Int64?
+    public init(key: String, value: String?, version: Int64? = nil) { self.key = key; self.value = value; self.version = version }
+}
+
 /// What the runtime gives each adapter.
 public protocol AdapterContext: Sendable {
     var channel: ChannelRef { get }
@@ -248,6 +267,38 @@ public protocol ChannelAdapter: Sendable {
     /// Resolves a customer address given to `POST /v1/conversations` into the peer and thread to
     /// use; throw `SendRejection` for an address the channel can't reach.
     func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String)
+
+    // Pages and live connections served by the channel itself (the website chat widget). All
+    // optional: the defaults serve nothing.
+
+    /// The first path segment under which this channel serves its own pages: requests to
+    /// `/<publicArea>/<channel id>/<subpath>` reach `handlePublic`, and WebSocket upgrades there
+    /// reach `acceptLive`/`serveLive`. `nil` (the default) serves nothing.
+    var publicArea: String? { get }
+
+    /// A GET/POST/PUT/DELETE/OPTIONS under `/<publicArea>/<channel id>/`; `subpath` is the rest of the path
+    /// without a leading slash (`widget.js`, `history`, …). Bodies are limited like webhooks.
+    func handlePublic(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> WebhookResponse
+
+    /// `GET /` of the public listener: the first channel (by id) that answers non-nil serves it.
+    func homePage(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse?
+
+    /// A WebSocket upgrade request under `/<publicArea>/<channel id>/`: true accepts it (check
+    /// `Origin` here); false refuses, and the request is then answered by `handlePublic`.
+    func acceptLive(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> Bool
+
+    /// Runs one accepted WebSocket: `incoming` yields its text frames and finishes when the peer
+    /// closes; returning closes the socket.
+    func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
+                   context: any AdapterContext) async
+}
+
+/// The sending side of a live connection (a WebSocket) accepted by `ChannelAdapter.acceptLive`.
+public struct LiveSocket: Sendable {
+    private let sendText: @Sendable (String) async throws -> Void
+    public init(send: @escaping @Sendable (String) async throws -> Void) { self.sendText = send }
+    /// Sends one text frame; throws once the connection is gone.
+    public func send(_ text: String) async throws { try await sendText(text) }
 }
 
 extension ChannelAdapter {
@@ -265,4 +316,10 @@ extension ChannelAdapter {
     public func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String) {
         (Peer(channelUserID: address), "*")
     }
+    public var publicArea: String? { nil }
+    public func handlePublic(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> WebhookResponse { .notFound }
+    public func homePage(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse? { nil }
+    public func acceptLive(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> Bool { false }
+    public func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
+                          context: any AdapterContext) async {}
 }

@@ -276,7 +276,32 @@ extension Store {
             eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversation.id, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
         }
+        try applyStateUpdates(db, ev.stateUpdates, channel: channel, conversationID: conversation.id, now: now)
         return .committed(eventIDs: eventIDs, messageID: messageID, conversationID: conversation.id)
+    }
+
+    /// The adapter state changes that ride along with an event (see `InboundEvent.stateUpdates`).
+    static func applyStateUpdates(_ db: Database, _ updates: [StateUpdate], channel: ChannelRef, conversationID: String, now: Int64) throws {
+        for u in updates {
+            let key = u.key.replacingOccurrences(of: StateUpdate.conversationIDPlaceholder, with: conversationID)
+            guard let value = u.value else {
+                try db.cachedStatement(sql: "DELETE FROM adapter_state WHERE channel_id = ? AND key = ?").execute(arguments: [channel.id, key])
+                continue
+            }
+            if let version = u.version {
+                // The version is kept as updated_at; an older version leaves the row alone.
+                try db.cachedStatement(sql: """
+                    INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(channel_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                    WHERE excluded.updated_at >= adapter_state.updated_at
+                    """).execute(arguments: [channel.id, key, value, version])
+            } else {
+                try db.cachedStatement(sql: """
+                    INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+                    ON CONFLICT(channel_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                    """).execute(arguments: [channel.id, key, value, now])
+            }
+        }
     }
 
     /// The message an inbound `.message` event becomes, as stored and delivered.

@@ -222,3 +222,45 @@ import WebhookAdapter
         }
     }
 }
+
+@Suite struct StateUpdatesWithEventsTests {
+    static let channel = ChannelRef(type: "webhook", id: "hooks")
+
+    func event(_ ext: String, updates: [StateUpdate]) -> InboundWork {
+        var e = InboundEvent(.message(InboundMessage(externalID: ext, parts: [.text("hi \(ext)")])), peer: Peer(channelUserID: "u1", displayName: "U"),
+                             dedupeKey: "msg:\(ext)")
+        e.stateUpdates = updates
+        return InboundWork(channel: Self.channel, event: e)
+    }
+
+    func state(_ store: Store, _ key: String) async throws -> String? {
+        try await StoreAdapterState(store: store, channelID: Self.channel.id).get(key)
+    }
+
+    /// State that rides with an event is written in its transaction, with the conversation's
+    /// id filled in; a duplicate writes nothing; a versioned key never moves backwards.
+    @Test func committedWithTheEventOnly() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"))
+        let ctx = EventContext(source: "urn:test", sinks: [])
+        let first = try await store.commitInbound([event("m1", updates: [
+            StateUpdate(key: "window:{conversation_id}", value: "2000", version: 2000),
+            StateUpdate(key: "cursor", value: "A"),
+        ])], ctx: ctx)
+        guard case .success(.committed(_, _, let conversation?)) = first[0] else { Issue.record("not committed: \(first)"); return }
+        #expect(try await state(store, "window:\(conversation)") == "2000")
+        #expect(try await state(store, "cursor") == "A")
+        // A redelivery of m1 is a duplicate: its state changes are not applied.
+        let dup = try await store.commitInbound([event("m1", updates: [StateUpdate(key: "cursor", value: "B")])], ctx: ctx)
+        #expect({ if case .success(.duplicate) = dup[0] { true } else { false } }())
+        #expect(try await state(store, "cursor") == "A")
+        // An older version arriving later leaves the newer value; a newer one replaces it; nil deletes.
+        _ = try await store.commitInbound([event("m2", updates: [StateUpdate(key: "window:{conversation_id}", value: "1000", version: 1000),
+                                                                 StateUpdate(key: "cursor", value: nil)])], ctx: ctx)
+        #expect(try await state(store, "window:\(conversation)") == "2000")
+        #expect(try await state(store, "cursor") == nil)
+        _ = try await store.commitInbound([event("m3", updates: [StateUpdate(key: "window:{conversation_id}", value: "3000", version: 3000)])], ctx: ctx)
+        #expect(try await state(store, "window:\(conversation)") == "3000")
+    }
+}

@@ -154,6 +154,12 @@ public struct LineChannelAdapter: ChannelAdapter {
                     needsProfile = true
                 }
             }
+            // The chat's reply and mark-as-read tokens and the pending download are committed
+            // with the event: one group-committed write per webhook, nothing for a duplicate.
+            t.event.stateUpdates += tokenUpdates(t, receivedMS: receivedMS)
+            if let media = t.media {
+                t.event.stateUpdates.append(StateUpdate(key: MediaJob.key(media.messageID), value: JSON.string(media.persisted)))
+            }
             let result: EmitResult
             do { result = try await context.emit(t.event) } catch {
                 // Not committed: a non-2xx makes LINE redeliver (when enabled); the redelivery is deduplicated.
@@ -161,11 +167,7 @@ public struct LineChannelAdapter: ChannelAdapter {
                 return .text(503, "temporarily unable to store the event; retry")
             }
             guard case .committed = result else { continue }
-            await remember(t, receivedMS: receivedMS, context: context)
-            if let media = t.media {
-                try? await context.state.set(MediaJob.key(media.messageID), JSON.string(media.persisted))
-                jobs.push(.media(media))
-            }
+            if let media = t.media { jobs.push(.media(media)) }
             if needsProfile, let user = t.speakerID {
                 jobs.push(.profile(ProfileJob(userID: user, groupID: t.groupID, roomID: t.roomID, peer: t.event.peer, thread: t.event.thread)))
             }
@@ -174,17 +176,15 @@ public struct LineChannelAdapter: ChannelAdapter {
     }
 
     /// Keeps the reply token and the mark-as-read token of the chat's latest event.
-    func remember(_ t: Translation, receivedMS: Int64, context: any AdapterContext) async {
-        do {
-            if let token = t.replyToken, !token.isEmpty, token != "00000000000000000000000000000000", token != "ffffffffffffffffffffffffffffffff" {
-                try await context.state.set(Self.replyKey(t.chatID), "\(receivedMS) \(token)")
-            }
-            if let read = t.markAsReadToken {
-                try await context.state.set(Self.readKey(t.chatID), read)
-            }
-        } catch {
-            context.logger.warning("cannot keep LINE tokens", metadata: ["channel": "\(channel.id)", "error": "\(error)"])
+    func tokenUpdates(_ t: Translation, receivedMS: Int64) -> [StateUpdate] {
+        var out: [StateUpdate] = []
+        if let token = t.replyToken, !token.isEmpty, token != "00000000000000000000000000000000", token != "ffffffffffffffffffffffffffffffff" {
+            out.append(StateUpdate(key: Self.replyKey(t.chatID), value: "\(receivedMS) \(token)"))
         }
+        if let read = t.markAsReadToken {
+            out.append(StateUpdate(key: Self.readKey(t.chatID), value: read))
+        }
+        return out
     }
 
     static func replyKey(_ chat: String) -> String { "reply_token:\(chat)" }

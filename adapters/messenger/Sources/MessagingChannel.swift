@@ -145,13 +145,17 @@ public struct MessagingChannel: Sendable {
                         needsProfile = true
                     }
                 }
-                let result = try await context.emit(event)
-                guard case .committed(_, _, let conversationID) = result else { continue }
-                if let at = t.customerActivity, let conv = conversationID { await noteCustomerActivity(at, conversation: conv, context: context) }
-                if let media {
-                    try? await context.state.set(Self.mediaKey(media.externalID), JSON.string(media))
-                    jobs.push(.media(media))
+                // Customer activity opens the messaging window; it is kept by the platform's clock
+                // (a late redelivery does not extend it), the newest time winning. It and the
+                // pending download are committed with the event: one write per webhook.
+                if let at = t.customerActivity {
+                    event.stateUpdates.append(StateUpdate(key: Self.windowKey(StateUpdate.conversationIDPlaceholder),
+                                                          value: String(at.milliseconds), version: at.milliseconds))
                 }
+                if let media { event.stateUpdates.append(StateUpdate(key: Self.mediaKey(media.externalID), value: JSON.string(media))) }
+                let result = try await context.emit(event)
+                guard case .committed = result else { continue }
+                if let media { jobs.push(.media(media)) }
                 if needsProfile, let customer = t.customerID, profilesQueued.insert(customer).inserted { jobs.push(.profile(customer)) }
             } catch {
                 // Not committed: a non-2xx makes Meta deliver again, and the redelivery is deduplicated.
@@ -170,14 +174,6 @@ public struct MessagingChannel: Sendable {
         var e = event
         e.kind = .message(m)
         return e
-    }
-
-    /// Customer activity opens the messaging window; it is kept by the platform's clock (a late
-    /// redelivery does not extend it), the newest time winning.
-    func noteCustomerActivity(_ at: Timestamp, conversation: String, context: any AdapterContext) async {
-        let key = Self.windowKey(conversation)
-        let previous = (try? await context.state.get(key)).flatMap { $0.flatMap { Int64($0) } } ?? 0
-        if at.milliseconds > previous { try? await context.state.set(key, String(at.milliseconds)) }
     }
 
     /// Whether an echo is of a message we sent: our metadata marker, our app id, or a mid we got

@@ -108,34 +108,30 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
             context.logger.notice("WhatsApp webhook notice", metadata: ["channel": "\(channel.id)", "detail": "\(note)"])
         }
         for item in items {
+            // The window state and the pending download are committed with the message itself:
+            // one group-committed write per webhook, and no state for a duplicate.
+            var event = item.event
+            if let at = item.customerMessageAt, let wamid = item.wamid {
+                event.stateUpdates.append(StateUpdate(key: Self.lastInboundKey(StateUpdate.conversationIDPlaceholder),
+                                                      value: "\(at.milliseconds) \(wamid)", version: at.milliseconds))
+            }
+            if let job = item.media {
+                event.stateUpdates.append(StateUpdate(key: WhatsAppMediaJob.key(job.wamid), value: JSON.string(job)))
+            }
             let result: EmitResult
-            do { result = try await context.emit(item.event) } catch {
+            do { result = try await context.emit(event) } catch {
                 context.logger.error("cannot store WhatsApp webhook item", metadata: ["channel": "\(channel.id)", "error": "\(error)"])
                 return .text(503, "temporarily unable to store the event; retry")
             }
-            guard case .committed(_, _, let conversationID?) = result else { continue }
-            if let at = item.customerMessageAt, let wamid = item.wamid {
-                await remember(conversationID: conversationID, at: at, wamid: wamid, context: context)
-            }
-            if let job = item.media {
-                try? await context.state.set(WhatsAppMediaJob.key(job.wamid), JSON.string(job))
-                jobs.push(job)
-            }
+            guard case .committed = result else { continue }
+            if let job = item.media { jobs.push(job) }
         }
         return .ok
     }
 
     /// The latest customer message of a conversation: its time (the 24-hour window) and wamid
-    /// (mark-as-read and typing need one). Only moves forward: Meta delivers out of order.
-    func remember(conversationID: String, at: Timestamp, wamid: String, context: any AdapterContext) async {
-        do {
-            if let s = try await context.state.get(Self.lastInboundKey(conversationID)), let old = Self.parseLastInbound(s), old.at > at { return }
-            try await context.state.set(Self.lastInboundKey(conversationID), "\(at.milliseconds) \(wamid)")
-        } catch {
-            context.logger.warning("cannot keep the WhatsApp window state", metadata: ["channel": "\(channel.id)", "error": "\(error)"])
-        }
-    }
-
+    /// (mark-as-read and typing need one), "<ms> <wamid>", versioned by the platform's
+    /// timestamp so it only moves forward (Meta delivers out of order). Written with the event.
     static func lastInboundKey(_ conversationID: String) -> String { "last_inbound:\(conversationID)" }
     static func parseLastInbound(_ s: String) -> (at: Timestamp, wamid: String)? {
         let f = s.split(separator: " ", maxSplits: 1)
