@@ -8,7 +8,7 @@ CONFIG     ?= Config/demo.yaml
 APT_PACKAGES := libsystemd-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config \
                 python3 python3-pip curl systemd
 # Independent implementations our output is checked against (schema, Standard Webhooks, CloudEvents).
-PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator
+PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator aiosmtpd
 
 .PHONY: all deps build demo test bench clean
 
@@ -41,7 +41,12 @@ test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
+# The WhatsApp phase compares with pywa (a Python WhatsApp framework) on uvicorn.
+BENCH_PIP_PACKAGES := 'pywa[fastapi]' uvicorn
+
 bench: deps
+	@python3 -c "import pywa, uvicorn, fastapi" 2>/dev/null || python3 -m pip install -q $(BENCH_PIP_PACKAGES) 2>/dev/null \
+	  || python3 -m pip install -q --break-system-packages $(BENCH_PIP_PACKAGES) || echo "bench: pywa not installed; its comparison is skipped"
 	bash Benchmarks/run.sh
 
 clean:

@@ -182,10 +182,12 @@ final class HelpdeskRecorder: Sendable {
             state.withLock { $0.unparsable += 1 }
             return
         }
-        // `b-<tag>.<conn>.<n>-<send ns>`: the send time is after the last '-'.
+        // `b-<tag>.<conn>.<n>-<send ns>` (`wamid.b-…` in WhatsApp notifications): the send
+        // time is after the last '-'.
         var sendNs: UInt64? = nil
         var benchID: String? = nil
-        if event.type == "switchboard.message.received", let ext = event.data?.external_id, ext.hasPrefix("b-"),
+        if event.type == "switchboard.message.received", let ext = event.data?.external_id,
+           ext.hasPrefix("b-") || ext.hasPrefix("wamid.b-"),
            let dash = ext.lastIndex(of: "-"), let ns = UInt64(ext[ext.index(after: dash)...]) {
             sendNs = ns
             benchID = ext

@@ -270,7 +270,7 @@ final class LoadConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .whatsapp:
             // A messages notification as the Cloud API sends it (one entry, one change, one message).
             let waID = 15_550_000_000 + Int(user)
-            body = "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"200000000000002\",\"changes\":[{\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"display_phone_number\":\"15550009999\",\"phone_number_id\":\"\(shape.phoneNumberID)\"},\"contacts\":[{\"profile\":{\"name\":\"Bench User \(user)\"},\"wa_id\":\"\(waID)\"}],\"messages\":[{\"from\":\"\(waID)\",\"id\":\"wamid.\(unique)\",\"timestamp\":\"\(Int(Date().timeIntervalSince1970))\",\"text\":{\"body\":"
+            body = "{\"object\":\"whatsapp_business_account\",\"entry\":[{\"id\":\"200000000000002\",\"changes\":[{\"value\":{\"messaging_product\":\"whatsapp\",\"metadata\":{\"display_phone_number\":\"15550009999\",\"phone_number_id\":\"\(shape.phoneNumberID)\"},\"contacts\":[{\"profile\":{\"name\":\"Bench User \(user)\"},\"wa_id\":\"\(waID)\",\"user_id\":\"US.\(9_000_000_000 + Int(user))\"}],\"messages\":[{\"from\":\"\(waID)\",\"from_user_id\":\"US.\(9_000_000_000 + Int(user))\",\"id\":\"wamid.\(unique)\",\"timestamp\":\"\(Int(Date().timeIntervalSince1970))\",\"text\":{\"body\":"
             body += shape.textJSON
             body += "},\"type\":\"text\"}]},\"field\":\"messages\"}]}]}"
         }
