@@ -56,6 +56,9 @@ public final class WALCheckpointer: Service, Sendable {
                 if r.walFrames == lastFrames && r.walFrames == r.checkpointed { continue }
                 lastFrames = r.walFrames
                 if r.walFrames == r.checkpointed { done.add(1, ordering: .relaxed) }
+            } catch let e as DatabaseError where e.resultCode == .SQLITE_BUSY || e.resultCode == .SQLITE_LOCKED {
+                // Another checkpoint (the writer's safety net) is running: try again next round.
+                continue
             } catch {
                 logger.warning("WAL checkpoint failed; SQLite will checkpoint in the writer instead", metadata: ["error": "\(error)"])
             }

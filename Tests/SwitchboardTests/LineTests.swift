@@ -415,8 +415,10 @@ extension TestDaemon {
             let channel = uniqueID("line")
             try await withLine({ api in """
                 helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
-                channels: [ \(LineFixture.channelYAML(channel, api: api, ttl: "2s")) ]
+                channels: [ \(LineFixture.channelYAML(channel, api: api, ttl: "6s")) ]
                 """ }) { d, api in
+                // The token TTL leaves room for a slow, shared test machine between the webhook
+                // and the helpdesk's reply; step 3 waits it out.
                 api.setProfile(LineFixture.user, name: "Taro")
                 // 1. A signed text webhook becomes a CloudEvent at the helpdesk.
                 let first = LineFixture.body([LineFixture.text("Where is my order?", messageID: "9001", replyToken: "reply-token-1")])
@@ -452,7 +454,7 @@ extension TestDaemon {
                 // 3. A new customer message brings a new token; the agent answers after it expired: push.
                 let second = LineFixture.body([LineFixture.text("Hello?", messageID: "9002", replyToken: "reply-token-2")])
                 #expect(try await LineFixture.post(d, channel, second).status == 200)
-                try await Task.sleep(for: .milliseconds(2300))
+                try await Task.sleep(for: .milliseconds(6300))
                 let r2 = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"It ships today."}]}"#)
                 let id2 = try #require(r2.json?["id"]?.stringValue)
                 try await eventually("push call") { api.requests("/v2/bot/message/push").count == 1 }
