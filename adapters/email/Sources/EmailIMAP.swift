@@ -1,0 +1,106 @@
+import Foundation
+import NIOCore
+import SwitchboardCore
+
+extension EmailChannelAdapter {
+    public struct IMAPSettings: Sendable {
+        public var client: IMAPClientConfig
+        public var mailbox: String
+        /// `UID MOVE` here after the commit; nil: set \Seen and leave the message.
+        public var processedFolder: String?
+        public var pollInterval: Double
+        /// Larger messages are not downloaded: their headers are stored with an `unsupported` part.
+        public var maxMessageBytes: Int64 = 25 * 1024 * 1024
+    }
+
+    static func imapCursorKey(_ mailbox: String) -> String { "imap_cursor:\(mailbox)" }
+
+    /// Connects, syncs, polls; reconnects with backoff (1 s doubling to 5 min) on any error and
+    /// reports the channel's state.
+    func runIMAP(_ settings: IMAPSettings, context: any AdapterContext) async {
+        var backoff = 1.0
+        while !Task.isCancelled {
+            do {
+                try await imapSession(settings, context: context) { backoff = 1 }
+            } catch {
+                if Task.isCancelled { return }
+                let auth = (error as? IMAPError)?.isAuthentication == true
+                await context.reportStatus(auth ? .authExpired : .degraded, detail: "IMAP \(settings.client.host): \(error)")
+                context.logger.warning("IMAP session failed", metadata: ["channel": "\(channel.id)", "error": "\(error)", "retry_in": "\(backoff)"])
+            }
+            try? await Task.sleep(for: .milliseconds(Int64(backoff * 1000)))
+            backoff = min(backoff * 2, 300)
+        }
+    }
+
+    /// One connection: login, select, then sync every `pollInterval` until an error or cancellation.
+    func imapSession(_ settings: IMAPSettings, context: any AdapterContext, connected: () -> Void) async throws {
+        let (channel, ssl) = try await IMAPSession.open(settings.client)
+        try await channel.executeThenClose { inbound, outbound in
+            var s = IMAPSession(inbound: inbound.makeAsyncIterator(), outbound: outbound, channel: channel.channel)
+            try await s.login(settings.client, sslContext: ssl)
+            let (validity, _) = try await s.select(settings.mailbox)
+            await context.reportStatus(.connected, detail: nil)
+            connected()
+            while !Task.isCancelled {
+                try await sync(&s, validity: validity, settings: settings, context: context)
+                if s.capabilities.contains("IDLE") {
+                    // Near-real-time: wait in IDLE for new mail, at most poll_interval (and never
+                    // past 25 minutes, inside servers' 30-minute autologout), then sync anyway.
+                    _ = try await s.idle(maxSeconds: min(settings.pollInterval, 1500))
+                } else {
+                    try await Task.sleep(for: .milliseconds(Int64(settings.pollInterval * 1000)))
+                    _ = try await s.command("NOOP")
+                }
+            }
+        }
+    }
+
+    /// Fetches every message above the cursor, commits it, then marks or moves it and advances
+    /// the cursor. A message that can't be stored stops the round (it is fetched again next time);
+    /// UIDVALIDITY changes restart from 0 (dedupe by Message-ID absorbs the repeats).
+    func sync(_ s: inout IMAPSession, validity: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
+        let key = Self.imapCursorKey(settings.mailbox)
+        var last: Int64 = 0
+        if let stored = try await context.state.get(key) {
+            let f = stored.split(separator: ":")
+            if f.count == 2, Int64(f[0]) == validity, let uid = Int64(f[1]) { last = uid }
+        }
+        for uid in try await s.uids(after: last) {
+            let size = try await s.size(uid: uid)
+            if let size, size > settings.maxMessageBytes {
+                // Too large to download: its headers are stored (sender, subject, thread) with an
+                // unsupported part saying so, and the mailbox moves on; the mail stays on the server.
+                let header = try await s.fetch(uid: uid, headerOnly: true) ?? []
+                let note = "message of \(size) bytes exceeds imap.max_message_size (\(settings.maxMessageBytes) bytes); left in the mailbox"
+                _ = try await ingest(header, envelope: nil, context: context) { inbound in
+                    inbound.parts = [.unsupported(Open(UnsupportedFields(description: note, channelType: "email")))]
+                    inbound.pendingMedia = []
+                    if var data = inbound.channelData["email"]?.objectValue {
+                        data["too_large"] = .int(size)
+                        data["imap_uid"] = .int(uid)
+                        inbound.channelData["email"] = .object(data)
+                    }
+                }
+            } else {
+                guard let raw = try await s.fetch(uid: uid) else {
+                    context.logger.warning("IMAP message vanished before fetch", metadata: ["channel": "\(channel.id)", "uid": "\(uid)"])
+                    continue
+                }
+                _ = try await ingest(raw, envelope: nil, context: context)
+            }
+            if let folder = settings.processedFolder {
+                if s.capabilities.contains("MOVE") {
+                    _ = try await s.command("UID MOVE \(uid) \(IMAPParser.quoted(folder))")
+                } else {
+                    _ = try await s.command("UID COPY \(uid) \(IMAPParser.quoted(folder))")
+                    _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Deleted)")
+                    if s.capabilities.contains("UIDPLUS") { _ = try await s.command("UID EXPUNGE \(uid)") }
+                }
+            } else {
+                _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Seen)")
+            }
+            try await context.state.set(key, "\(validity):\(uid)")
+        }
+    }
+}

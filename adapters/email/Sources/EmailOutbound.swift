@@ -1,0 +1,136 @@
+import Crypto
+import Foundation
+import SwitchboardCore
+
+extension EmailChannelAdapter {
+    /// Our Message-ID for a stored outbound message: the same on every retry of that message
+    /// (the random piece is derived from our message id), carrying the conversation.
+    static func outboundMessageID(codec: ThreadCodec, conversationID: String, messageID: String) -> String {
+        let random = Base32.encode(Array(SHA256.hash(data: Array("switchboard-email:\(messageID)".utf8)).prefix(10)))
+        return codec.makeMessageID(conversationID: conversationID, random: random)
+    }
+
+    public func send(_ out: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
+        guard let smtp else {
+            throw SendError(code: "capability_unsupported", message: "channel \(channel.id) has no smtp settings; it cannot send", retryable: false)
+        }
+        let codec: ThreadCodec
+        do { codec = try await self.codec(context) } catch {
+            throw SendError(code: "store_unavailable", message: "cannot read the threading secret: \(error)", retryable: true)
+        }
+        let conversationID = out.conversation.id
+        let messageID = Self.outboundMessageID(codec: codec, conversationID: conversationID, messageID: out.message.id)
+        let to = out.recipient.channelUserID
+        guard Self.isAddress(to) else {
+            throw SendError(code: "invalid_recipient", message: "\(to) is not an email address", retryable: false)
+        }
+        // Recorded before sending, so an answer that arrives at once finds its conversation.
+        try? await context.state.set(Self.threadKey(conversationID), out.conversation.thread)
+        try? await context.state.set(Self.messageKey(messageID), conversationID)
+
+        var last: LastInbound? = nil
+        if let s = try? await context.state.get(Self.lastKey(conversationID)) {
+            last = try? JSONDecoder().decode(LastInbound.self, from: Data(s.utf8))
+        }
+        let override = out.rendered.override?.objectValue ?? [:]
+        var subject = override["subject"]?.stringValue ?? out.message.metadata?["email_subject"]?.stringValue
+        if subject == nil, let s = last?.subject, !s.isEmpty {
+            subject = s.range(of: #"^\s*(re|aw|sv|vs|antw)\s*(\[\d+\])?\s*:"#, options: [.regularExpression, .caseInsensitive]) != nil ? s : "Re: \(s)"
+        }
+        var inReplyTo: String? = nil
+        var references: [String] = []
+        if let replyTo = out.replyToExternalID ?? last?.messageID {
+            inReplyTo = replyTo
+            references = (last?.messageID == replyTo ? last?.references ?? [] : []) + [replyTo]
+        }
+        let body = try await Self.body(out.rendered.parts, context: context)
+
+        var mail = OutboundEmail(from: EmailAddress(address: address, displayName: displayName),
+                                 to: [EmailAddress(address: to, displayName: out.recipient.displayName)],
+                                 subject: subject ?? defaultSubject, messageID: messageID, text: body.text, html: body.html)
+        mail.replyTo = codec.plusAddress(base: address, conversationID: conversationID)
+        mail.inReplyTo = inReplyTo
+        mail.references = references
+        mail.attachments = body.attachments
+        if let auto = override["auto_submitted"]?.stringValue ?? (override["auto_submitted"]?.boolValue == true ? "auto-replied" : nil) {
+            mail.autoSubmitted = auto
+        }
+        let bytes = MIMEBuilder.build(mail)
+        let client = SMTPClient(config: smtp)
+        do {
+            let report = try await client.send(from: address, to: [to], message: bytes)
+            var data: JSONObject = ["message_id": .string(messageID), "smtp_response": .string(report.response)]
+            if let inReplyTo { data["in_reply_to"] = .string(inReplyTo) }
+            return SendResult(externalIDs: [messageID], channelData: ["email": .object(data)])
+        } catch let e as SMTPError {
+            throw Self.classify(e)
+        } catch let e as SendError {
+            throw e
+        } catch {
+            throw SendError(code: "channel_unreachable", message: "SMTP: \(error)", retryable: true)
+        }
+    }
+
+    /// SMTP answers as `SendError`s: 4xx and connection trouble are retried, 5xx are final.
+    static func classify(_ e: SMTPError) -> SendError {
+        let channelCode = e.code == 0 ? nil : ([String(e.code)] + (e.enhanced.map { [$0] } ?? [])).joined(separator: " ")
+        if e.code == 0 {
+            return SendError(code: "channel_unreachable", message: "SMTP \(e.description)", retryable: true)
+        }
+        if e.isTemporary {
+            return SendError(code: "channel_error", channelCode: channelCode, message: "SMTP \(e.description)", retryable: true)
+        }
+        if e.stage == "AUTH" {
+            return SendError(code: "auth_expired", channelCode: channelCode, message: "SMTP login refused: \(e.message)",
+                             retryable: true, retryAfter: 300, channelState: .authExpired)
+        }
+        let code = e.stage == "RCPT TO" ? "invalid_recipient" : (e.code == 552 || e.code == 554 && e.message.lowercased().contains("size") ? "too_large" : "rejected")
+        return SendError(code: code, channelCode: channelCode, message: "SMTP \(e.description)", retryable: false)
+    }
+
+    struct Body { var text: String; var html: String?; var attachments: [OutboundAttachment] }
+
+    /// Text and HTML from the rendered parts; stored media become attachments (links when they
+    /// are only URLs).
+    static func body(_ parts: [Part], context: any AdapterContext) async throws -> Body {
+        var markdown: [String] = []
+        var attachments: [OutboundAttachment] = []
+        for part in parts {
+            switch part {
+            case .text(let t):
+                markdown.append(t.text)
+            case .media(let m):
+                if let id = m.mediaID {
+                    let found: (StoredMedia, [UInt8])?
+                    do { found = try await context.media.get(id) } catch {
+                        throw SendError(code: "store_unavailable", message: "cannot read media \(id): \(error)", retryable: true)
+                    }
+                    guard let (stored, bytes) = found else {
+                        throw SendError(code: "invalid_request", message: "media \(id) not found", retryable: false)
+                    }
+                    let name = m.filename ?? stored.filename ?? "\(m.kind.rawValue)\(Self.fileExtension(stored.mimeType))"
+                    attachments.append(OutboundAttachment(bytes: bytes, mimeType: m.mimeType ?? stored.mimeType, filename: name))
+                    if let caption = m.caption, !caption.isEmpty { markdown.append(caption) }
+                } else if let url = m.url {
+                    markdown.append([m.caption, url].compactMap { $0 }.joined(separator: ": "))
+                }
+            default:
+                let fallback = [part].textFallback
+                if !fallback.isEmpty { markdown.append(fallback) }
+            }
+        }
+        let source = markdown.joined(separator: "\n\n")
+        return Body(text: MIMEBuilder.plain(fromMarkdown: source), html: MIMEBuilder.html(fromMarkdown: source), attachments: attachments)
+    }
+
+    static func fileExtension(_ mime: String) -> String {
+        switch mime.lowercased() {
+        case "image/jpeg": return ".jpg"
+        case "image/png": return ".png"
+        case "image/gif": return ".gif"
+        case "application/pdf": return ".pdf"
+        case "text/plain": return ".txt"
+        default: return ""
+        }
+    }
+}

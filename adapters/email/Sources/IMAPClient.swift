@@ -1,0 +1,415 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// One value in an IMAP response.
+public indirect enum IMAPValue: Sendable, Hashable {
+    case atom(String)
+    case number(Int64)
+    case string([UInt8])      // quoted string or literal
+    case list([IMAPValue])
+    case nilValue
+
+    public var text: String? {
+        switch self {
+        case .atom(let s): return s
+        case .number(let n): return String(n)
+        case .string(let b): return String(decoding: b, as: UTF8.self)
+        default: return nil
+        }
+    }
+    public var bytes: [UInt8]? { if case .string(let b) = self { return b }; return nil }
+    public var number: Int64? {
+        switch self {
+        case .number(let n): return n
+        case .atom(let s): return Int64(s)
+        default: return nil
+        }
+    }
+}
+
+/// One server response.
+public enum IMAPResponse: Sendable, Hashable {
+    /// `tag OK|NO|BAD text`.
+    case tagged(tag: String, status: String, text: String)
+    /// `* OK|NO|BAD|BYE|PREAUTH [code] text`.
+    case status(status: String, text: String)
+    /// `* …` data (`* 3 EXISTS`, `* SEARCH 1 2`, `* 1 FETCH (…)`, `* CAPABILITY …`).
+    case data([IMAPValue])
+    /// `+ text`.
+    case continuation(String)
+}
+
+/// A byte-based IMAP response parser: literals `{n}` (and `{n+}`, `~{n}`) are read by count,
+/// so message bytes may contain anything (CRLF, `)`, NUL, 8-bit). Never uses line splitting over
+/// a whole response.
+public enum IMAPParser {
+    public enum Failure: Error, Sendable, Hashable { case malformed(String) }
+
+    /// Parses one response at the start of `buf`; nil when more bytes are needed.
+    public static func parse(_ buf: [UInt8]) throws -> (IMAPResponse, consumed: Int)? {
+        guard let lineEnd = crlf(buf, from: 0) else { return nil }
+        if buf.first == 43 { // "+"
+            let text = String(decoding: buf[min(2, lineEnd)..<lineEnd], as: UTF8.self)
+            return (.continuation(text), lineEnd + 2)
+        }
+        guard let sp = buf[..<lineEnd].firstIndex(of: 32) else {
+            throw Failure.malformed(String(decoding: buf[..<lineEnd].prefix(80), as: UTF8.self))
+        }
+        let tag = String(decoding: buf[..<sp], as: UTF8.self)
+        let restStart = sp + 1
+        let (word, wordEnd) = atomAt(buf, restStart, lineEnd)
+        let upper = word.uppercased()
+        if ["OK", "NO", "BAD", "BYE", "PREAUTH"].contains(upper) {
+            let text = wordEnd < lineEnd ? String(decoding: buf[(wordEnd + 1)..<lineEnd], as: UTF8.self) : ""
+            if tag == "*" { return (.status(status: upper, text: text), lineEnd + 2) }
+            return (.tagged(tag: tag, status: upper, text: text), lineEnd + 2)
+        }
+        guard tag == "*" else { throw Failure.malformed("unexpected tagged data \(tag)") }
+        var i = restStart
+        var stack: [[IMAPValue]] = [[]]
+        while true {
+            guard i < buf.count else { return nil }
+            let b = buf[i]
+            switch b {
+            case 32: i += 1
+            case 13:
+                guard i + 1 < buf.count else { return nil }
+                guard buf[i + 1] == 10 else { throw Failure.malformed("CR without LF") }
+                guard stack.count == 1 else { throw Failure.malformed("unbalanced parentheses") }
+                return (.data(stack[0]), i + 2)
+            case 40: stack.append([]); i += 1
+            case 41:
+                guard stack.count > 1 else { throw Failure.malformed("unexpected )") }
+                let l = stack.removeLast()
+                stack[stack.count - 1].append(.list(l)); i += 1
+            case 34:
+                var s: [UInt8] = []
+                var j = i + 1
+                while true {
+                    guard j < buf.count else { return nil }
+                    let c = buf[j]
+                    if c == 92, j + 1 < buf.count { s.append(buf[j + 1]); j += 2; continue }
+                    if c == 92 { return nil }
+                    if c == 34 { break }
+                    if c == 13 || c == 10 { throw Failure.malformed("line break in a quoted string") }
+                    s.append(c); j += 1
+                }
+                stack[stack.count - 1].append(.string(s)); i = j + 1
+            case 123, 126:
+                if b == 126 && !(i + 1 < buf.count && buf[i + 1] == 123) {
+                    let (a, end) = atomAt(buf, i, buf.count)
+                    if end == buf.count { return nil }
+                    stack[stack.count - 1].append(.atom(a)); i = end
+                    continue
+                }
+                var j = b == 126 ? i + 2 : i + 1
+                var n = 0
+                var digits = 0
+                while j < buf.count, buf[j] >= 48 && buf[j] <= 57 {
+                    n = n * 10 + Int(buf[j] - 48); digits += 1; j += 1
+                    guard n < 1 << 31 else { throw Failure.malformed("literal too large") }
+                }
+                if j < buf.count && buf[j] == 43 { j += 1 }
+                guard j + 2 < buf.count else { return nil }
+                guard digits > 0, buf[j] == 125, buf[j + 1] == 13, buf[j + 2] == 10 else { throw Failure.malformed("bad literal") }
+                let start = j + 3
+                guard start + n <= buf.count else { return nil }
+                stack[stack.count - 1].append(.string(Array(buf[start..<(start + n)])))
+                i = start + n
+            default:
+                let (a, end) = atomAt(buf, i, buf.count)
+                guard end > i else { throw Failure.malformed("unexpected byte \(b)") }
+                if end == buf.count { return nil }
+                if a.uppercased() == "NIL" { stack[stack.count - 1].append(.nilValue) }
+                else if let n = Int64(a), a.first?.isNumber == true { stack[stack.count - 1].append(.number(n)) }
+                else { stack[stack.count - 1].append(.atom(a)) }
+                i = end
+            }
+        }
+    }
+
+    static func crlf(_ buf: [UInt8], from: Int) -> Int? {
+        var i = from
+        while i + 1 < buf.count {
+            if buf[i] == 13 && buf[i + 1] == 10 { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    /// An atom (anything up to space, parentheses, quote, brace or CR/LF; brackets are kept so
+    /// `BODY[]` is one atom).
+    static func atomAt(_ buf: [UInt8], _ from: Int, _ limit: Int) -> (String, Int) {
+        var j = from
+        while j < limit {
+            let c = buf[j]
+            if c == 32 || c == 40 || c == 41 || c == 34 || c == 123 || c == 13 || c == 10 { break }
+            j += 1
+        }
+        return (String(decoding: buf[from..<j], as: UTF8.self), j)
+    }
+
+    /// A string argument: quoted when plain ASCII, else a non-synchronizing literal marker is not
+    /// used — the caller sends a synchronizing literal.
+    public static func quoted(_ s: String) -> String {
+        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+    }
+}
+
+public struct IMAPError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var message: String
+    /// NO/BAD at LOGIN/AUTHENTICATE.
+    public var isAuthentication: Bool = false
+    public var description: String { message }
+}
+
+public struct IMAPClientConfig: Sendable {
+    public var host: String
+    public var port: Int
+    public var tls: SMTPTLSMode
+    public var username: String
+    public var password: String
+    /// An OAuth 2 access token file (refreshed by the operator): AUTHENTICATE XOAUTH2, re-read at
+    /// every login. When set, `password` is unused.
+    public var oauthTokenFile: String?
+    public var caFile: String?
+    public var verifyCertificate: Bool
+    public var timeout: TimeAmount
+    public init(host: String, port: Int, tls: SMTPTLSMode, username: String, password: String, oauthTokenFile: String? = nil,
+                caFile: String? = nil, verifyCertificate: Bool = true, timeout: TimeAmount = .seconds(60)) {
+        self.host = host; self.port = port; self.tls = tls; self.username = username; self.password = password
+        self.oauthTokenFile = oauthTokenFile
+        self.caFile = caFile; self.verifyCertificate = verifyCertificate; self.timeout = timeout
+    }
+}
+
+/// One IMAP session (a tagged command at a time).
+public struct IMAPSession {
+    var inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let channel: any Channel
+    var buffer: [UInt8] = []
+    var nextTag = 1
+    public var capabilities: Set<String> = []
+
+    init(inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, channel: any Channel) {
+        self.inbound = inbound; self.outbound = outbound; self.channel = channel
+    }
+
+    mutating func next() async throws -> IMAPResponse {
+        while true {
+            if let (r, n) = try IMAPParser.parse(buffer) {
+                buffer.removeFirst(n)
+                if case .status("BYE", let text) = r { throw IMAPError(message: "server said BYE: \(text)") }
+                return r
+            }
+            guard let chunk = try await inbound.next() else { throw IMAPError(message: "the server closed the connection") }
+            buffer.append(contentsOf: chunk.readableBytesView)
+        }
+    }
+
+    /// Sends `tag command` and collects the untagged responses until the tagged answer; throws
+    /// on NO/BAD.
+    public mutating func command(_ command: String, logged: String? = nil) async throws -> [IMAPResponse] {
+        let tag = "A\(nextTag)"
+        nextTag += 1
+        try await outbound.write(ByteBuffer(string: "\(tag) \(command)\r\n"))
+        var untagged: [IMAPResponse] = []
+        while true {
+            let r = try await next()
+            if case .continuation = r {
+                // Only AUTHENTICATE gets one here (an XOAUTH2 error challenge): an empty line ends it.
+                try await outbound.write(ByteBuffer(string: "\r\n"))
+                continue
+            }
+            if case .tagged(let t, let status, let text) = r, t == tag {
+                guard status == "OK" else {
+                    throw IMAPError(message: "\(logged ?? command.split(separator: " ").first.map(String.init) ?? command) → \(status) \(text)",
+                                    isAuthentication: command.hasPrefix("LOGIN") || command.hasPrefix("AUTHENTICATE"))
+                }
+                untagged.append(.status(status: "OK", text: text))
+                return untagged
+            }
+            untagged.append(r)
+        }
+    }
+
+    mutating func readCapabilities(from responses: [IMAPResponse]) {
+        for r in responses {
+            if case .data(let v) = r, v.first?.text?.uppercased() == "CAPABILITY" {
+                capabilities = Set(v.dropFirst().compactMap { $0.text?.uppercased() })
+            }
+            if case .status(_, let text) = r, text.uppercased().hasPrefix("[CAPABILITY ") {
+                let inner = text.dropFirst(12).prefix { $0 != "]" }
+                capabilities = Set(inner.split(separator: " ").map { $0.uppercased() })
+            }
+        }
+    }
+
+    /// Connects, upgrades to TLS as configured and logs in (AUTHENTICATE PLAIN when offered, else LOGIN).
+    static func open(_ config: IMAPClientConfig) async throws -> (NIOAsyncChannel<ByteBuffer, ByteBuffer>, NIOSSLContext?) {
+        var ssl: NIOSSLContext? = nil
+        if config.tls != .none {
+            var tls = TLSConfiguration.makeClientConfiguration()
+            if let ca = config.caFile { tls.trustRoots = .file(ca) }
+            if !config.verifyCertificate { tls.certificateVerification = .none }
+            ssl = try NIOSSLContext(configuration: tls)
+        }
+        let sslContext = ssl
+        let serverName = SMTPClient.isIPAddress(config.host) ? nil : config.host
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(config.timeout)
+            .connect(host: config.host, port: config.port) { ch in
+                ch.eventLoop.makeCompletedFuture {
+                    if config.tls == .implicit, let sslContext {
+                        try ch.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName))
+                    }
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch)
+                }
+            }
+        return (channel, sslContext)
+    }
+
+    mutating func login(_ config: IMAPClientConfig, sslContext: NIOSSLContext?) async throws {
+        let greeting = try await next()
+        guard case .status(let s, let text) = greeting, s == "OK" || s == "PREAUTH" else { throw IMAPError(message: "unexpected greeting \(greeting)") }
+        readCapabilities(from: [.status(status: s, text: text)])
+        if capabilities.isEmpty { readCapabilities(from: try await command("CAPABILITY")) }
+        if config.tls == .starttls {
+            guard capabilities.contains("STARTTLS"), let sslContext else { throw IMAPError(message: "the server does not offer STARTTLS") }
+            _ = try await command("STARTTLS")
+            guard buffer.isEmpty else { throw IMAPError(message: "unexpected data after STARTTLS") }
+            let serverName = SMTPClient.isIPAddress(config.host) ? nil : config.host
+            let channel = self.channel
+            try await channel.eventLoop.submit {
+                try channel.pipeline.syncOperations.addHandler(try NIOSSLClientHandler(context: sslContext, serverHostname: serverName),
+                                                               position: .first)
+            }.get()
+            readCapabilities(from: try await command("CAPABILITY"))
+        }
+        if let tokenFile = config.oauthTokenFile {
+            let token: String
+            do { token = try readOAuthToken(tokenFile) } catch { throw IMAPError(message: "\(error)", isAuthentication: true) }
+            readCapabilities(from: try await command("AUTHENTICATE XOAUTH2 \(xoauth2(user: config.username, token: token))",
+                                                     logged: "AUTHENTICATE XOAUTH2"))
+        } else if capabilities.contains("AUTH=PLAIN") && capabilities.contains("SASL-IR") {
+            let token = Data([0] + Array(config.username.utf8) + [0] + Array(config.password.utf8)).base64EncodedString()
+            readCapabilities(from: try await command("AUTHENTICATE PLAIN \(token)", logged: "AUTHENTICATE PLAIN"))
+        } else {
+            readCapabilities(from: try await command("LOGIN \(IMAPParser.quoted(config.username)) \(IMAPParser.quoted(config.password))",
+                                                     logged: "LOGIN"))
+        }
+        if !capabilities.contains("IMAP4REV1") && !capabilities.contains("IMAP4REV2") { readCapabilities(from: try await command("CAPABILITY")) }
+    }
+
+    /// SELECT: (UIDVALIDITY, UIDNEXT).
+    mutating func select(_ mailbox: String) async throws -> (uidValidity: Int64, uidNext: Int64?) {
+        let r = try await command("SELECT \(IMAPParser.quoted(mailbox))")
+        var validity: Int64? = nil, next: Int64? = nil
+        for case .status(_, let text) in r {
+            let t = text.uppercased()
+            if t.hasPrefix("[UIDVALIDITY ") { validity = Int64(t.dropFirst(13).prefix { $0.isNumber }) }
+            if t.hasPrefix("[UIDNEXT ") { next = Int64(t.dropFirst(9).prefix { $0.isNumber }) }
+        }
+        guard let validity else { throw IMAPError(message: "SELECT \(mailbox) gave no UIDVALIDITY") }
+        return (validity, next)
+    }
+
+    /// UIDs above `after`, ascending (`n:*` always includes the last message, so filter).
+    mutating func uids(after: Int64) async throws -> [Int64] {
+        let r = try await command("UID SEARCH UID \(after + 1):*")
+        var out: [Int64] = []
+        for case .data(let v) in r where v.first?.text?.uppercased() == "SEARCH" {
+            out += v.dropFirst().compactMap(\.number)
+        }
+        return out.filter { $0 > after }.sorted()
+    }
+
+    /// RFC822.SIZE of a message.
+    mutating func size(uid: Int64) async throws -> Int64? {
+        let r = try await command("UID FETCH \(uid) (UID RFC822.SIZE)")
+        for case .data(let v) in r where v.count >= 3 && v[1].text?.uppercased() == "FETCH" {
+            guard case .list(let items) = v[2] else { continue }
+            var i = 0
+            var size: Int64? = nil, gotUID: Int64? = nil
+            while i + 1 < items.count {
+                let key = items[i].text?.uppercased() ?? ""
+                if key == "UID" { gotUID = items[i + 1].number }
+                if key == "RFC822.SIZE" { size = items[i + 1].number }
+                i += 2
+            }
+            if gotUID == uid || gotUID == nil, let size { return size }
+        }
+        return nil
+    }
+
+    /// The whole message (or only its header block), without setting \Seen.
+    mutating func fetch(uid: Int64, headerOnly: Bool = false) async throws -> [UInt8]? {
+        let want = headerOnly ? "BODY[HEADER]" : "BODY[]"
+        let r = try await command("UID FETCH \(uid) (UID \(headerOnly ? "BODY.PEEK[HEADER]" : "BODY.PEEK[]"))")
+        for case .data(let v) in r where v.count >= 3 && v[1].text?.uppercased() == "FETCH" {
+            guard case .list(let items) = v[2] else { continue }
+            var body: [UInt8]? = nil
+            var gotUID: Int64? = nil
+            var i = 0
+            while i + 1 < items.count {
+                let key = items[i].text?.uppercased() ?? ""
+                if key == "UID" { gotUID = items[i + 1].number }
+                if key == want { body = items[i + 1].bytes }
+                i += 2
+            }
+            if gotUID == uid || gotUID == nil, let body { return body }
+        }
+        return nil
+    }
+
+    /// IDLE (RFC 2177) until the server reports new mail (`EXISTS`) or `maxSeconds` pass, then
+    /// DONE. Returns whether new mail was announced. Servers without IDLE: false at once.
+    mutating func idle(maxSeconds: Double) async throws -> Bool {
+        guard capabilities.contains("IDLE") else { return false }
+        let tag = "A\(nextTag)"
+        nextTag += 1
+        try await outbound.write(ByteBuffer(string: "\(tag) IDLE\r\n"))
+        // The continuation, or a refusal.
+        while true {
+            let r = try await next()
+            if case .continuation = r { break }
+            if case .tagged(let t, let status, let text) = r, t == tag { throw IMAPError(message: "IDLE → \(status) \(text)") }
+        }
+        let done = DoneOnce(outbound)
+        var sawNew = false
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                try? await Task.sleep(for: .milliseconds(Int64(maxSeconds * 1000)))
+                if !Task.isCancelled { try? await done.send() }
+            }
+            defer { group.cancelAll() }
+            while true {
+                let r = try await next()
+                if case .data(let v) = r, v.count >= 2, v[1].text?.uppercased() == "EXISTS" {
+                    sawNew = true
+                    try await done.send()
+                }
+                if case .tagged(let t, let status, let text) = r, t == tag {
+                    guard status == "OK" else { throw IMAPError(message: "IDLE → \(status) \(text)") }
+                    return
+                }
+            }
+        }
+        return sawNew
+    }
+}
+
+/// Sends `DONE` once, from whichever comes first: new mail or the re-IDLE timer.
+final class DoneOnce: Sendable {
+    let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+    let sent = Mutex(false)
+    init(_ outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>) { self.outbound = outbound }
+    func send() async throws {
+        guard sent.withLock({ s in defer { s = true }; return !s }) else { return }
+        try await outbound.write(ByteBuffer(string: "DONE\r\n"))
+    }
+}
