@@ -4,11 +4,11 @@
 SWIFT      ?= swift
 CONFIG     ?= Config/demo.yaml
 # System packages the build and the tests need (C libraries for the build; Python for the
-# interop and schema checks; chromium etc. arrive with the adapters that need them).
+# interop and schema checks; chromium + chromium-driver and selenium for the webchat browser tests).
 APT_PACKAGES := libsystemd-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config \
-                python3 python3-pip curl systemd
+                python3 python3-pip curl systemd chromium chromium-driver dovecot-imapd dovecot-lmtpd
 # Independent implementations our output is checked against (schema, Standard Webhooks, CloudEvents).
-PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator aiosmtpd
+PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator aiosmtpd selenium
 
 .PHONY: all deps build demo test bench clean
 

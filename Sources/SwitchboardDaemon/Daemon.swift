@@ -109,11 +109,11 @@ public final class Daemon: Sendable {
         var listeners: [any Service] = []
         let metrics = SwitchboardMetrics.text
         if let fd = activated.first(named: "public")?.fd {
-            listeners.append(ActivatedListener(fd: fd, name: "public", router: Listeners.publicRouter(runtime: runtime, logger: logger),
-                                               logger: logger, onRunning: onRunning))
+            listeners.append(ActivatedListener(fd: fd, name: "public", publicRouter: Listeners.publicRouter(runtime: runtime, logger: logger),
+                                               runtime: runtime, logger: logger, onRunning: onRunning))
         } else {
             listeners.append(Listeners.bound("public", router: Listeners.publicRouter(runtime: runtime, logger: logger),
-                                             address: .hostname(config.listen.host, port: config.listen.port), logger: logger, onRunning: onRunning))
+                                             server: Listeners.publicServer(runtime: runtime), address: .hostname(config.listen.host, port: config.listen.port), logger: logger, onRunning: onRunning))
         }
         var apiSocketActivated = false
         if let fd = activated.first(named: "api")?.fd {

@@ -1,11 +1,13 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
+import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOExtras
 import NIOPosix
 import ServiceLifecycle
+import SwitchboardRuntime
 
 /// Serves a router on a listening socket inherited from systemd (`switchboard.socket`,
 /// `FileDescriptorName=api` / `public`). Hummingbird's Application binds its own sockets only,
@@ -18,15 +20,25 @@ public struct ActivatedListener: Service {
     let responder: RouterResponder<SwitchboardRequestContext>
     let logger: Logger
     let onRunning: Listeners.OnRunning
+    /// WebSocket upgrades (the public listener); nil serves plain HTTP/1.1.
+    let upgrade: PublicRoutes.Upgrade?
 
     public init(fd: Int32, name: String, router: Router<SwitchboardRequestContext>, logger: Logger, onRunning: @escaping Listeners.OnRunning) {
         self.fd = fd; self.name = name; self.responder = router.buildResponder(); self.logger = logger; self.onRunning = onRunning
+        self.upgrade = nil
+    }
+
+    /// The public listener on an inherited socket, with the same WebSocket upgrades as a bound one.
+    public init(fd: Int32, name: String, publicRouter router: Router<SwitchboardRequestContext>, runtime: Runtime, logger: Logger,
+                onRunning: @escaping Listeners.OnRunning) {
+        self.fd = fd; self.name = name; self.responder = router.buildResponder(); self.logger = logger; self.onRunning = onRunning
+        self.upgrade = PublicRoutes.upgrade(runtime: runtime)
     }
 
     public func run() async throws {
         let responder = self.responder
         let logger = self.logger
-        let http = HTTP1Channel(responder: { request, writer, channel in
+        let respond: HTTPChannelHandler.Responder = { request, writer, channel in
             let context = SwitchboardRequestContext(source: .init(channel: channel, logger: logger))
             let response: Response
             do {
@@ -35,7 +47,16 @@ public struct ActivatedListener: Service {
                 response = Response(status: .internalServerError)
             }
             try await writer.write(response: response.head, body: response.body)
-        })
+        }
+        if let upgrade {
+            try await serve(HTTP1WebSocketUpgradeChannel(responder: respond, configuration: .init(), shouldUpgrade: upgrade))
+        } else {
+            try await serve(HTTP1Channel(responder: respond))
+        }
+    }
+
+    private func serve<C: ServerChildChannel>(_ http: C) async throws {
+        let logger = self.logger
         // The quiescing helper tells idle keep-alive connections to close on shutdown, as
         // Hummingbird's own server does; without it shutdown would wait out the grace period.
         let quiesce = ServerQuiescingHelper(group: MultiThreadedEventLoopGroup.singleton)

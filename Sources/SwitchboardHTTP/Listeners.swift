@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 import NIOCore
@@ -14,8 +15,15 @@ public enum Listeners {
     public static func publicRouter(runtime: Runtime, logger: Logger) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
         router.add(middleware: ProblemMiddleware(logger: logger))
+        router.add(middleware: PublicAreaMiddleware(runtime: runtime))
         PublicRoutes.register(on: router, runtime: runtime)
         return router
+    }
+
+    /// The public listener's server: HTTP/1.1 plus WebSocket upgrades for channels that serve
+    /// live connections (`ChannelAdapter.acceptLive`).
+    public static func publicServer(runtime: Runtime) -> HTTPServerBuilder {
+        PublicRoutes.server(runtime: runtime)
     }
 
     public static func apiRouter(runtime: Runtime, requireToken: Bool, logger: Logger,
@@ -28,9 +36,9 @@ public enum Listeners {
     }
 
     /// A listener the daemon binds itself (no socket activation).
-    public static func bound(_ name: String, router: Router<SwitchboardRequestContext>, address: BindAddress, logger: Logger,
-                             onRunning: @escaping OnRunning) -> some Service {
-        Application(router: router, configuration: .init(address: address, serverName: nil),
+    public static func bound(_ name: String, router: Router<SwitchboardRequestContext>, server: HTTPServerBuilder = .http1(),
+                             address: BindAddress, logger: Logger, onRunning: @escaping OnRunning) -> some Service {
+        Application(router: router, server: server, configuration: .init(address: address, serverName: nil),
                     onServerRunning: { ch in await onRunning(name, describe(ch, address)) }, logger: logger)
     }
 

@@ -1,13 +1,18 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
+import HummingbirdWebSocket
+import Logging
 import NIOCore
 import SwitchboardCore
 import SwitchboardRuntime
 
-/// The public listener: platform webhooks (`/webhooks/{channel id}`) and a health check for
-/// load balancers. Nothing here is authenticated by us — each adapter verifies its platform's
-/// signature on the raw bytes.
+/// The public listener: platform webhooks (`/webhooks/{channel id}`), a health check for
+/// load balancers, and the pages and WebSockets a channel serves itself under
+/// `/<area>/{channel id}/…` (`ChannelAdapter.publicArea`; the web chat widget uses `webchat`).
+/// Nothing here is authenticated by us — each adapter verifies its platform's signature on the
+/// raw bytes, or its own visitor tokens.
 public enum PublicRoutes {
     /// Webhook bodies larger than this are refused before reaching an adapter.
     static let maxWebhookBytes = 4 * 1024 * 1024
@@ -33,22 +38,116 @@ public enum PublicRoutes {
         let handler: @Sendable (Request, SwitchboardRequestContext) async throws -> Response = { req, ctx in
             let id = try ctx.parameters.require("channel")
             guard let entry = runtime.hub.entry(id) else { throw APIProblem.notFound("channel \(id)") }
-            let body: [UInt8]
-            do { body = try await req.collect(limit: maxWebhookBytes) } catch {
-                throw APIProblem(413, "payload_too_large", "webhook body larger than \(maxWebhookBytes) bytes")
-            }
-            var headers: [String: String] = [:]
-            for field in req.headers { headers[field.name.canonicalName] = field.value }
-            var query: [String: String] = [:]
-            for (k, v) in req.uri.queryParameters { query[String(k)] = String(v) }
-            let webhook = WebhookRequest(method: req.method.rawValue, path: req.uri.path, query: query, headers: headers, body: body,
-                                         remoteAddress: ctx.remoteAddress)
-            let answer = await entry.adapter.handleWebhook(webhook, context: entry.context)
-            var fields = HTTPFields()
-            for (k, v) in answer.headers { if let name = HTTPField.Name(k) { fields[name] = v } }
-            return Response(status: .init(code: answer.status), headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+            let webhook = try await webhookRequest(req, ctx)
+            return response(await entry.adapter.handleWebhook(webhook, context: entry.context))
         }
         router.get("webhooks/:channel", use: handler)
         router.post("webhooks/:channel", use: handler)
+        // `GET /`: a channel may serve a home page (the webchat demo page); otherwise 404.
+        router.get("/") { req, ctx in
+            let request = try await webhookRequest(req, ctx)
+            for entry in runtime.hub.all where entry.adapter.publicArea != nil {
+                if let answer = await entry.adapter.homePage(request, context: entry.context) { return response(answer) }
+            }
+            throw APIProblem.notFound("page /")
+        }
+    }
+
+    static func webhookRequest(_ req: Request, _ ctx: SwitchboardRequestContext) async throws -> WebhookRequest {
+        let body: [UInt8]
+        do { body = try await req.collect(limit: maxWebhookBytes) } catch {
+            throw APIProblem(413, "payload_too_large", "request body larger than \(maxWebhookBytes) bytes")
+        }
+        var headers: [String: String] = [:]
+        for field in req.headers { headers[field.name.canonicalName] = field.value }
+        if headers["host"] == nil, let authority = req.head.authority { headers["host"] = authority }
+        var query: [String: String] = [:]
+        for (k, v) in req.uri.queryParameters { query[String(k)] = String(v) }
+        return WebhookRequest(method: req.method.rawValue, path: req.uri.path, query: query, headers: headers, body: body,
+                              remoteAddress: ctx.remoteAddress)
+    }
+
+    static func response(_ answer: WebhookResponse) -> Response {
+        var fields = HTTPFields()
+        for (k, v) in answer.headers { if let name = HTTPField.Name(k) { fields[name] = v } }
+        return Response(status: .init(code: answer.status), headers: fields, body: .init(byteBuffer: ByteBuffer(bytes: answer.body)))
+    }
+
+    /// Splits `/<area>/<channel id>/<subpath>` and finds a channel serving that area.
+    static func publicTarget(path: String, runtime: Runtime) -> (entry: ChannelHub.Entry, subpath: String)? {
+        let segments = path.split(separator: "/", maxSplits: 3, omittingEmptySubsequences: false).dropFirst()
+        guard segments.count >= 2, let area = segments.first, !area.isEmpty else { return nil }
+        let id = String(segments[segments.startIndex + 1])
+        guard let entry = runtime.hub.entry(id), let served = entry.adapter.publicArea, served == area else { return nil }
+        let subpath = segments.count > 2 ? String(segments[segments.startIndex + 2]) : ""
+        return (entry, subpath)
+    }
+
+    /// The HTTP/1.1 server of the public listener, with WebSocket upgrades offered to the channel
+    /// that serves the path (`acceptLive`); every other request is ordinary HTTP.
+    static func server(runtime: Runtime) -> HTTPServerBuilder {
+        .http1WebSocketUpgrade(shouldUpgrade: upgrade(runtime: runtime))
+    }
+
+    typealias Upgrade = @Sendable (HTTPRequest, any Channel, Logger) async throws
+        -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
+
+    /// Decides a WebSocket upgrade (also used by `ActivatedListener` for a socket from systemd).
+    static func upgrade(runtime: Runtime) -> Upgrade {
+        { head, channel, logger in
+            let path = head.path.map { String($0.prefix { $0 != "?" }) } ?? "/"
+            guard let (entry, subpath) = publicTarget(path: path, runtime: runtime) else { return .dontUpgrade }
+            var headers: [String: String] = [:]
+            // Repeated fields are joined (RFC 9110), so the adapter sees every Origin given.
+            for field in head.headerFields {
+                headers[field.name.canonicalName] = headers[field.name.canonicalName].map { $0 + ", " + field.value } ?? field.value
+            }
+            // HTTP/1.1 `Host` arrives as the authority pseudo-field.
+            if headers["host"] == nil, let authority = head.authority { headers["host"] = authority }
+            var query: [String: String] = [:]
+            if let q = head.path?.split(separator: "?", maxSplits: 1).dropFirst().first {
+                for pair in q.split(separator: "&") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    let k = String(kv[0]).removingPercentEncoding ?? String(kv[0])
+                    query[k] = kv.count > 1 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
+                }
+            }
+            let request = WebhookRequest(method: head.method.rawValue, path: path, query: query, headers: headers, body: [],
+                                         remoteAddress: channel.remoteAddress?.ipAddress)
+            guard await entry.adapter.acceptLive(request, subpath: subpath, context: entry.context) else { return .dontUpgrade }
+            return .upgrade([:]) { inbound, outbound, _ in
+                let (incoming, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(256))
+                let socket = LiveSocket { text in try await outbound.write(.text(text)) }
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask {
+                        // Frames beyond 64 KiB end the connection (the adapter sets smaller limits).
+                        do {
+                            for try await message in inbound.messages(maxSize: 64 * 1024) {
+                                if case .text(let text) = message { continuation.yield(text) }
+                            }
+                        } catch {}
+                        continuation.finish()
+                    }
+                    await entry.adapter.serveLive(request, subpath: subpath, incoming: incoming, socket: socket, context: entry.context)
+                    continuation.finish()
+                    group.cancelAll()
+                }
+            }
+        }
+    }
+}
+
+/// Routes `/<area>/<channel id>/…` to the channel that serves that area (before the router, so
+/// any method and any depth of path reach it); everything else passes through.
+struct PublicAreaMiddleware: RouterMiddleware {
+    typealias Context = SwitchboardRequestContext
+    let runtime: Runtime
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        guard let (entry, subpath) = PublicRoutes.publicTarget(path: request.uri.path, runtime: runtime) else {
+            return try await next(request, context)
+        }
+        let webhook = try await PublicRoutes.webhookRequest(request, context)
+        return PublicRoutes.response(await entry.adapter.handlePublic(webhook, subpath: subpath, context: entry.context))
     }
 }

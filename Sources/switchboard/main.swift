@@ -9,11 +9,13 @@ import SwitchboardDelivery
 import SwitchboardRuntime
 import SwitchboardSystemd
 import InstagramAdapter
+import EmailAdapter
 import LineAdapter
 import MessengerAdapter
 import MetaAdapter
 import WhatsAppAdapter
 import WebhookAdapter
+import WebchatAdapter
 
 /// The channel types this build knows, explicitly.
 func builtInAdapters() -> AdapterRegistry {
@@ -23,6 +25,7 @@ func builtInAdapters() -> AdapterRegistry {
     r.register(WhatsAppChannelAdapter.type, WhatsAppChannelAdapter.factory)
     r.register(MessengerChannelAdapter.type, MessengerChannelAdapter.factory)
     r.register(InstagramChannelAdapter.type, InstagramChannelAdapter.factory)
+    r.register(WebchatChannelAdapter.type, WebchatChannelAdapter.factory)
     return r
 }
 

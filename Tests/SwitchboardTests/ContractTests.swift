@@ -5,6 +5,7 @@ import SwitchboardCore
 import SwitchboardDaemon
 import SwitchboardHTTP
 import SwitchboardRuntime
+import WebchatAdapter
 import WebhookAdapter
 
 /// The documents others rely on, checked against the code they describe:
@@ -73,6 +74,7 @@ struct ContractTests {
     static func registry() -> AdapterRegistry {
         var r = AdapterRegistry()
         r.register(WebhookChannelAdapter.type, WebhookChannelAdapter.factory)
+        r.register(WebchatChannelAdapter.type, WebchatChannelAdapter.factory)
         return r
     }
 
@@ -370,8 +372,9 @@ struct ContractTests {
         let result = Daemon.validate(text: try Self.text("Config/demo.yaml"), registry: Self.registry(), environment: env, logger: Self.logger)
         switch result {
         case .success(let (config, adapters)):
-            #expect(config.channels.count == 1)
+            #expect(config.channels.count == 2)
             #expect(adapters["demo"] != nil)
+            #expect(adapters["site"] != nil)
         case .failure(let p):
             Issue.record("Config/demo.yaml does not validate:\n\(p.problems.joined(separator: "\n"))")
         }
