@@ -3,25 +3,34 @@
 
 SWIFT      ?= swift
 CONFIG     ?= Config/demo.yaml
-# System packages the build and the tests need (C libraries for the build; Python for the
-# interop and schema checks; chromium + chromium-driver and selenium for the webchat browser tests).
-APT_PACKAGES := libsystemd-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config \
-                python3 python3-pip curl systemd chromium chromium-driver dovecot-imapd dovecot-lmtpd
+# System packages the build needs (C libraries), and those only the tests need: Python for the
+# schema/interop checks, chromium + chromium-driver + selenium for the webchat browser tests,
+# Dovecot for the email IMAP tests, aiosmtpd as the SMTP server the email tests send to.
+APT_BUILD := libsystemd-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config curl systemd
+APT_TEST  := python3 python3-pip chromium chromium-driver dovecot-imapd dovecot-lmtpd
 # Independent implementations our output is checked against (schema, Standard Webhooks, CloudEvents).
 PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator aiosmtpd selenium
 
-.PHONY: all deps build demo test bench clean
+.PHONY: all deps test-deps build demo test bench clean
 
 all: build
 
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# apt-get installs whatever of $(1) is missing (as root, or through sudo).
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+endef
+
+deps:
+	$(call apt_install,$(APT_BUILD))
 	@command -v $(SWIFT) >/dev/null || { echo "Swift 6 is required (https://www.swift.org/install/linux/)"; exit 1; }
+
+test-deps: deps
+	$(call apt_install,$(APT_TEST))
 	@missing=""; for p in $(PIP_PACKAGES); do python3 -c "import importlib.metadata as m; m.version('$$p')" 2>/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing (pip):$$missing"; \
@@ -37,14 +46,14 @@ demo: build
 	@echo "  try:  .build/debug/switchboard simulate demo --config $(CONFIG) --text 'Hello!'"
 	.build/debug/switchboard serve --config $(CONFIG)
 
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
 # The WhatsApp phase compares with pywa (a Python WhatsApp framework) on uvicorn.
 BENCH_PIP_PACKAGES := 'pywa[fastapi]' uvicorn
 
-bench: deps
+bench: test-deps
 	@python3 -c "import pywa, uvicorn, fastapi" 2>/dev/null || python3 -m pip install -q $(BENCH_PIP_PACKAGES) 2>/dev/null \
 	  || python3 -m pip install -q --break-system-packages $(BENCH_PIP_PACKAGES) || echo "bench: pywa not installed; its comparison is skipped"
 	bash Benchmarks/run.sh
