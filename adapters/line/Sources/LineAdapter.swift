@@ -53,9 +53,10 @@ public struct LineChannelAdapter: ChannelAdapter {
     /// Waits between attempts to fetch content that is still being prepared (202) or failed transiently.
     let contentRetryDelays: [Double]
     let profileTTL: Double
-    let jobs = JobQueue()
-    let resumed = LockedFlag()
-    let problem = LockedFlag()
+    let jobs = AdapterJobQueue<LineJob>()
+    let resumed = AdapterFlag()
+    /// Whether a send reported a channel-wide problem (auth_expired), so the next success clears it.
+    let problem = AdapterFlag()
 
     public init(channel: ChannelRef, channelSecret: String, accessToken: String, apiBase: String = Self.defaultAPIBase,
                 dataAPIBase: String = Self.defaultDataAPIBase, client: HTTPClient, replyTokenTTL: Double = 50,
@@ -217,29 +218,12 @@ public struct LineChannelAdapter: ChannelAdapter {
     public func run(context: any AdapterContext) async throws {
         // Downloads still recorded in the state store were interrupted by a restart: resume them
         // (once per adapter instance; a restarted run loop still has its in-memory queue).
-        if resumed.withLock({ r in defer { r = true }; return !r }) {
+        if !resumed.exchange(true) {
             for (_, value) in (try? await context.state.entries(prefix: "media_job:")) ?? [] {
                 if let p = try? JSON.decode(MediaJob.Persisted.self, from: Data(value.utf8)) { jobs.push(.media(MediaJob(p))) }
             }
         }
-        let maxConcurrent = 4
-        await withTaskGroup(of: Void.self) { group in
-            var running = 0
-            while !Task.isCancelled {
-                if running >= maxConcurrent {
-                    await group.next()
-                    running -= 1
-                    continue
-                }
-                if let job = jobs.pop() {
-                    running += 1
-                    group.addTask { await self.perform(job, context: context) }
-                    continue
-                }
-                await jobs.waitForWork()
-            }
-            group.cancelAll()
-        }
+        await jobs.drain(maxConcurrent: 4) { job in await self.perform(job, context: context) }
     }
 
     func perform(_ job: LineJob, context: any AdapterContext) async {
@@ -263,53 +247,10 @@ public struct LineChannelAdapter: ChannelAdapter {
     }
 }
 
-/// Whether a send reported a channel-wide problem (auth_expired), so the next success clears it.
-final class LockedFlag: Sendable {
-    private let m = Mutex(false)
-    func withLock<T>(_ body: (inout Bool) -> T) -> T { m.withLock { body(&$0) } }
-}
-
 /// Work queued by the webhook handler for `run(context:)`.
 enum LineJob: Sendable {
     case media(MediaJob)
     case profile(ProfileJob)
-}
-
-/// A small FIFO with one waiter; survives the run loop being restarted (unlike an AsyncStream,
-/// which finishes when its consumer is cancelled).
-final class JobQueue: Sendable {
-    private let state = Mutex<(jobs: [LineJob], waiter: CheckedContinuation<Void, Never>?)>(([], nil))
-
-    func push(_ job: LineJob) {
-        let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            s.jobs.append(job)
-            defer { s.waiter = nil }
-            return s.waiter
-        }
-        w?.resume()
-    }
-
-    func pop() -> LineJob? { state.withLock { $0.jobs.isEmpty ? nil : $0.jobs.removeFirst() } }
-
-    var count: Int { state.withLock { $0.jobs.count } }
-
-    /// Returns when a job is queued or the task is cancelled.
-    func waitForWork() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let ready = state.withLock { s -> (now: Bool, previous: CheckedContinuation<Void, Never>?) in
-                    if !s.jobs.isEmpty || Task.isCancelled { return (true, nil) }
-                    defer { s.waiter = c }
-                    return (false, s.waiter)
-                }
-                ready.previous?.resume()
-                if ready.now { c.resume() }
-            }
-        } onCancel: {
-            let w = state.withLock { s -> CheckedContinuation<Void, Never>? in defer { s.waiter = nil }; return s.waiter }
-            w?.resume()
-        }
-    }
 }
 
 extension LineChannelAdapter {

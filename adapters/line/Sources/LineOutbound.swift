@@ -104,7 +104,7 @@ extension LineChannelAdapter {
             return response.headers.first(name: "x-line-accepted-request-id").map { ["accepted:\($0)"] } ?? []
         }
         let error = Self.classify(status: code, body: answer, retryAfter: response.headers.first(name: "retry-after"))
-        if error.channelState != nil { problem.withLock { $0 = true } }
+        if error.channelState != nil { problem.set(true) }
         throw error
     }
 
@@ -142,7 +142,7 @@ extension LineChannelAdapter {
     }
 
     func clearProblem(context: any AdapterContext) async {
-        let had = problem.withLock { p -> Bool in defer { p = false }; return p }
+        let had = problem.exchange(false)
         if had { await context.reportStatus(.connected, detail: nil) }
     }
 

@@ -70,7 +70,7 @@ public struct MessagingChannel: Sendable {
     public let settings: MessagingSettings
     public let graph: GraphAPI
     let client: HTTPClient
-    let jobs = MetaJobQueue<MessagingJob>()
+    let jobs = AdapterJobQueue<MessagingJob>()
     let resumed = Locked(false)
     let problem = Locked(false)
     /// Sends in flight per customer, for echoes that overtake the Send API's answer.

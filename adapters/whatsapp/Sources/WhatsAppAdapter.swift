@@ -50,9 +50,9 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
     /// signed public link that Meta downloads (needs an https `server.public_url`).
     let uploadMedia: Bool
     let mediaRetryDelays: [Double]
-    let jobs = MetaJobQueue<WhatsAppMediaJob>()
-    let resumed = MetaFlag()
-    let problem = MetaFlag()
+    let jobs = AdapterJobQueue<WhatsAppMediaJob>()
+    let resumed = AdapterFlag()
+    let problem = AdapterFlag()
 
     public init(channel: ChannelRef, phoneNumberID: String, graph: GraphAPI, appSecret: MetaSecret, verifyToken: MetaSecret,
                 uploadMedia: Bool = true, mediaRetryDelays: [Double] = [1, 2, 4, 8, 16]) {

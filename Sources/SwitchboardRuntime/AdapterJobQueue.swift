@@ -1,10 +1,12 @@
 import Foundation
 import Synchronization
 
-/// A small FIFO of background work (media downloads, profile look-ups) queued by a webhook
-/// handler after its commit and drained by the adapter's `run(context:)`. It survives the run
-/// loop being restarted, unlike an AsyncStream, which finishes when its consumer is cancelled.
-public final class MetaJobQueue<Job: Sendable>: Sendable {
+/// A small FIFO of an adapter's background work (media downloads, profile look-ups) queued by a
+/// webhook handler after its commit and drained by the adapter's `run(context:)`, a few jobs at
+/// a time, as children of that task. It survives the run loop being restarted, unlike an
+/// AsyncStream, which finishes when its consumer is cancelled. (What must survive a restart of
+/// the process belongs in the adapter state too, e.g. committed with the event.)
+public final class AdapterJobQueue<Job: Sendable>: Sendable {
     private let state = Mutex<(jobs: [Job], waiter: CheckedContinuation<Void, Never>?)>(([], nil))
 
     public init() {}
@@ -65,7 +67,7 @@ public final class MetaJobQueue<Job: Sendable>: Sendable {
 
 /// A Sendable boolean an adapter struct can hold (Mutex is not copyable): "a download resume
 /// already ran", "a call reported an expired token".
-public final class MetaFlag: Sendable {
+public final class AdapterFlag: Sendable {
     private let m = Mutex(false)
     public init() {}
     public var value: Bool { m.withLock { $0 } }
