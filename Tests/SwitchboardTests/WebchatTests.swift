@@ -488,8 +488,9 @@ import Testing
         #expect(try await v.hello() != nil)
         let started = ContinuousClock.now
         await d.stop()
-        // Without closing them, open sockets would hold the shutdown for server.shutdown_grace (20 s).
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // Without closing them, open sockets would hold the shutdown for server.shutdown_grace
+        // (20 s); a loaded test machine can take several seconds for the rest of the shutdown.
+        #expect(ContinuousClock.now - started < .seconds(15))
         try await eventually("socket closed") { v.isClosed }
         await v.close()
     }

@@ -15,12 +15,10 @@ import SwitchboardRuntime
 /// reels, unsends; no button template (buttons go out as a one-element generic template), no
 /// file or phone-number buttons, text up to 1000 characters. Sends go to `POST /me/messages`,
 /// which both token kinds accept.
-public struct InstagramChannelAdapter: ChannelAdapter {
+public struct InstagramChannelAdapter: MessagingChannelAdapter {
     public static let type = "instagram"
 
     public let core: MessagingChannel
-    public var channel: ChannelRef { core.channel }
-    public var capabilities: ChannelCapabilities { core.capabilities }
 
     public init(channel: ChannelRef, settings: MessagingSettings, client: HTTPClient) {
         core = MessagingChannel(channel: channel, settings: settings, client: client)
@@ -48,21 +46,5 @@ public struct InstagramChannelAdapter: ChannelAdapter {
                                          appSecretProof: shared.proof, mediaRetryDelays: shared.delays)
         return InstagramChannelAdapter(channel: channel, settings: settings, client: env.httpClient)
     }
-
-    public func run(context: any AdapterContext) async throws { try await core.run(context: context) }
-    public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
-        await core.handleWebhook(request, context: context)
-    }
-    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
-        try await core.validateSend(parts: parts, conversation: conversation, context: context)
-    }
-    public func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
-        try await core.send(message, context: context)
-    }
-    public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
-        try await core.activity(kind, conversation: conversation, recipient: recipient, context: context)
-    }
-    public func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String) {
-        try await core.resolveAddress(address, context: context)
-    }
 }
+

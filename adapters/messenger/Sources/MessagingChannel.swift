@@ -65,6 +65,33 @@ public struct MessagingSettings: Sendable {
 /// signature, every entry and event, dedupe, receipts against the mids we sent, echoes of our
 /// own sends recognised), media and profiles after the commit, the Send API out (messaging
 /// window, HUMAN_AGENT tag, uploads), sender actions.
+/// A channel adapter that is a `MessagingChannel` with its own config keys (Messenger,
+/// Instagram): everything but the factory forwards to `core`.
+public protocol MessagingChannelAdapter: ChannelAdapter {
+    var core: MessagingChannel { get }
+}
+
+extension MessagingChannelAdapter {
+    public var channel: ChannelRef { core.channel }
+    public var capabilities: ChannelCapabilities { core.capabilities }
+    public func run(context: any AdapterContext) async throws { try await core.run(context: context) }
+    public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
+        await core.handleWebhook(request, context: context)
+    }
+    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
+        try await core.validateSend(parts: parts, conversation: conversation, context: context)
+    }
+    public func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
+        try await core.send(message, context: context)
+    }
+    public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
+        try await core.activity(kind, conversation: conversation, recipient: recipient, context: context)
+    }
+    public func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String) {
+        try await core.resolveAddress(address, context: context)
+    }
+}
+
 public struct MessagingChannel: Sendable {
     public let channel: ChannelRef
     public let settings: MessagingSettings

@@ -20,12 +20,10 @@ import SwitchboardRuntime
 /// `messaging_type: RESPONSE` within 24 hours of the customer's last message; with
 /// `human_agent_tag: true`, `MESSAGE_TAG` + `HUMAN_AGENT` up to 7 days; otherwise refused with
 /// `window_closed` (422) before any Graph call.
-public struct MessengerChannelAdapter: ChannelAdapter {
+public struct MessengerChannelAdapter: MessagingChannelAdapter {
     public static let type = "messenger"
 
     public let core: MessagingChannel
-    public var channel: ChannelRef { core.channel }
-    public var capabilities: ChannelCapabilities { core.capabilities }
 
     public init(channel: ChannelRef, settings: MessagingSettings, client: HTTPClient) {
         core = MessagingChannel(channel: channel, settings: settings, client: client)
@@ -52,24 +50,8 @@ public struct MessengerChannelAdapter: ChannelAdapter {
                                          appSecretProof: shared.proof, mediaRetryDelays: shared.delays)
         return MessengerChannelAdapter(channel: channel, settings: settings, client: env.httpClient)
     }
-
-    public func run(context: any AdapterContext) async throws { try await core.run(context: context) }
-    public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
-        await core.handleWebhook(request, context: context)
-    }
-    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
-        try await core.validateSend(parts: parts, conversation: conversation, context: context)
-    }
-    public func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
-        try await core.send(message, context: context)
-    }
-    public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
-        try await core.activity(kind, conversation: conversation, recipient: recipient, context: context)
-    }
-    public func resolveAddress(_ address: String, context: any AdapterContext) async throws -> (peer: Peer, thread: String) {
-        try await core.resolveAddress(address, context: context)
-    }
 }
+
 
 extension MessengerPlatform {
     /// A text-message webhook body as Meta sends it (`object` "page" or "instagram"), for
