@@ -15,15 +15,9 @@ func withEmailDaemon<T: Sendable>(channel: String = "mail", maxSize: String = "1
             helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
             \(EmailFixture.channelYAML(channel, lmtpSocket: socket, maxSize: maxSize, extra: extra))
             """
-        let d = try await TestDaemon.start(yaml, registry: EmailFixture.registry(), dir: dir)
-        do {
+        return try await withDaemon(yaml, registry: EmailFixture.registry(), dir: dir) { d in
             try await eventually(timeout: 10, "LMTP socket") { FileManager.default.fileExists(atPath: socket) }
-            let r = try await body(d, helpdesk, socket)
-            await d.stop()
-            return r
-        } catch {
-            await d.stop()
-            throw error
+            return try await body(d, helpdesk, socket)
         }
     }
 }

@@ -68,14 +68,12 @@ enum LineFixture {
 /// Runs `body` with a fake LINE API and a daemon that knows the `line` channel type.
 func withLine<T: Sendable>(_ yaml: @Sendable (FakeLineAPI) -> String, _ body: (TestDaemon, FakeLineAPI) async throws -> T) async throws -> T {
     let api = try await FakeLineAPI.start()
-    let d: TestDaemon
-    do { d = try await TestDaemon.start(yaml(api), registry: LineFixture.registry()) } catch { await api.stop(); throw error }
     do {
-        let r = try await body(d, api)
-        await d.stop(); await api.stop()
+        let r = try await withDaemon(yaml(api), registry: LineFixture.registry()) { try await body($0, api) }
+        await api.stop()
         return r
     } catch {
-        await d.stop(); await api.stop()
+        await api.stop()
         throw error
     }
 }

@@ -96,14 +96,12 @@ enum MP {
 /// Runs `body` with a fake Graph API and a daemon that knows the Messenger and Instagram types.
 func withMessaging<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: (TestDaemon, FakeGraph) async throws -> T) async throws -> T {
     let graph = try await FakeGraph.start()
-    let d: TestDaemon
-    do { d = try await TestDaemon.start(yaml(graph), registry: MP.registry()) } catch { await graph.stop(); throw error }
     do {
-        let r = try await body(d, graph)
-        await d.stop(); await graph.stop()
+        let r = try await withDaemon(yaml(graph), registry: MP.registry()) { try await body($0, graph) }
+        await graph.stop()
         return r
     } catch {
-        await d.stop(); await graph.stop()
+        await graph.stop()
         throw error
     }
 }

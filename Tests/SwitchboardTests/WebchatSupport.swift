@@ -110,13 +110,5 @@ func withWebchat<T: Sendable>(_ channels: [String], helpdesk: TestHelpdesk? = ni
                               _ body: (TestDaemon) async throws -> T) async throws -> T {
     var yaml = "channels: [ \(channels.joined(separator: ", ")) ]"
     if let helpdesk { yaml = "helpdesks: [ { name: desk, url: \"\(helpdesk.url)\", secret: \"\(testSecret)\" } ]\n" + yaml }
-    let d = try await TestDaemon.start(yaml, registry: WebchatFixture.registry())
-    do {
-        let r = try await body(d)
-        await d.stop()
-        return r
-    } catch {
-        await d.stop()
-        throw error
-    }
+    return try await withDaemon(yaml, registry: WebchatFixture.registry(), body)
 }

@@ -91,14 +91,12 @@ enum WAFixture {
 
 func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: (TestDaemon, FakeGraph) async throws -> T) async throws -> T {
     let graph = try await FakeGraph.start()
-    let d: TestDaemon
-    do { d = try await TestDaemon.start(yaml(graph), registry: WAFixture.registry()) } catch { await graph.stop(); throw error }
     do {
-        let r = try await body(d, graph)
-        await d.stop(); await graph.stop()
+        let r = try await withDaemon(yaml(graph), registry: WAFixture.registry()) { try await body($0, graph) }
+        await graph.stop()
         return r
     } catch {
-        await d.stop(); await graph.stop()
+        await graph.stop()
         throw error
     }
 }

@@ -1,8 +1,10 @@
 import Foundation
+import SwitchboardRuntime
 
 /// Runs `body` with a daemon and always stops it (and removes its temp dir) afterwards.
-func withDaemon<T: Sendable>(_ yaml: String, heartbeat: String = "15s", _ body: (TestDaemon) async throws -> T) async throws -> T {
-    let d = try await TestDaemon.start(yaml, heartbeat: heartbeat)
+func withDaemon<T: Sendable>(_ yaml: String, registry: AdapterRegistry = TestRegistry.make(), heartbeat: String = "15s",
+                             dir: TempDir? = nil, _ body: (TestDaemon) async throws -> T) async throws -> T {
+    let d = try await TestDaemon.start(yaml, registry: registry, heartbeat: heartbeat, dir: dir)
     do {
         let r = try await body(d)
         await d.stop()
