@@ -36,118 +36,74 @@ public final class DeliveryWorker: Service, Sendable {
         self.retries = Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)])
     }
 
-    /// What finished in the worker's task group.
-    enum Finished: Sendable {
-        case delivered(OutboxItem, DeliveryOutcome)
-        case recorded
-        case woken
-    }
-
     public func run() async throws {
         var lastGauge = ContinuousClock.now - .seconds(60)
         let depth = Gauge(label: "switchboard_outbox_depth", dimensions: [("sink", sink.name)])
-        // Deliveries are refilled continuously: whenever one finishes, or something new is
-        // committed, the free slots (up to maxInFlight) take the next due events — an event never
-        // waits for a slow delivery to another conversation. Per conversation only the head
-        // pending event is ever due (the outbox query guarantees it), and a head that is in
-        // flight, or delivered but not yet recorded, is skipped, so each conversation stays in
-        // order. Outcomes are written while deliveries go on; at most one write is outstanding
-        // (it waits behind ingest commits) and outcomes finished meanwhile go in the next one.
+        // A batch's outcomes are written while the next batch is read and delivered: that write
+        // waits behind ingest commits, and other conversations shouldn't wait for it. Events
+        // delivered but not yet recorded are skipped by the next read (their rows still say
+        // pending); at most one such write is outstanding.
         let unrecorded = SeqSet()
-        await withTaskGroup(of: Finished.self) { group in
-            var inFlight: [String: Int64] = [:]
-            var outcomes: [(OutboxItem, DeliveryOutcome)] = []
+        await withTaskGroup(of: Void.self) { recorders in
             var recording = false
-            // Waker tasks wait for the signal or a timeout; a new one is added when the loop must
-            // wake earlier than every pending one would (a retry due in 10 ms).
-            var wakers = 0
-            var wakeAt = ContinuousClock.now
-            var read = true
-            var idleWait = 5000
             while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                if !recording && !outcomes.isEmpty {
-                    let batch = outcomes
-                    outcomes = []
-                    let seqs = batch.map(\.0.eventSeq)
-                    if batch.contains(where: { if case .disable = $0.1 { true } else { false } }) {
-                        // 410: record (and disable) before anything else goes to this receiver.
-                        await record(batch)
-                        unrecorded.remove(seqs)
-                        read = true
-                    } else {
-                        recording = true
-                        group.addTask {
-                            await self.record(batch)
-                            unrecorded.remove(seqs)
-                            return .recorded
-                        }
-                    }
-                }
                 let generation = signal.generation
-                if read && inFlight.count < maxInFlight {
-                    read = false
-                    if ContinuousClock.now - lastGauge > .seconds(5) {
-                        lastGauge = .now
-                        if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
-                    }
-                    if (try? await store.isSinkDisabled(sink.name)) == true {
-                        idleWait = 5000
-                    } else {
-                        do {
-                            // Taken before the read: an outcome committed after this point may still
-                            // show as pending in what the read returns, and must not go out again.
-                            let skip = unrecorded.snapshot
-                            let due = try await store.dueOutbox(sink: sink.name, limit: maxInFlight + skip.count + inFlight.count)
-                            for item in due where inFlight.count < maxInFlight && !skip.contains(item.eventSeq) && inFlight[item.conversationID] == nil {
-                                inFlight[item.conversationID] = item.eventSeq
-                                group.addTask { .delivered(item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
-                            }
-                            if inFlight.isEmpty && !recording {
-                                let now = Store.nowMS()
-                                let next = (try? await store.nextOutboxDue(sink: sink.name)) ?? nil
-                                idleWait = next.map { max(10, min(Int($0 - now), 5000)) } ?? 5000
-                            } else {
-                                idleWait = 5000  // completions wake the loop
-                            }
-                        } catch {
-                            logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
-                            idleWait = 1000
-                        }
-                    }
+                if ContinuousClock.now - lastGauge > .seconds(5) {
+                    lastGauge = .now
+                    if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
                 }
-                let wantWakeAt = ContinuousClock.now + .milliseconds(idleWait)
-                if wakers == 0 || wantWakeAt < wakeAt {
-                    wakers += 1
-                    wakeAt = wantWakeAt
-                    let wait = idleWait
-                    group.addTask {
-                        await self.signal.wait(after: generation, timeout: .milliseconds(wait))
-                        return .woken
+                if (try? await store.isSinkDisabled(sink.name)) == true {
+                    if recording { await recorders.next(); recording = false }
+                    await signal.wait(after: generation, timeout: .seconds(5))
+                    continue
+                }
+                let batch: [OutboxItem]
+                do {
+                    // Taken before the read: an outcome committed after this point may still show
+                    // as pending in what the read returns, and must not be delivered again.
+                    let skip = unrecorded.snapshot
+                    batch = Array(try await store.dueOutbox(sink: sink.name, limit: maxInFlight + skip.count)
+                        .filter { !skip.contains($0.eventSeq) }.prefix(maxInFlight))
+                } catch {
+                    logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+                    try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                if batch.isEmpty {
+                    if recording {
+                        // What is due may only be waiting for the outstanding write.
+                        await recorders.next()
+                        recording = false
+                        continue
                     }
+                    let now = Store.nowMS()
+                    let due = (try? await store.nextOutboxDue(sink: sink.name)) ?? nil
+                    let wait = due.map { max(10, min($0 - now, 5000)) } ?? 5000
+                    await signal.wait(after: generation, timeout: .milliseconds(wait))
+                    continue
                 }
-                guard let finished = await group.next() else { break }
-                switch finished {
-                case .delivered(let item, let outcome):
-                    // Skipped by reads from now until its outcome is written.
-                    unrecorded.insert([item.eventSeq])
-                    inFlight[item.conversationID] = nil
-                    outcomes.append((item, outcome))
-                    // The conversation's next event is due only once this outcome is recorded;
-                    // other conversations' events arrive with the signal.
-                case .recorded:
-                    recording = false
-                    read = true
-                case .woken:
-                    wakers -= 1
-                    read = true
+                // One event per conversation per batch (the query guarantees it), so delivering
+                // the batch concurrently keeps every conversation in order.
+                let results = await withTaskGroup(of: (OutboxItem, DeliveryOutcome).self) { group in
+                    for item in batch {
+                        group.addTask { (item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
+                    }
+                    return await group.reduce(into: []) { $0.append($1) }
                 }
+                if recording { await recorders.next(); recording = false }
+                let seqs = results.map(\.0.eventSeq)
+                if results.contains(where: { if case .disable = $0.1 { true } else { false } }) {
+                    // 410: record (and disable) before anything else goes to this receiver.
+                    await record(results)
+                    continue
+                }
+                unrecorded.insert(seqs)
+                recorders.addTask {
+                    await self.record(results)
+                    unrecorded.remove(seqs)
+                }
+                recording = true
             }
-            group.cancelAll()
-            // Outcomes of deliveries that finished are still worth keeping on the way out.
-            while let finished = await group.next() {
-                if case .delivered(let item, let outcome) = finished { outcomes.append((item, outcome)) }
-            }
-            if !outcomes.isEmpty { await record(outcomes) }
         }
     }
 
