@@ -5,13 +5,15 @@ SWIFT      ?= swift
 CONFIG     ?= Config/demo.yaml
 # System packages the build needs (C libraries), and those only the tests need: Python for the
 # schema/interop checks, chromium + chromium-driver + selenium for the webchat browser tests,
-# Dovecot for the email IMAP tests, aiosmtpd as the SMTP server the email tests send to.
+# Dovecot for the email IMAP tests, aiosmtpd as the SMTP server the email tests send to, Postfix
+# (installed unconfigured: the tests and the benchmark run private instances) and swaks as a
+# real MTA and mail client in front of the LMTP listener.
 APT_BUILD := libsystemd-dev libcurl4-openssl-dev libssl-dev libsqlite3-dev pkg-config curl systemd
-APT_TEST  := python3 python3-pip chromium chromium-driver dovecot-imapd dovecot-lmtpd
+APT_TEST  := python3 python3-pip chromium chromium-driver dovecot-imapd dovecot-lmtpd postfix swaks
 # Independent implementations our output is checked against (schema, Standard Webhooks, CloudEvents).
 PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator aiosmtpd selenium
 
-.PHONY: all deps test-deps build demo test bench clean
+.PHONY: all deps test-deps build demo test fuzz bench clean
 
 all: build
 
@@ -21,6 +23,7 @@ define apt_install
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections 2>/dev/null || true; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 endef
@@ -49,6 +52,14 @@ demo: build
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	FUZZ_SECONDS=$(TEST_FUZZ_SECONDS) SWIFT=$(SWIFT) bash Fuzz/run.sh
+
+# libFuzzer on the email MIME path and the IMAP response parser (Fuzz/): `make test` runs each
+# target briefly, `make fuzz FUZZ_SECONDS=3600` for a real session.
+TEST_FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	FUZZ_SECONDS=$(FUZZ_SECONDS) SWIFT=$(SWIFT) bash Fuzz/run.sh
 
 # The WhatsApp phase compares with pywa (a Python WhatsApp framework) on uvicorn.
 BENCH_PIP_PACKAGES := 'pywa[fastapi]' uvicorn

@@ -135,10 +135,20 @@ let package = Package(
             ],
             path: "adapters/instagram/Sources"
         ),
+        // The email parsing layer (MIME, charsets, quotes, loop guard, threading, the IMAP
+        // response parser): no I/O and no NIO, so the fuzz targets build it on its own.
+        .target(
+            name: "EmailParsing",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "adapters/email/Parsing"
+        ),
         .target(
             name: "EmailAdapter",
             dependencies: [
-                "SwitchboardCore", "SwitchboardRuntime",
+                "SwitchboardCore", "SwitchboardRuntime", "EmailParsing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -181,6 +191,7 @@ let package = Package(
         .executableTarget(
             name: "SwitchboardBench",
             dependencies: [
+                "EmailParsing",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -191,6 +202,19 @@ let package = Package(
             ],
             path: "Benchmarks/SwitchboardBench"
         ),
+        // libFuzzer targets (`make fuzz` builds them with -sanitize=fuzzer); a plain build makes
+        // corpus-replay tools of the same code.
+        .target(name: "FuzzSupport", path: "Fuzz/Support"),
+        .executableTarget(
+            name: "fuzz-mime",
+            dependencies: ["EmailParsing", "FuzzSupport"],
+            path: "Fuzz/MIME"
+        ),
+        .executableTarget(
+            name: "fuzz-imap",
+            dependencies: ["EmailParsing", "FuzzSupport"],
+            path: "Fuzz/IMAP"
+        ),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: ["SwitchboardCore", .product(name: "Logging", package: "swift-log")],
@@ -198,7 +222,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EmailAdapterTests",
-            dependencies: ["EmailAdapter", "SwitchboardCore"],
+            dependencies: ["EmailAdapter", "EmailParsing", "SwitchboardCore"],
             path: "Tests/EmailAdapterTests",
             resources: [.copy("Fixtures")]
         ),
@@ -212,7 +236,7 @@ let package = Package(
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardRuntime", "SwitchboardHTTP",
                 "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter", "LineAdapter",
-                "MetaAdapter", "WhatsAppAdapter", "MessengerAdapter", "InstagramAdapter", "EmailAdapter", "WebchatAdapter",
+                "MetaAdapter", "WhatsAppAdapter", "MessengerAdapter", "InstagramAdapter", "EmailAdapter", "EmailParsing", "WebchatAdapter",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EmailAdapter
+@testable import EmailParsing
 
 /// Every charset fixture decodes to the exact text Python encoded (see Fixtures/make_fixtures.py).
 @Suite("Email charsets")

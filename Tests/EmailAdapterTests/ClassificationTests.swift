@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EmailAdapter
+@testable import EmailParsing
 
 @Suite("Email loop and noise guard")
 struct ClassificationTests {

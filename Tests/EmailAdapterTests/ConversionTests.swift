@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EmailAdapter
+@testable import EmailParsing
 @testable import SwitchboardCore
 
 @Suite("Email to common-format parts")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EmailAdapter
+@testable import EmailParsing
 @testable import SwitchboardCore
 
 /// Deterministic fuzzing: thousands of mutated and truncated fixture messages go through the

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 @testable import EmailAdapter
+@testable import EmailParsing
 @testable import SwitchboardCore
 
 /// The .eml corpus in Fixtures/ (written by Fixtures/make_fixtures.py with Python's codecs).

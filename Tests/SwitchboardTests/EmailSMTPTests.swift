@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import EmailAdapter
+import EmailParsing
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
 

@@ -1,3 +1,4 @@
+import EmailParsing
 import Crypto
 import Foundation
 import SwitchboardCore

@@ -1,3 +1,4 @@
+import EmailParsing
 import Foundation
 import NIOCore
 import NIOPosix

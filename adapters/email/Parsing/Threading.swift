@@ -74,7 +74,7 @@ public struct ThreadCodec: Sendable, CustomStringConvertible, CustomDebugStringC
         return makeMessageID(conversationID: conversationID, random: Base32.encode(random))
     }
 
-    func makeMessageID(conversationID: String, random: String) -> String {
+    public func makeMessageID(conversationID: String, random: String) -> String {
         let conv = conversationID.lowercased()
         return "sb.\(conv).\(random).\(messageTag(conv, random))@\(domain)"
     }
@@ -137,9 +137,9 @@ public struct ThreadCodec: Sendable, CustomStringConvertible, CustomDebugStringC
 }
 
 /// RFC 4648 base32, lower-case, unpadded (safe in local parts and Message-IDs of any case-folding system).
-enum Base32 {
+public enum Base32 {
     private static let alphabet = Array("abcdefghijklmnopqrstuvwxyz234567".utf8)
-    static func encode(_ bytes: [UInt8]) -> String {
+    public static func encode(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
         var buffer: UInt32 = 0
         var bits = 0
