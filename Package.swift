@@ -183,6 +183,7 @@ let package = Package(
                 "SwitchboardDelivery", "SwitchboardSystemd", "SwitchboardDaemon", "WebhookAdapter", "LineAdapter",
                 "MetaAdapter", "WhatsAppAdapter", "MessengerAdapter", "InstagramAdapter", "EmailAdapter", "WebchatAdapter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

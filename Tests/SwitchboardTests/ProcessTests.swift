@@ -140,6 +140,36 @@ import WebhookAdapter
         d.signal(SIGTERM)
         _ = await d.waitForExit()
     }
+    /// For a webchat channel, `switchboard simulate` is a widget visitor on the WebSocket: with the
+    /// channel's identity secret, `--from` is a verified user, the same visitor on every run.
+    @Test func simulateActsAsAWebchatVisitor() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let path = dir.file("switchboard.yaml")
+        let port = Int.random(in: 20000...40000)
+        try Self.config(dir: dir, helpdesks: "[ { name: console, type: console } ]")
+            .replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:\(port)")
+            .replacingOccurrences(of: "channels: [ { id: hooks, type: webhook, secret: \"\(Self.secret)\" } ]", with: """
+                channels:
+                  - { id: site, type: webchat, identity_secret: "simulate-identity-secret-0123", prechat: { fields: [ { name: name, required: true } ] } }
+                """)
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let d = try DaemonProcess(arguments: ["serve", "--config", path])
+        _ = try await d.address(of: "public")
+        for text in ["first visit", "second visit"] {
+            let sim = try DaemonProcess(arguments: ["simulate", "site", "--config", path, "--from", "alice", "--name", "Alice A", "--text", text])
+            #expect(await sim.waitForExit() == 0, "\(sim.log)")
+            #expect(sim.log.contains("stored msg_") && sim.log.contains("from visitor u:alice"), "\(sim.log)")
+        }
+        try await eventually { d.log.contains("second visit") }
+        #expect(d.log.contains("first visit") && d.log.contains("Alice A"))
+        // Both runs are one verified visitor, so one conversation.
+        let conversations = Set(d.log.split(separator: "\n").filter { $0.contains("switchboard.message.received") }
+            .compactMap { line in line.range(of: "conv_[0-9A-Za-z]+", options: .regularExpression).map { String(line[$0]) } })
+        #expect(conversations.count == 1, "\(d.log)")
+        d.signal(SIGTERM)
+        _ = await d.waitForExit()
+    }
 }
 
 /// Independent implementations check what we deliver: the Python `standardwebhooks` package

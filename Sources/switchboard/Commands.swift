@@ -187,6 +187,8 @@ struct Simulate: AsyncParsableCommand {
     @Option(help: "The simulated customer's display name.") var name: String = "Sam Simulator"
     @Option(help: "The kind of sample message, where the channel type has several (whatsapp: text, image, location, button).")
     var kind: String = "text"
+    @Option(help: "webchat: continue as the visitor this token belongs to (printed by an earlier run).")
+    var token: String?
 
     func run() async throws {
         let text = try Daemon.readConfig(path: options.path)
@@ -195,8 +197,14 @@ struct Simulate: AsyncParsableCommand {
         guard let ch = config.channels.first(where: { $0.id == channel }) else {
             throw ValidationError("no channel \(channel) in \(options.path)")
         }
-        let (body, headers) = try SampleWebhooks.make(for: ch, text: self.text, from: from, name: name, kind: kind)
         let host = config.listen.host == "0.0.0.0" ? "127.0.0.1" : config.listen.host
+        if ch.type == WebchatChannelAdapter.type {
+            // A widget visitor on the channel's WebSocket, not a webhook.
+            try await WebchatSimulator.run(channel: ch, base: "http://\(HostPort(host: host, port: config.listen.port))",
+                                           text: self.text, from: from, name: name, token: token)
+            return
+        }
+        let (body, headers) = try SampleWebhooks.make(for: ch, text: self.text, from: from, name: name, kind: kind)
         var req = HTTPClientRequest(url: "http://\(HostPort(host: host, port: config.listen.port))/webhooks/\(channel)")
         req.method = .POST
         for (k, v) in headers { req.headers.add(name: k, value: v) }
