@@ -9,7 +9,7 @@ struct SwitchboardBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "SwitchboardBench",
         abstract: "Benchmark tools for Switchboard: a bare baseline server, a helpdesk receiver and a load generator.",
-        subcommands: [BareServer.self, Helpdesk.self, Load.self, FreePort.self])
+        subcommands: [BareServer.self, Helpdesk.self, Load.self, FreePort.self, MIMEParse.self])
 }
 
 /// Prints a TCP port on 127.0.0.1 that was free a moment ago (for the daemon's config, which

@@ -94,10 +94,10 @@ public enum AddressParser {
         var comments: [String] = []
         for t in tokens { if case .comment(let c) = t { comments.append(c) } }
         if let angleIndex, case .angle(let inner) = tokens[angleIndex] {
-            var addr = inner.trimmingCharacters(in: .whitespaces)
+            var addr = inner.trimmingSpaces()
             // Obsolete route `<@a,@b:user@c>`.
             if addr.hasPrefix("@"), let colon = addr.firstIndex(of: ":") { addr = String(addr[addr.index(after: colon)...]) }
-            addr = addr.replacingOccurrences(of: " ", with: "")
+            addr = addr.replacingAll(" ", with: "")
             let name = phrase(Array(tokens[..<angleIndex])) ?? comments.first.map { EncodedWords.decode($0) }
             return EmailAddress(address: addr.lowercased(), displayName: nonEmpty(name), group: group)
         }
@@ -117,7 +117,7 @@ public enum AddressParser {
     }
 
     private static func nonEmpty(_ s: String?) -> String? {
-        guard let t = s?.trimmingCharacters(in: .whitespacesAndNewlines), !t.isEmpty else { return nil }
+        guard let t = s?.trimmingWhitespace(), !t.isEmpty else { return nil }
         return t
     }
 

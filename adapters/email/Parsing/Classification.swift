@@ -106,10 +106,10 @@ public enum EmailClassifier {
 
         // 3. Automatic replies (RFC 3834 and the vendors' own headers).
         if let auto = h["Auto-Submitted"] {
-            let token = auto.split(separator: ";").first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() } ?? ""
+            let token = auto.split(separator: ";").first.map { $0.trimmingSpaces().lowercased() } ?? ""
             if !token.isEmpty && token != "no" { return .autoReply(reason: "Auto-Submitted: \(token)") }
         }
-        if let v = h["X-Autoreply"], v.trimmingCharacters(in: .whitespaces).lowercased() != "no" {
+        if let v = h["X-Autoreply"], v.trimmingSpaces().lowercased() != "no" {
             return .autoReply(reason: "X-Autoreply header")
         }
         if h.contains("X-Autorespond") { return .autoReply(reason: "X-Autorespond header") }
@@ -121,7 +121,7 @@ public enum EmailClassifier {
         if h.contains("X-Loop") { return .autoReply(reason: "X-Loop header") }
 
         // 4. Bulk and mailing lists.
-        if let p = h["Precedence"]?.trimmingCharacters(in: .whitespaces).lowercased(), ["bulk", "list", "junk"].contains(p) {
+        if let p = h["Precedence"]?.trimmingSpaces().lowercased(), ["bulk", "list", "junk"].contains(p) {
             return .bulk(reason: "Precedence: \(p)")
         }
         if h.contains("List-Id") { return .bulk(reason: "List-Id header") }
@@ -161,9 +161,9 @@ public enum EmailClassifier {
             let recipients = blocks.filter { $0.contains("Final-Recipient") || $0.contains("Action") || $0.contains("Status") }
             let chosen = recipients.first { ($0["Action"] ?? "").lowercased().contains("failed") } ?? recipients.first
             if let r = chosen {
-                report.action = r["Action"]?.trimmingCharacters(in: .whitespaces).lowercased()
+                report.action = r["Action"]?.trimmingSpaces().lowercased()
                 report.status = r["Status"].map { s in
-                    String(s.trimmingCharacters(in: .whitespaces).prefix { $0.isNumber || $0 == "." })
+                    String(s.trimmingSpaces().prefix { $0.isNumber || $0 == "." })
                 }.flatMap { $0.isEmpty ? nil : $0 }
                 report.recipient = (r["Final-Recipient"] ?? r["Original-Recipient"]).map { typed($0).lowercased() }
                     .map { MIMEParser.stripAngles($0) }
@@ -178,7 +178,7 @@ public enum EmailClassifier {
         if report.originalMessageID == nil {
             // Some MTAs quote the original headers in the text part only.
             for line in email.text.split(separator: "\n") {
-                let t = line.trimmingCharacters(in: .whitespaces)
+                let t = line.trimmingSpaces()
                 if t.lowercased().hasPrefix("message-id:"), let id = MessageIDs.parse(String(t.dropFirst(11))).first {
                     report.originalMessageID = id
                     break
@@ -190,7 +190,7 @@ public enum EmailClassifier {
 
     /// `rfc822; jane@example.com` → `jane@example.com`; `smtp; 550 …` → `550 …`.
     private static func typed(_ s: String) -> String {
-        guard let semi = s.firstIndex(of: ";") else { return s.trimmingCharacters(in: .whitespaces) }
-        return s[s.index(after: semi)...].trimmingCharacters(in: .whitespaces)
+        guard let semi = s.firstIndex(of: ";") else { return s.trimmingSpaces() }
+        return s[s.index(after: semi)...].trimmingSpaces()
     }
 }

@@ -96,7 +96,7 @@ public enum EmailParser {
         let html = collector.html.isEmpty ? nil : collector.html.joined(separator: "\n")
         var text = collector.plain.joined(separator: "\n")
         var derived = false
-        if text.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, let html {
+        if text.trimmingWhitespace().isEmpty, let html {
             text = HTMLText.toText(html)
             derived = true
         }
@@ -116,7 +116,7 @@ public enum EmailParser {
         }()
         var returnPath: EmailAddress?
         if let rp = headers.fields(named: "Return-Path").last?.value {
-            let trimmed = rp.trimmingCharacters(in: .whitespaces)
+            let trimmed = rp.trimmingSpaces()
             returnPath = trimmed == "<>" || trimmed.isEmpty ? EmailAddress(address: "") : AddressParser.first(trimmed)
         }
 
@@ -214,7 +214,7 @@ public enum EmailParser {
             var charset = ct.charset
             if ct.subtype == "html" && (charset == nil || charset?.isEmpty == true) { charset = sniffHTMLCharset(bytes) }
             // Line ends become LF: the common format's text never carries CRLF.
-            var s = Charset.decode(bytes, label: charset).replacingOccurrences(of: "\r\n", with: "\n")
+            var s = Charset.decode(bytes, label: charset).replacingAll("\r\n", with: "\n")
             if ct.subtype == "plain", ct.parameters["format"]?.lowercased() == "flowed" {
                 s = FormatFlowed.unwrap(s, delSp: ct.parameters["delsp"]?.lowercased() == "yes")
             }
@@ -282,9 +282,9 @@ enum Filenames {
         var s = name
         if let slash = s.lastIndex(where: { $0 == "/" || $0 == "\\" }) { s = String(s[s.index(after: slash)...]) }
         s = String(s.unicodeScalars.filter { $0.value >= 0x20 && $0.value != 0x7F && !($0.value >= 0x80 && $0.value < 0xA0) }.map(Character.init))
-        s = s.replacingOccurrences(of: ":", with: "_")
+        s = s.replacingAll(":", with: "_")
         while let f = s.first, f == "." || f == " " || f == "-" { s.removeFirst() }
-        s = s.trimmingCharacters(in: .whitespaces)
+        s = s.trimmingSpaces()
         if s.utf8.count > 200 {
             let ext = (s as NSString).pathExtension
             var stem = String((s as NSString).deletingPathExtension)
@@ -358,7 +358,7 @@ public enum EmailDate {
         while let open = text.firstIndex(of: "("), let close = text[open...].firstIndex(of: ")") {
             text.removeSubrange(open...close)
         }
-        var tokens = text.replacingOccurrences(of: ",", with: " ").split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        var tokens = text.replacingAll(",", with: " ").split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         if let f = tokens.first, f.count >= 3, Int(f) == nil, !f.contains(":") { tokens.removeFirst() } // weekday
         guard tokens.count >= 4 else { return nil }
         var day: Int?, month: Int?, year: Int?

@@ -138,7 +138,7 @@ enum HeaderParser {
                 continue
             }
             first = false
-            let name = String(decoding: nameBytes, as: UTF8.self).trimmingCharacters(in: .whitespaces)
+            let name = String(decoding: nameBytes, as: UTF8.self).trimmingSpaces()
             if fields.count < maxFields {
                 fields.append(HeaderField(name: name, rawValue: Array(bytes[(colon + 1)..<contentEnd])))
             }

@@ -42,9 +42,9 @@ public struct MIMEPart: Sendable, Hashable {
     /// The filename the sender gave: Content-Disposition `filename` (RFC 2231 or plain), then
     /// Content-Type `name`, then the last segment of Content-Location.
     public var declaredFilename: String? {
-        if let f = disposition?["filename"], !f.trimmingCharacters(in: .whitespaces).isEmpty { return f }
-        if let n = contentType.parameters["name"], !n.trimmingCharacters(in: .whitespaces).isEmpty { return n }
-        if let loc = headers["Content-Location"]?.trimmingCharacters(in: .whitespaces), !loc.isEmpty {
+        if let f = disposition?["filename"], !f.trimmingSpaces().isEmpty { return f }
+        if let n = contentType.parameters["name"], !n.trimmingSpaces().isEmpty { return n }
+        if let loc = headers["Content-Location"]?.trimmingSpaces(), !loc.isEmpty {
             let last = loc.split(whereSeparator: { $0 == "/" || $0 == "\\" }).last.map(String.init) ?? loc
             let cleaned = last.split(separator: "?").first.map(String.init) ?? last
             if !cleaned.isEmpty { return cleaned }
@@ -81,7 +81,7 @@ enum MIMEParser {
         ctx.parts += 1
         let (headers, bodyStart) = HeaderParser.parse(bytes, start: start, end: end)
         var contentType = ContentType(parsing: headers["Content-Type"], default: defaultType)
-        let cte = (headers["Content-Transfer-Encoding"] ?? "7bit").trimmingCharacters(in: .whitespaces).lowercased()
+        let cte = (headers["Content-Transfer-Encoding"] ?? "7bit").trimmingSpaces().lowercased()
         let disposition = headers["Content-Disposition"].map { ParameterizedValue(parsing: $0) }
         var contentID = headers["Content-ID"].map(stripAngles)
         if contentID?.isEmpty == true { contentID = nil }
@@ -128,10 +128,10 @@ enum MIMEParser {
     }
 
     static func stripAngles(_ s: String) -> String {
-        var t = s.trimmingCharacters(in: .whitespacesAndNewlines)
+        var t = s.trimmingWhitespace()
         if t.hasPrefix("<") { t.removeFirst() }
         if let close = t.firstIndex(of: ">") { t = String(t[..<close]) }
-        return t.trimmingCharacters(in: .whitespaces)
+        return t.trimmingSpaces()
     }
 
     /// Without a boundary parameter: the first line that starts with `--` names it.

@@ -19,14 +19,14 @@ public struct ParameterizedValue: Sendable, Hashable {
     /// Parses a header value; never fails.
     public init(parsing s: String) {
         let pieces = ParameterizedValue.split(s)
-        value = (pieces.first ?? "").trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
+        value = (pieces.first ?? "").trimmingWhitespace().lowercased()
         var plain: [String: String] = [:]
         var extended: [String: String] = [:]            // name*=charset'lang'…
         var sections: [String: [(Int, String, Bool)]] = [:] // name*N[*]
         for piece in pieces.dropFirst() {
             guard let eq = piece.firstIndex(of: "=") else { continue }
-            let rawName = piece[..<eq].trimmingCharacters(in: .whitespacesAndNewlines).lowercased()
-            let rawValue = ParameterizedValue.unquote(piece[piece.index(after: eq)...].trimmingCharacters(in: .whitespacesAndNewlines))
+            let rawName = piece[..<eq].trimmingWhitespace().lowercased()
+            let rawValue = ParameterizedValue.unquote(piece[piece.index(after: eq)...].trimmingWhitespace())
             guard !rawName.isEmpty else { continue }
             if let star = rawName.firstIndex(of: "*") {
                 let base = String(rawName[..<star])
@@ -179,9 +179,9 @@ public struct ContentType: Sendable, Hashable {
 
     /// Parses a Content-Type value; a missing or malformed one becomes `defaultType`.
     public init(parsing s: String?, default defaultType: ContentType = .textPlain) {
-        guard let s, !s.trimmingCharacters(in: .whitespaces).isEmpty else { self = defaultType; return }
+        guard let s, !s.trimmingSpaces().isEmpty else { self = defaultType; return }
         let p = ParameterizedValue(parsing: s)
-        let pieces = p.value.split(separator: "/", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        let pieces = p.value.split(separator: "/", maxSplits: 1).map { $0.trimmingSpaces() }
         if pieces.count == 2, !pieces[0].isEmpty, !pieces[1].isEmpty,
            pieces[0].allSatisfy({ $0.isLetter || $0.isNumber || "-.+_".contains($0) }) {
             type = pieces[0]

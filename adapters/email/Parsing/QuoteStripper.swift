@@ -28,14 +28,14 @@ public enum QuoteStripper {
     /// When a cut would leave nothing (the mail starts with the quote, e.g. a bare forward), the
     /// whole body is the text.
     public static func strip(_ body: String) -> Result {
-        let normalized = body.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
+        let normalized = body.replacingAll("\r\n", with: "\n").replacingAll("\r", with: "\n")
         let lines = normalized.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let full = trimTrailing(lines).joined(separator: "\n")
 
         var cut: Int?
         var marker: String?
         scan: for i in lines.indices {
-            let line = lines[i].trimmingCharacters(in: .whitespaces)
+            let line = lines[i].trimmingSpaces()
             if line.isEmpty { continue }
             if isSeparator(line) { cut = i; marker = "original_message"; break scan }
             if attributionSpan(lines, i) != nil {
@@ -47,8 +47,8 @@ public enum QuoteStripper {
                 cut = i
                 // A horizontal rule right above the block belongs to it.
                 var j = i - 1
-                while j >= 0 && lines[j].trimmingCharacters(in: .whitespaces).isEmpty { j -= 1 }
-                if j >= 0 && isRule(lines[j].trimmingCharacters(in: .whitespaces)) { cut = j }
+                while j >= 0 && lines[j].trimmingSpaces().isEmpty { j -= 1 }
+                if j >= 0 && isRule(lines[j].trimmingSpaces()) { cut = j }
                 marker = "outlook_header"
                 break scan
             }
@@ -57,10 +57,10 @@ public enum QuoteStripper {
         var kept = Array(lines[..<(cut ?? lines.count)])
         // A trailing `>`-quoted block (after the cut, or in a body with no marker).
         var end = kept.count
-        while end > 0 && kept[end - 1].trimmingCharacters(in: .whitespaces).isEmpty { end -= 1 }
+        while end > 0 && kept[end - 1].trimmingSpaces().isEmpty { end -= 1 }
         var q = end
         while q > 0 {
-            let t = kept[q - 1].trimmingCharacters(in: .whitespaces)
+            let t = kept[q - 1].trimmingSpaces()
             if t.hasPrefix(">") || t.isEmpty {
                 q -= 1
             } else {
@@ -68,25 +68,25 @@ public enum QuoteStripper {
             }
         }
         // The block must start with a quoted line (blank lines are only allowed inside it).
-        while q < end && kept[q].trimmingCharacters(in: .whitespaces).isEmpty { q += 1 }
+        while q < end && kept[q].trimmingSpaces().isEmpty { q += 1 }
         if q < end {
             kept = Array(kept[..<q])
             if marker == nil { marker = "quote_block" }
             // An attribution line directly above a quote block (`Jane wrote:`) goes too.
             var k = kept.count - 1
-            while k >= 0 && kept[k].trimmingCharacters(in: .whitespaces).isEmpty { k -= 1 }
+            while k >= 0 && kept[k].trimmingSpaces().isEmpty { k -= 1 }
             if k >= 0 {
-                let t = kept[k].trimmingCharacters(in: .whitespaces)
+                let t = kept[k].trimmingSpaces()
                 if t.hasSuffix(":") && (t.lowercased().hasSuffix("wrote:") || t.hasSuffix("작성:") || t.hasSuffix("書きました:") || t.hasSuffix("のメッセージ:")) {
                     kept = Array(kept[..<k])
                 }
             }
         }
-        let text = trimTrailing(kept).joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = trimTrailing(kept).joined(separator: "\n").trimmingWhitespace()
         if marker == nil || text.isEmpty {
-            return Result(text: full.trimmingCharacters(in: .whitespacesAndNewlines), fullText: full, quoted: nil, marker: nil)
+            return Result(text: full.trimmingWhitespace(), fullText: full, quoted: nil, marker: nil)
         }
-        let quoted = lines.count > kept.count ? lines[kept.count...].joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines) : ""
+        let quoted = lines.count > kept.count ? lines[kept.count...].joined(separator: "\n").trimmingWhitespace() : ""
         return Result(text: text, fullText: full, quoted: quoted, marker: marker)
     }
 
@@ -125,7 +125,7 @@ public enum QuoteStripper {
     ]
 
     private static func isAttributionEnd(_ s: String) -> Bool {
-        let t = s.trimmingCharacters(in: .whitespaces)
+        let t = s.trimmingSpaces()
         let lower = t.lowercased()
         if wroteEndings.contains(where: { lower.hasSuffix($0) }) { return true }
         // Korean (Gmail: `2024년 3월 5일 (화) 오후 2:15, 홍길동 <hong@example.com>님이 작성:`).
@@ -141,7 +141,7 @@ public enum QuoteStripper {
 
     /// The number of lines an attribution at `i` spans (1–3), or nil.
     static func attributionSpan(_ lines: [String], _ i: Int) -> Int? {
-        let first = lines[i].trimmingCharacters(in: .whitespaces)
+        let first = lines[i].trimmingSpaces()
         if isAttributionEnd(first) && looksLikeAttribution(first) { return 1 }
         if isGmailJapanese(first) { return 1 }
         // Wrapped: `On Tue, 5 Mar 2024 at 14:15, Jane Doe <` / `jane@example.com> wrote:`.
@@ -150,7 +150,7 @@ public enum QuoteStripper {
         guard startsLikeOn else { return nil }
         var joined = first
         for extra in 1...2 where i + extra < lines.count {
-            let next = lines[i + extra].trimmingCharacters(in: .whitespaces)
+            let next = lines[i + extra].trimmingSpaces()
             if next.isEmpty { return nil }
             joined += " " + next
             if isAttributionEnd(joined) { return extra + 1 }
@@ -186,12 +186,12 @@ public enum QuoteStripper {
                                     "inviato:", "oggetto:", "отправлено:", "кому:", "тема:", "发送时间:", "收件人:", "主题:"]
 
     static func isOutlookHeaderBlock(_ lines: [String], _ i: Int) -> Bool {
-        let first = lines[i].trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "*", with: "")
+        let first = lines[i].trimmingSpaces().replacingAll("*", with: "")
         guard fromKeys.contains(where: { first.lowercased().hasPrefix($0) }) else { return false }
         var headerLines = 0
         var j = i + 1
         while j < lines.count && j <= i + 6 {
-            let t = lines[j].trimmingCharacters(in: .whitespaces).replacingOccurrences(of: "*", with: "").lowercased()
+            let t = lines[j].trimmingSpaces().replacingAll("*", with: "").lowercased()
             if t.isEmpty { break }
             if otherKeys.contains(where: { t.hasPrefix($0) }) {
                 headerLines += 1
