@@ -35,14 +35,14 @@ final class TestDovecot: Sendable {
     static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/sbin/dovecot") }
 
     /// `tls`: a certificate and key: the server then offers STARTTLS on the imap port and
-    /// implicit TLS on `imapsPort`.
-    static func start(tls: (cert: String, key: String)? = nil) async throws -> TestDovecot {
+    /// implicit TLS on `imapsPort`. `users` all have `password`.
+    static func start(tls: (cert: String, key: String)? = nil, users: [String] = [user]) async throws -> TestDovecot {
         let dir = TempDir()
         chmod(dir.path, 0o755)
         let imap = freePort(), lmtp = freePort(), imaps = tls == nil ? 0 : freePort()
         for d in ["run", "state", "mail"] { try FileManager.default.createDirectory(atPath: dir.file(d), withIntermediateDirectories: true) }
         _ = try await Spawned.run("chown", ["nobody:nogroup", dir.file("mail")])
-        try "\(user):{PLAIN}\(password)::::::\n".write(toFile: dir.file("users"), atomically: true, encoding: .utf8)
+        try users.map { "\($0):{PLAIN}\(password)::::::\n" }.joined().write(toFile: dir.file("users"), atomically: true, encoding: .utf8)
         chmod(dir.file("users"), 0o644)
         let conf = """
             protocols = imap lmtp
@@ -52,6 +52,7 @@ final class TestDovecot: Sendable {
             log_path = \(dir.file("dovecot.log"))
             \(tls.map { "ssl = yes\nssl_cert = <\($0.cert)\nssl_key = <\($0.key)" } ?? "ssl = no")
             disable_plaintext_auth = no
+            recipient_delimiter = +
             auth_mechanisms = plain login
             mail_location = maildir:\(dir.file("mail"))/%u
             passdb {
@@ -121,9 +122,9 @@ final class TestDovecot: Sendable {
         #expect(t.contains { $0.hasPrefix("S: 250 2.0.0 <\(Self.user)>") }, "\(t)")
     }
 
-    /// Maildir file names in a folder of the agent (`cur` and `new`).
-    func files(_ folder: String = "") -> [String] {
-        let base = dir.file("mail/\(Self.user)") + (folder.isEmpty ? "" : "/.\(folder)")
+    /// Maildir file names in a folder of a user (`cur` and `new`); the agent's by default.
+    func files(_ folder: String = "", user: String = TestDovecot.user) -> [String] {
+        let base = dir.file("mail/\(user)") + (folder.isEmpty ? "" : "/.\(folder)")
         return ["cur", "new"].flatMap { sub in ((try? FileManager.default.contentsOfDirectory(atPath: "\(base)/\(sub)")) ?? []).map { "\(sub)/\($0)" } }
     }
 
