@@ -36,7 +36,9 @@ final class TestDovecot: Sendable {
 
     /// `tls`: a certificate and key: the server then offers STARTTLS on the imap port and
     /// implicit TLS on `imapsPort`. `users` all have `password`.
-    static func start(tls: (cert: String, key: String)? = nil, users: [String] = [user]) async throws -> TestDovecot {
+    /// `oauthIntrospection`: a token introspection URL; the server then also offers XOAUTH2
+    /// (Dovecot's oauth2 passdb POSTs `token=…` there and wants `{"active": true, "username": …}`).
+    static func start(tls: (cert: String, key: String)? = nil, users: [String] = [user], oauthIntrospection: String? = nil) async throws -> TestDovecot {
         let dir = TempDir()
         chmod(dir.path, 0o755)
         let imap = freePort(), lmtp = freePort(), imaps = tls == nil ? 0 : freePort()
@@ -53,7 +55,8 @@ final class TestDovecot: Sendable {
             \(tls.map { "ssl = yes\nssl_cert = <\($0.cert)\nssl_key = <\($0.key)" } ?? "ssl = no")
             disable_plaintext_auth = no
             recipient_delimiter = +
-            auth_mechanisms = plain login
+            auth_mechanisms = plain login\(oauthIntrospection == nil ? "" : " xoauth2 oauthbearer")
+            \(oauthIntrospection == nil ? "" : "passdb {\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n  args = \(dir.file("oauth2.conf"))\n}")
             mail_location = maildir:\(dir.file("mail"))/%u
             passdb {
               driver = passwd-file
@@ -88,6 +91,17 @@ final class TestDovecot: Sendable {
 
             """
         try conf.write(toFile: dir.file("dovecot.conf"), atomically: true, encoding: .utf8)
+        if let url = oauthIntrospection {
+            try """
+                introspection_mode = post
+                introspection_url = \(url)
+                force_introspection = yes
+                username_attribute = username
+                active_attribute = active
+                active_value = true
+
+                """.write(toFile: dir.file("oauth2.conf"), atomically: true, encoding: .utf8)
+        }
         let p = try Spawned("/usr/sbin/dovecot", ["-c", dir.file("dovecot.conf"), "-F"], outputPath: dir.file("dovecot.out"))
         let d = TestDovecot(dir: dir, process: p, imapPort: imap, lmtpPort: lmtp, imapsPort: imaps)
         let deadline = ContinuousClock.now + .seconds(15)
@@ -186,6 +200,82 @@ struct EmailIMAPTests {
             #expect(status.json?["channels"]?.element(0)?["state"]?.stringValue == "connected")
         }
     }
+
+    @Test("XOAUTH2: with imap.oauth_token_file the client logs in with the bearer token (checked by Dovecot's oauth2 introspection), read anew at each login")
+    func xoauth2() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let token = "ya29.test-\(UUID().uuidString)"
+        let introspectPort = freePort()
+        // The identity provider's introspection endpoint: active only for the current token.
+        let provider = try Spawned("/usr/bin/python3", ["-c", Self.introspectionServer, "\(introspectPort)", dir.file("valid-token"), TestDovecot.user, dir.file("introspected")],
+                                   outputPath: dir.file("provider.out"))
+        defer { provider.signal(SIGTERM); provider.cleanUp() }
+        try token.write(toFile: dir.file("valid-token"), atomically: true, encoding: .utf8)
+        try token.write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
+        try await eventually("the introspection endpoint listens") { TestDovecot.listening(introspectPort) }
+        let dovecot = try await TestDovecot.start(oauthIntrospection: "http://127.0.0.1:\(introspectPort)/introspect")
+        do {
+            try await withHelpdesk { helpdesk in
+                try await withDaemon("""
+                    helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+                    channels:
+                      - id: mail
+                        type: email
+                        address: "\(EmailFixture.support)"
+                        thread_secret: "\(EmailFixture.secret)"
+                        imap: { host: 127.0.0.1, port: \(dovecot.imapPort), tls: none, username: "\(TestDovecot.user)", oauth_token_file: "\(dir.file("token"))", poll_interval: 0.2s }
+                    """, registry: EmailFixture.registry()) { d in
+                    try await dovecot.deliver(EmailFixture.message(messageID: "<oauth1@example.org>", body: "Hello over XOAUTH2.\n"))
+                    try await eventually(timeout: 15, "the message") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+                    let seen = (try? String(contentsOfFile: dir.file("introspected"), encoding: .utf8)) ?? ""
+                    #expect(seen.split(separator: "\n").contains { $0 == token }, "the provider saw: \(seen)")
+                    let channels = try await d.api("GET", "/v1/channels")
+                    #expect(channels.json?["channels"]?.element(0)?["state"]?.stringValue == "connected")
+
+                    // The operator's refresher rotates the token; the provider stops accepting the
+                    // old one; the server drops the session. The next login uses the new token.
+                    let rotated = "ya29.rotated-\(UUID().uuidString)"
+                    try rotated.write(toFile: dir.file("token"), atomically: true, encoding: .utf8)
+                    try rotated.write(toFile: dir.file("valid-token"), atomically: true, encoding: .utf8)
+                    // The session ends: the imap process of this login (its pid is in Dovecot's log) dies.
+                    let log = (try? String(contentsOfFile: dovecot.dir.file("dovecot.log"), encoding: .utf8)) ?? ""
+                    let login = try #require(log.split(separator: "\n").last { $0.contains("Login: user=<\(TestDovecot.user)>, method=XOAUTH2") })
+                    let mpid = try #require(login.range(of: #"mpid=[0-9]+"#, options: .regularExpression).flatMap { Int32(login[$0].dropFirst(5)) })
+                    #expect(kill(mpid, SIGKILL) == 0)
+                    try await eventually(timeout: 20, "a login with the rotated token") {
+                        ((try? String(contentsOfFile: dir.file("introspected"), encoding: .utf8)) ?? "").split(separator: "\n").contains { $0 == rotated }
+                    }
+                    try await dovecot.deliver(EmailFixture.message(messageID: "<oauth2@example.org>", body: "After the rotation.\n"))
+                    try await eventually(timeout: 20, "the message after the rotation") {
+                        helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2
+                    }
+                }
+            }
+        } catch { await dovecot.stop(); throw error }
+        await dovecot.stop()
+    }
+
+    /// A token introspection endpoint (RFC 7662 style) on 127.0.0.1:<port>: POST token=… →
+    /// active when it equals the file's content; every token asked about is appended to a file.
+    static let introspectionServer = """
+        import http.server, json, sys, urllib.parse
+        port, valid_file, user, log_file = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                token = urllib.parse.parse_qs(body).get("token", [""])[0]
+                with open(log_file, "a") as f: f.write(token + "\\n")
+                active = token == open(valid_file).read().strip()
+                answer = json.dumps({"active": active, "username": user} if active else {"active": False}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+            def log_message(self, *a): pass
+        http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+        """
 
     @Test("IDLE: new mail arrives within a second although the poll interval is ten minutes")
     func idle() async throws {
