@@ -17,6 +17,8 @@
 #   BENCH_PERF=0             1: record `perf` profiles of the daemon during both daemon phases
 #   BENCH_SKIP_BUILD=0       1: use the existing release binaries
 #   BENCH_PYWA=1             0: skip the pywa (Python) comparison in the WhatsApp phase
+#   BENCH_EMAIL_MESSAGES=2000 messages per run in the email phase (LMTP direct, Postfix -> discard, Postfix -> LMTP)
+#   BENCH_EMAIL_CONNECTIONS=4 SMTP/LMTP connections of the mail load generator
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -35,6 +37,8 @@ DURABILITY=${BENCH_DURABILITY:-}
 PERF=${BENCH_PERF:-0}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 PYWA=${BENCH_PYWA:-1}
+EMAIL_MESSAGES=${BENCH_EMAIL_MESSAGES:-2000}
+EMAIL_CONNECTIONS=${BENCH_EMAIL_CONNECTIONS:-4}
 
 RESULTS_DIR=$ROOT/Benchmarks/results
 LOG_DIR=$RESULTS_DIR/logs
@@ -177,7 +181,8 @@ daemon_errors() { awk '$2 == "error" || $2 == "critical"' "$1" | wc -l; }
 daemon_warnings() { awk '$2 == "warning"' "$1" | wc -l; }
 
 # write_config DIR PORT HELPDESK_PORT [CHANNEL]: a daemon config for one phase, everything under
-# DIR. CHANNEL is webhook (the generic channel "bench", default) or whatsapp (channel "wa").
+# DIR. CHANNEL is webhook (the generic channel "bench", default), whatsapp (channel "wa") or
+# email (channel "mail", support@bench.test, LMTP on 127.0.0.1:$EMAIL_LMTP_PORT).
 write_config() {
     local dir=$1 port=$2 hport=$3 channel=${4:-webhook}
     mkdir -p "$dir"
@@ -206,6 +211,11 @@ write_config() {
             echo "    verify_token: \"bench-verify-token\""
             # Text messages need no Graph call; nothing listens here.
             echo "    graph_api_base: \"http://127.0.0.1:9\""
+        elif [[ $channel == email ]]; then
+            echo "  - id: mail"
+            echo "    type: email"
+            echo "    address: \"support@bench.test\""
+            echo "    lmtp: { listen: \"127.0.0.1:$EMAIL_LMTP_PORT\" }"
         else
             echo "  - id: bench"
             echo "    type: webhook"
@@ -287,7 +297,7 @@ LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- 1. baseline: bare Hummingbird POST --------------------------------------------------------
 
-log "1/4 Baseline: bare Hummingbird 2 POST endpoint, $CONNECTIONS connections, ${DURATION}s"
+log "1/6 Baseline: bare Hummingbird 2 POST endpoint, $CONNECTIONS connections, ${DURATION}s"
 start bare "$BENCH" bare-server --port 0
 BARE_PID=$PID
 BARE_PORT=$(wait_ready "$LOG_DIR/bare.log" "$BARE_PID") || die "the bare server did not start"
@@ -300,7 +310,7 @@ BARE_RPS=$(kv ok_rps "$BARE"); BARE_RPS=${BARE_RPS:-0}
 
 # --- 2. daemon ingest throughput -----------------------------------------------------------------
 
-log "2/4 Daemon ingest: POST /webhooks/bench, committed + acknowledged, $CONNECTIONS connections, ${DURATION}s"
+log "2/6 Daemon ingest: POST /webhooks/bench, committed + acknowledged, $CONNECTIONS connections, ${DURATION}s"
 start_daemon_phase ingest
 IDLE_RSS=$(status_kb "$DPID" VmRSS)
 CPU0=$(cpu_ticks "$DPID")
@@ -329,7 +339,7 @@ RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGEST_RPS / $BARE_RPS : 0)")
 
 # --- 3. end-to-end latency at a fixed rate -------------------------------------------------------
 
-log "3/4 End to end: $E2E_RATE events/s for ${E2E_DURATION}s across $E2E_USERS users, webhook -> commit -> helpdesk"
+log "3/6 End to end: $E2E_RATE events/s for ${E2E_DURATION}s across $E2E_USERS users, webhook -> commit -> helpdesk"
 start_daemon_phase e2e
 perf_start e2e "$E2E_DURATION" "$DPID"
 run_load "$LOG_DIR/load-e2e.txt" --url "http://127.0.0.1:$DPORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
@@ -351,7 +361,7 @@ E2E_BADSIG=$(kv bad_signatures "$E2E_HD"); E2E_SUBJECTS=$(kv subjects "$E2E_HD")
 
 # --- 4. WhatsApp webhook ingest, and pywa on uvicorn with the same notifications --------------------
 
-log "4/4 WhatsApp ingest: signed Cloud API notifications, verified, normalized, committed, 200; $CONNECTIONS connections, ${DURATION}s"
+log "4/6 WhatsApp ingest: signed Cloud API notifications, verified, normalized, committed, 200; $CONNECTIONS connections, ${DURATION}s"
 start_daemon_phase whatsapp whatsapp
 CPU0=$(cpu_ticks "$DPID")
 run_load "$LOG_DIR/load-whatsapp.txt" --url "http://127.0.0.1:$DPORT/webhooks/wa" --secret "$WA_APP_SECRET" --format whatsapp \
@@ -390,6 +400,84 @@ if [[ $PYWA == 1 ]]; then
 fi
 WA_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WA_RPS / $PYWA_RPS : 0)")
 
+# --- 5. email: MIME parse throughput; LMTP ingest straight and behind Postfix ---------------------
+
+log "5/6 Email: MIME parse vs Python's email package; LMTP ingest, straight and behind a private Postfix (vs Postfix -> discard)"
+CORPUS=$ROOT/Tests/EmailAdapterTests/Fixtures
+note_cmd "$BENCH" mime --corpus "$CORPUS" --seconds "$DURATION"
+MIME=$("$BENCH" mime --corpus "$CORPUS" --seconds "$DURATION" 2>&1 | tee "$LOG_DIR/mime.txt" | grep '^RESULT ')
+note_cmd python3 Benchmarks/mime_baseline.py --corpus "$CORPUS" --seconds "$DURATION"
+MIME_PY=$(python3 "$ROOT/Benchmarks/mime_baseline.py" --corpus "$CORPUS" --seconds "$DURATION" 2>&1 | tee "$LOG_DIR/mime-python.txt" | grep '^RESULT ')
+sed 's/^/    /' "$LOG_DIR/mime.txt" "$LOG_DIR/mime-python.txt" >&2
+MIME_RATE=$(kv messages_per_s "$MIME"); MIME_RATE=${MIME_RATE:-0}
+MIME_PY_RATE=$(kv messages_per_s "$MIME_PY"); MIME_PY_RATE=${MIME_PY_RATE:-0}
+MIME_FILES=$(kv corpus_files "$MIME")
+MIME_RATIO=$(calc "sprintf(\"%.1f\", $MIME_PY_RATE > 0 ? $MIME_RATE / $MIME_PY_RATE : 0)")
+
+# run_mail NAME ARGS...: the mail load generator; sets MAIL (its RESULT line).
+run_mail() {
+    local name=$1; shift
+    note_cmd python3 Benchmarks/email_load.py "$@"
+    python3 "$ROOT/Benchmarks/email_load.py" "$@" >"$LOG_DIR/$name.txt" 2>&1
+    sed 's/^/    /' "$LOG_DIR/$name.txt" >&2
+    MAIL=$(grep '^RESULT ' "$LOG_DIR/$name.txt" | tail -n1)
+}
+# start_postfix NAME ROUTE: a private Postfix (Tests/tools/postfix_instance.py) on a free port,
+# relaying bench.test to ROUTE; sets PF_PID, PF_PORT, PF_LOG (its maillog).
+start_postfix() {
+    local name=$1 route=$2
+    PF_PORT=$("$BENCH" free-port) || die "no free port"
+    start "$name" /usr/bin/python3 "$ROOT/Tests/tools/postfix_instance.py" --dir "$TMP/$name" --smtp-port "$PF_PORT" --route "bench.test=$route"
+    PF_PID=$PID
+    PF_LOG=$TMP/$name/maillog
+    for _ in $(seq 300); do
+        grep -q "^ready $PF_PORT" "$LOG_DIR/$name.log" 2>/dev/null && return 0
+        kill -0 "$PF_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$LOG_DIR/$name.log" >&2
+    return 1
+}
+
+EMAIL_LMTP_PORT=$("$BENCH" free-port) || die "no free port"
+start_daemon_phase email email
+run_mail email-lmtp --lmtp "127.0.0.1:$EMAIL_LMTP_PORT" --messages "$EMAIL_MESSAGES" --connections "$EMAIL_CONNECTIONS"
+LMTP_RESULT=$MAIL
+LMTP_RATE=$(kv rate "$LMTP_RESULT"); LMTP_RATE=${LMTP_RATE:-0}
+EMAIL_WANT=$(kv accepted "$LMTP_RESULT"); EMAIL_WANT=${EMAIL_WANT:-0}
+PF_NOTE="not measured: needs root and postfix (make test-deps installs it)"
+PF_DISCARD_RATE=0; PF_LMTP_RATE=0; PF_RATIO=0
+if [[ $(id -u) == 0 && -x /usr/sbin/postfix ]]; then
+    if start_postfix postfix-discard "discard:"; then
+        run_mail email-postfix-discard --smtp "127.0.0.1:$PF_PORT" --maillog "$PF_LOG" --messages "$EMAIL_MESSAGES" --connections "$EMAIL_CONNECTIONS"
+        PF_DISCARD=$MAIL
+        stop "$PF_PID"
+    fi
+    if start_postfix postfix-lmtp "lmtp:inet:127.0.0.1:$EMAIL_LMTP_PORT"; then
+        run_mail email-postfix-lmtp --smtp "127.0.0.1:$PF_PORT" --maillog "$PF_LOG" --messages "$EMAIL_MESSAGES" --connections "$EMAIL_CONNECTIONS"
+        PF_LMTP=$MAIL
+        EMAIL_WANT=$(( EMAIL_WANT + $(kv delivered "$PF_LMTP") ))
+        stop "$PF_PID"
+    fi
+    PF_DISCARD_RATE=$(kv rate "${PF_DISCARD:-}"); PF_DISCARD_RATE=${PF_DISCARD_RATE:-0}
+    PF_LMTP_RATE=$(kv rate "${PF_LMTP:-}"); PF_LMTP_RATE=${PF_LMTP_RATE:-0}
+    PF_RATIO=$(calc "sprintf(\"%.2f\", $PF_DISCARD_RATE > 0 ? $PF_LMTP_RATE / $PF_DISCARD_RATE : 0)")
+    PF_NOTE="Postfix $(/usr/sbin/postconf -d -h mail_version 2>/dev/null), $EMAIL_CONNECTIONS pipelined SMTP connections"
+fi
+EMAIL_DRAIN=$(wait_delivered "$HPORT" "$EMAIL_WANT" 30)
+EMAIL_HD=$(helpdesk_stats "$HPORT")
+EMAIL_DELIVERED=$(kv bench_unique "$EMAIL_HD"); EMAIL_DELIVERED=${EMAIL_DELIVERED:-0}
+EMAIL_RSS=$(status_kb "$DPID" VmHWM)
+stop "$DPID"; stop "$HPID"
+EMAIL_ERRORS=$(daemon_errors "$DLOG"); EMAIL_WARNINGS=$(daemon_warnings "$DLOG")
+OK_EMAIL_COUNT=$(( EMAIL_DELIVERED == EMAIL_WANT && EMAIL_WANT > 0 ? 1 : 0 ))
+
+# --- 6. web chat: many visitor WebSockets held open -------------------------------------------------
+
+log "6/6 Web chat: ${BENCH_WEBCHAT_VISITORS:-10000} visitor WebSockets held open; RSS; message round trips while they are open"
+source "$ROOT/Benchmarks/webchat_phase.sh"
+webchat_phase
+
 # --- report -------------------------------------------------------------------------------------
 
 OK_RATIO=$(calc "$RATIO >= 0.5 ? 1 : 0")
@@ -400,7 +488,7 @@ OK_RATE=$(calc "$E2E_ACHIEVED >= 0.98 * $E2E_RATE ? 1 : 0")
 OK_WA=$(calc "$WA_RPS >= 20000 ? 1 : 0")
 OK_PYWA=$(calc "${PYWA_RPS:-0} > 0 && $WA_RPS > 10 * ${PYWA_RPS:-0} ? 1 : 0")
 MISSED=0
-for ok in "$OK_RATIO" "$OK_P99" "$OK_COUNT" "$OK_ORDER" "$OK_RATE" "$OK_WA" "$OK_PYWA"; do [[ $ok == 1 ]] || MISSED=$((MISSED + 1)); done
+for ok in "$OK_RATIO" "$OK_P99" "$OK_COUNT" "$OK_ORDER" "$OK_RATE" "$OK_WA" "$OK_PYWA" "$OK_EMAIL_COUNT" "$OK_WC_HELD" "$OK_WC_RSS" "$OK_WC_P99"; do [[ $ok == 1 ]] || MISSED=$((MISSED + 1)); done
 
 CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 MEM_GB=$(awk '/^MemTotal/ { printf "%.0f", $2 / 1048576 }' /proc/meminfo)
@@ -434,6 +522,15 @@ REPORT=$TMP/latest.md
     echo "| WhatsApp ingest / baseline | $WA_RATIO (helpdesk delivery: $WA_DELIVERED of $WA_TOTAL, caught up ${WA_DRAIN}s after) | | |"
     echo "| pywa on uvicorn, same notifications (verifies and parses, stores nothing) | $PYWA_NOTE | | |"
     echo "| WhatsApp ingest / pywa | ${WA_VS_PYWA}× | > 10× | $(mark "$OK_PYWA") |"
+    echo "| MIME parse (parse, strip quotes, classify), $MIME_FILES-message fixture corpus | $MIME_RATE messages/s ($(kv mb_per_s "$MIME") MB/s), one thread | | |"
+    echo "| Python's email package, same corpus and work (baseline) | $MIME_PY_RATE messages/s ($(kv mb_per_s "$MIME_PY") MB/s) | | |"
+    echo "| MIME parse / Python | ${MIME_RATIO}× | | |"
+    echo "| LMTP ingest straight: parsed, committed, 250 per message | $LMTP_RATE messages/s ($(kv accepted "$LMTP_RESULT") of $(kv sent "$LMTP_RESULT") over $EMAIL_CONNECTIONS pipelined connections) | | |"
+    echo "| Postfix -> discard (baseline) | $PF_DISCARD_RATE messages/s delivered ($PF_NOTE) | | |"
+    echo "| Postfix -> Switchboard LMTP | $PF_LMTP_RATE messages/s delivered ($(kv delivered "${PF_LMTP:-}") of $(kv sent "${PF_LMTP:-}")) | | |"
+    echo "| Postfix -> Switchboard / Postfix -> discard | $PF_RATIO | | |"
+    echo "| Email: helpdesk delivery | $EMAIL_DELIVERED of $EMAIL_WANT stored mails delivered, caught up ${EMAIL_DRAIN}s after; peak RSS $(mib "$EMAIL_RSS") MiB; daemon log $EMAIL_ERRORS errors, $EMAIL_WARNINGS warnings | equal | $(mark "$OK_EMAIL_COUNT") |"
+    webchat_report_rows
     echo "| Peak RSS (VmHWM) | bare server $(mib "$BARE_RSS") MiB; daemon idle $(mib "$IDLE_RSS") MiB, ingest $(mib "$INGEST_RSS") MiB, end to end $(mib "$E2E_RSS") MiB | | |"
     echo "| Daemon log | ingest: $INGEST_ERRORS errors, $INGEST_WARNINGS warnings; end to end: $E2E_ERRORS errors, $E2E_WARNINGS warnings; WhatsApp: $WA_ERRORS errors, $WA_WARNINGS warnings | | |"
     echo

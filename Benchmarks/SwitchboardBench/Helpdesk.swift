@@ -182,11 +182,12 @@ final class HelpdeskRecorder: Sendable {
             state.withLock { $0.unparsable += 1 }
             return
         }
-        // `b-<tag>.<conn>.<n>-<send ns>` (`wamid.b-…` in WhatsApp notifications): the send
-        // time is after the last '-'.
+        // `b-<tag>.<conn>.<n>-<send ns>` (`wamid.b-…` in WhatsApp notifications, and
+        // `…@bench.invalid` as an email Message-ID): the send time is after the last '-'.
         var sendNs: UInt64? = nil
         var benchID: String? = nil
-        if event.type == "switchboard.message.received", let ext = event.data?.external_id,
+        if event.type == "switchboard.message.received", let full = event.data?.external_id,
+           case let ext = String(full.prefix { $0 != "@" }),
            ext.hasPrefix("b-") || ext.hasPrefix("wamid.b-"),
            let dash = ext.lastIndex(of: "-"), let ns = UInt64(ext[ext.index(after: dash)...]) {
             sendNs = ns
