@@ -49,6 +49,7 @@ mkdir -p "$LOG_DIR"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-bench.XXXXXX")
 PIDS=()
 COMMANDS=()
+EXTRA_DIRS=()
 
 log() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { printf 'bench: %s\n' "$*" >&2; exit 1; }
@@ -62,6 +63,7 @@ cleanup() {
         wait "$pid" 2>/dev/null
     done
     rm -rf "$TMP"
+    if (( ${#EXTRA_DIRS[@]} )); then rm -rf "${EXTRA_DIRS[@]}"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -423,13 +425,18 @@ run_mail() {
     MAIL=$(grep '^RESULT ' "$LOG_DIR/$name.txt" | tail -n1)
 }
 # start_postfix NAME ROUTE: a private Postfix (Tests/tools/postfix_instance.py) on a free port,
-# relaying bench.test to ROUTE; sets PF_PID, PF_PORT, PF_LOG (its maillog).
+# relaying bench.test to ROUTE; sets PF_PID, PF_PORT, PF_LOG (its maillog). Its directory is
+# outside $TMP, which is private (0700): Postfix's daemons run as the postfix user and need
+# every parent directory searchable.
 start_postfix() {
-    local name=$1 route=$2
+    local name=$1 route=$2 dir
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/switchboard-bench-$name.XXXXXX") || die "mktemp failed"
+    chmod 755 "$dir"
+    EXTRA_DIRS+=("$dir")
     PF_PORT=$("$BENCH" free-port) || die "no free port"
-    start "$name" /usr/bin/python3 "$ROOT/Tests/tools/postfix_instance.py" --dir "$TMP/$name" --smtp-port "$PF_PORT" --route "bench.test=$route"
+    start "$name" /usr/bin/python3 "$ROOT/Tests/tools/postfix_instance.py" --dir "$dir/postfix" --smtp-port "$PF_PORT" --route "bench.test=$route"
     PF_PID=$PID
-    PF_LOG=$TMP/$name/maillog
+    PF_LOG=$dir/postfix/maillog
     for _ in $(seq 300); do
         grep -q "^ready $PF_PORT" "$LOG_DIR/$name.log" 2>/dev/null && return 0
         kill -0 "$PF_PID" 2>/dev/null || break
