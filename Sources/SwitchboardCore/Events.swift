@@ -42,6 +42,27 @@ public struct DeliveryStatus: OpenStringEnum {
     public static let delivered: DeliveryStatus = "delivered"
     public static let read: DeliveryStatus = "read"
     public static let failed: DeliveryStatus = "failed"
+
+    /// The progress order accepted < sent < delivered < read; nil for `failed` and for
+    /// statuses this version doesn't know.
+    var progress: Int? {
+        switch self {
+        case .accepted: return 0
+        case .sent: return 1
+        case .delivered: return 2
+        case .read: return 3
+        default: return nil
+        }
+    }
+
+    /// Whether moving from `current` to this status would go back: a lower step of the
+    /// progress order (`delivered` after `read`), or `failed` after `read`. Unknown statuses
+    /// never count as a regression.
+    public func isRegression(after current: DeliveryStatus) -> Bool {
+        if self == .failed { return current == .read }
+        guard let new = progress, let old = current.progress else { return false }
+        return new < old
+    }
 }
 
 public struct StatusErrorFields: KnownFields {

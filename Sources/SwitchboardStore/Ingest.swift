@@ -222,6 +222,11 @@ extension Store {
             guard let target = try ourMessage(db, channel: channel, externalID: externalID) else {
                 return .ignored(reason: "status for unknown message \(externalID)")
             }
+            // Platforms deliver receipts out of order (WhatsApp's `delivered` can come after its
+            // `read`): a status never goes back, so the helpdesk never shows read → delivered.
+            if let current = target.status, status.isRegression(after: current) {
+                return .ignored(reason: "status \(status.rawValue) after \(current.rawValue) for \(externalID)")
+            }
             try db.cachedStatement(sql: "UPDATE messages SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, target.id])
             let data = MessageStatus(MessageStatusFields(
                 messageID: target.id, conversationID: target.conversationID, status: status, externalIDs: [externalID], error: error,
@@ -317,16 +322,18 @@ extension Store {
             channelData: ev.channelData, raw: raw))
     }
 
-    struct OwnMessage { var id: String; var conversationID: String; var metadata: JSONObject? }
+    struct OwnMessage { var id: String; var conversationID: String; var metadata: JSONObject?; var status: DeliveryStatus? }
 
     static func ourMessage(_ db: Database, channel: ChannelRef, externalID: String) throws -> OwnMessage? {
         guard let row = try Row.fetchOne(db.cachedStatement(sql: """
-            SELECT m.id, m.conversation_id, m.body FROM message_external_ids x JOIN messages m ON m.id = x.message_id
+            SELECT m.id, m.conversation_id, m.body, m.status FROM message_external_ids x JOIN messages m ON m.id = x.message_id
             WHERE x.channel_id = ? AND x.external_id = ?
             """), arguments: [channel.id, externalID]) else { return nil }
         let body: String = row["body"]
         let message = try? JSON.decode(Message.self, from: Data(body.utf8))
-        return OwnMessage(id: row["id"], conversationID: row["conversation_id"], metadata: message?.metadata)
+        let status: String? = row["status"]
+        return OwnMessage(id: row["id"], conversationID: row["conversation_id"], metadata: message?.metadata,
+                          status: status.map(DeliveryStatus.init(rawValue:)))
     }
 
     /// Creates the identity, or refreshes its display name/profile; reports whether an existing

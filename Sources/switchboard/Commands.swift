@@ -26,6 +26,7 @@ func builtInAdapters() -> AdapterRegistry {
     r.register(MessengerChannelAdapter.type, MessengerChannelAdapter.factory)
     r.register(InstagramChannelAdapter.type, InstagramChannelAdapter.factory)
     r.register(WebchatChannelAdapter.type, WebchatChannelAdapter.factory)
+    r.register(EmailChannelAdapter.type, EmailChannelAdapter.factory)
     return r
 }
 

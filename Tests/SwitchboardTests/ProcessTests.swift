@@ -122,6 +122,23 @@ import WebhookAdapter
         #expect(p.log.contains("channels[0].secret"))
     }
 
+    /// Every channel type in adapters/ (but the shared `meta` layer) is built into the binary:
+    /// `check-config` may find problems with a bare channel, but never an unknown type.
+    @Test func theBinaryKnowsEveryAdapter() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let adapters = try FileManager.default.contentsOfDirectory(atPath: DaemonProcess.repoRoot + "/adapters")
+            .filter { $0 != "meta" && FileManager.default.fileExists(atPath: DaemonProcess.repoRoot + "/adapters/\($0)/sample.yaml") }
+        #expect(adapters.count >= 7, "\(adapters)")
+        for type in adapters.sorted() {
+            let path = dir.file("\(type).yaml")
+            try "channels: [ { id: c1, type: \(type) } ]\n".write(toFile: path, atomically: true, encoding: .utf8)
+            let p = try DaemonProcess(arguments: ["check-config", "--config", path])
+            _ = await p.waitForExit()
+            #expect(!p.log.contains("unknown channel type"), "\(type): \(p.log)")
+        }
+    }
+
     /// `switchboard simulate` posts a correctly signed sample to the running daemon.
     @Test func simulatePostsASignedSample() async throws {
         let dir = TempDir()

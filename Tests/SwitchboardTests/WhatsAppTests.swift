@@ -519,6 +519,17 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 #expect(helpdesk.events.filter { $0.type == "switchboard.message.status" && $0.data?["message_id"]?.stringValue == id }.count == 3)
                 // A receipt for a message that isn't ours creates nothing.
                 #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [WAFixture.status("wamid.SOMEONE_ELSE", "read")]))).status == 200)
+                // Receipts out of order: `read` first, then the late `delivered`, which is dropped
+                // (a status never goes back).
+                let r3 = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"one more"}]}"#)
+                let id3 = try #require(r3.json?["id"]?.stringValue)
+                try await eventually("third sent") { Self.status(helpdesk, id3, "sent") != nil }
+                let wamid3 = try #require(Self.status(helpdesk, id3, "sent")?.data?["external_ids"]?.arrayValue?.first?.stringValue)
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [WAFixture.status(wamid3, "read")]))).status == 200)
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [WAFixture.status(wamid3, "delivered")]))).status == 200)
+                try await eventually("third read") { Self.status(helpdesk, id3, "read") != nil }
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(Self.status(helpdesk, id3, "delivered") == nil)
                 // An asynchronous failure (131026) on a later message.
                 let r2 = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"hello?"}]}"#)
                 let id2 = try #require(r2.json?["id"]?.stringValue)
