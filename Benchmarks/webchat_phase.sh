@@ -5,7 +5,8 @@
 #
 # Two ways to use it:
 #   Benchmarks/webchat_phase.sh        standalone: uses the existing .build/release/switchboard
-#                                      (build it first: flock /tmp/swift-build.lock swift build -c release --product switchboard)
+#                                      (build it first: flock /tmp/swift-build.lock swift build -c release --product switchboard),
+#                                      or the binary $SWITCHBOARD names (e.g. SWITCHBOARD=.build-rel2/release/switchboard)
 #   source it from Benchmarks/run.sh   defines webchat_phase (uses run.sh's helpers start/stop/wait_http/
 #                                      note_cmd, $TMP, $LOG_DIR, $SWITCHBOARD, $BENCH) and webchat_report_rows;
 #                                      run.sh then needs three lines, e.g. after phase 5:
@@ -80,7 +81,8 @@ webchat_phase() {
     } >"$dir/switchboard.yaml"
     cp "$dir/switchboard.yaml" "$LOG_DIR/webchat-switchboard.yaml"
     # bash -c execs the daemon, so the pid is the daemon's (its limit is raised first).
-    start webchat-daemon bash -c "ulimit -n $need && exec env -u JOURNAL_STREAM -u NOTIFY_SOCKET -u LISTEN_FDS \"\$0\" serve --config \"\$1\"" \
+    # MALLOC_ARENA_MAX=1 as in systemd/switchboard.service, so the bench measures what production runs.
+    start webchat-daemon bash -c "ulimit -n $need && exec env -u JOURNAL_STREAM -u NOTIFY_SOCKET -u LISTEN_FDS MALLOC_ARENA_MAX=1 \"\$0\" serve --config \"\$1\"" \
         "$SWITCHBOARD" "$dir/switchboard.yaml"
     dpid=$PID
     wait_http "http://127.0.0.1:$port/healthz" "$dpid" || { cat "$LOG_DIR/webchat-daemon.log" >&2; die "the daemon did not become healthy"; }

@@ -287,18 +287,31 @@ public protocol ChannelAdapter: Sendable {
     /// `Origin` here); false refuses, and the request is then answered by `handlePublic`.
     func acceptLive(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> Bool
 
-    /// Runs one accepted WebSocket: `incoming` yields its text frames and finishes when the peer
-    /// closes; returning closes the socket.
+    /// Runs one accepted WebSocket: `incoming` yields its text frames and finishes when the
+    /// connection ends; returning closes the socket (with a close frame). It runs in the
+    /// connection's own task for as long as the socket is open, so keep what it holds between
+    /// frames small (see docs/adapters.md, "Pages and live connections").
     func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
                    context: any AdapterContext) async
 }
 
 /// The sending side of a live connection (a WebSocket) accepted by `ChannelAdapter.acceptLive`.
+/// Sending never waits: frames are queued on the connection in the order given and written by
+/// its event loop, so a slow peer can't hold up whoever sends (the send worker pushing a reply).
 public struct LiveSocket: Sendable {
-    private let sendText: @Sendable (String) async throws -> Void
-    public init(send: @escaping @Sendable (String) async throws -> Void) { self.sendText = send }
-    /// Sends one text frame; throws once the connection is gone.
-    public func send(_ text: String) async throws { try await sendText(text) }
+    private let transport: any LiveTransport
+    public init(_ transport: any LiveTransport) { self.transport = transport }
+    /// Queues one text frame; does nothing once the connection is closing or gone.
+    public func send(_ text: String) { transport.send(text) }
+    /// Sends a close frame after the frames already queued and closes the connection; the
+    /// peer's `incoming` stream then finishes.
+    public func close() { transport.close() }
+}
+
+/// What carries a `LiveSocket` (the public listener's WebSocket connections, a test double).
+public protocol LiveTransport: AnyObject, Sendable {
+    func send(_ text: String)
+    func close()
 }
 
 extension ChannelAdapter {

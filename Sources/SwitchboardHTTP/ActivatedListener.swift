@@ -1,7 +1,6 @@
 import Foundation
 import Hummingbird
 import HummingbirdCore
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import NIOExtras
@@ -20,19 +19,19 @@ public struct ActivatedListener: Service {
     let responder: RouterResponder<SwitchboardRequestContext>
     let logger: Logger
     let onRunning: Listeners.OnRunning
-    /// WebSocket upgrades (the public listener); nil serves plain HTTP/1.1.
-    let upgrade: PublicRoutes.Upgrade?
+    /// The public listener's runtime, for WebSocket upgrades; nil serves plain HTTP/1.1.
+    let runtime: Runtime?
 
     public init(fd: Int32, name: String, router: Router<SwitchboardRequestContext>, logger: Logger, onRunning: @escaping Listeners.OnRunning) {
         self.fd = fd; self.name = name; self.responder = router.buildResponder(); self.logger = logger; self.onRunning = onRunning
-        self.upgrade = nil
+        self.runtime = nil
     }
 
     /// The public listener on an inherited socket, with the same WebSocket upgrades as a bound one.
     public init(fd: Int32, name: String, publicRouter router: Router<SwitchboardRequestContext>, runtime: Runtime, logger: Logger,
                 onRunning: @escaping Listeners.OnRunning) {
         self.fd = fd; self.name = name; self.responder = router.buildResponder(); self.logger = logger; self.onRunning = onRunning
-        self.upgrade = PublicRoutes.upgrade(runtime: runtime)
+        self.runtime = runtime
     }
 
     public func run() async throws {
@@ -48,8 +47,8 @@ public struct ActivatedListener: Service {
             }
             try await writer.write(response: response.head, body: response.body)
         }
-        if let upgrade {
-            try await serve(HTTP1WebSocketUpgradeChannel(responder: respond, configuration: .init(), shouldUpgrade: upgrade))
+        if let runtime {
+            try await serve(PublicChildChannel(responder: respond, runtime: runtime))
         } else {
             try await serve(HTTP1Channel(responder: respond))
         }

@@ -2,7 +2,6 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
-import HummingbirdWebSocket
 import Logging
 import NIOCore
 import SwitchboardCore
@@ -86,54 +85,7 @@ public enum PublicRoutes {
     /// The HTTP/1.1 server of the public listener, with WebSocket upgrades offered to the channel
     /// that serves the path (`acceptLive`); every other request is ordinary HTTP.
     static func server(runtime: Runtime) -> HTTPServerBuilder {
-        .http1WebSocketUpgrade(shouldUpgrade: upgrade(runtime: runtime))
-    }
-
-    typealias Upgrade = @Sendable (HTTPRequest, any Channel, Logger) async throws
-        -> ShouldUpgradeResult<WebSocketDataHandler<HTTP1WebSocketUpgradeChannel.Context>>
-
-    /// Decides a WebSocket upgrade (also used by `ActivatedListener` for a socket from systemd).
-    static func upgrade(runtime: Runtime) -> Upgrade {
-        { head, channel, logger in
-            let path = head.path.map { String($0.prefix { $0 != "?" }) } ?? "/"
-            guard let (entry, subpath) = publicTarget(path: path, runtime: runtime) else { return .dontUpgrade }
-            var headers: [String: String] = [:]
-            // Repeated fields are joined (RFC 9110), so the adapter sees every Origin given.
-            for field in head.headerFields {
-                headers[field.name.canonicalName] = headers[field.name.canonicalName].map { $0 + ", " + field.value } ?? field.value
-            }
-            // HTTP/1.1 `Host` arrives as the authority pseudo-field.
-            if headers["host"] == nil, let authority = head.authority { headers["host"] = authority }
-            var query: [String: String] = [:]
-            if let q = head.path?.split(separator: "?", maxSplits: 1).dropFirst().first {
-                for pair in q.split(separator: "&") {
-                    let kv = pair.split(separator: "=", maxSplits: 1)
-                    let k = String(kv[0]).removingPercentEncoding ?? String(kv[0])
-                    query[k] = kv.count > 1 ? (String(kv[1]).removingPercentEncoding ?? String(kv[1])) : ""
-                }
-            }
-            let request = WebhookRequest(method: head.method.rawValue, path: path, query: query, headers: headers, body: [],
-                                         remoteAddress: channel.remoteAddress?.ipAddress)
-            guard await entry.adapter.acceptLive(request, subpath: subpath, context: entry.context) else { return .dontUpgrade }
-            return .upgrade([:]) { inbound, outbound, _ in
-                let (incoming, continuation) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(256))
-                let socket = LiveSocket { text in try await outbound.write(.text(text)) }
-                await withTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        // Frames beyond 64 KiB end the connection (the adapter sets smaller limits).
-                        do {
-                            for try await message in inbound.messages(maxSize: 64 * 1024) {
-                                if case .text(let text) = message { continuation.yield(text) }
-                            }
-                        } catch {}
-                        continuation.finish()
-                    }
-                    await entry.adapter.serveLive(request, subpath: subpath, incoming: incoming, socket: socket, context: entry.context)
-                    continuation.finish()
-                    group.cancelAll()
-                }
-            }
-        }
+        HTTPServerBuilder { responder in PublicChildChannel(responder: responder, runtime: runtime) }
     }
 }
 

@@ -26,9 +26,13 @@ final class WebchatVisitor: Sendable {
 
     /// Connects to `/webchat/<channel>/ws`; `origin` sets an Origin header like a browser.
     static func connect(_ d: TestDaemon, _ channel: String, origin: String? = nil) -> WebchatVisitor {
+        connect(url: "ws://\(d.addresses["public"]!)/webchat/\(channel)/ws", origin: origin)
+    }
+
+    /// Connects to a WebSocket URL (a daemon run as a process).
+    static func connect(url: String, origin: String? = nil) -> WebchatVisitor {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         let box = Mutex<WebchatVisitor?>(nil)
-        let url = "ws://\(d.addresses["public"]!)/webchat/\(channel)/ws"
         var config = WebSocketClientConfiguration()
         if let origin { config.additionalHeaders = [.init("Origin")!: origin] }
         let task = Task {

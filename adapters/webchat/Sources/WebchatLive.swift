@@ -4,45 +4,75 @@ import Synchronization
 import SwitchboardCore
 import SwitchboardRuntime
 
-/// The open WebSockets, by visitor. Frames to one connection go through its own queue, in order;
-/// while a connection is replaying its backlog, live frames wait and are sent after it (only those
-/// newer than the replay), so a reconnecting client sees every message once and in order.
+/// The channel's open WebSockets, by visitor. A connection's frames are written in the order
+/// they are sent; while it replays its backlog, frames pushed to its visitor wait and follow the
+/// replay (only those newer than it), so a reconnecting client sees every message once and in
+/// order. Sending never waits (`LiveSocket.send` queues on the socket's event loop), so pushing a
+/// reply to a slow visitor doesn't hold up the send worker.
 final class LiveHub: Sendable {
     final class Connection: Sendable {
         let id: Int
-        let outgoing: AsyncStream<String>.Continuation
-        /// nil once live; while replaying, the frames that arrived meanwhile.
-        let pending = Mutex<[(seq: Int64?, frame: String)]?>([])
-        init(id: Int, outgoing: AsyncStream<String>.Continuation) { self.id = id; self.outgoing = outgoing }
+        let socket: LiveSocket
+        /// nil once live; while replaying, the frames pushed meanwhile.
+        private let pending = Mutex<[(seq: Int64?, frame: String)]?>([])
+        init(id: Int, socket: LiveSocket) { self.id = id; self.socket = socket }
 
+        /// A frame of this connection's own (the answer to what the visitor sent): written now.
+        func send(_ frame: String) { socket.send(frame) }
+
+        /// A frame for all of the visitor's connections: waits while the backlog replays.
         func deliver(seq: Int64?, frame: String) {
             pending.withLock { p in
-                if p != nil { p!.append((seq, frame)) } else { outgoing.yield(frame) }
+                if p != nil { p!.append((seq, frame)) } else { socket.send(frame) }
             }
         }
 
-        /// Ends the replay: frames queued meanwhile follow, except those the replay already sent.
+        /// Ends the replay: frames pushed meanwhile follow, except those the replay already sent.
         func goLive(replayedUpTo: Int64) {
             pending.withLock { p in
-                for item in p ?? [] where item.seq == nil || item.seq! > replayedUpTo { outgoing.yield(item.frame) }
+                for item in p ?? [] where item.seq == nil || item.seq! > replayedUpTo { socket.send(item.frame) }
                 p = nil
             }
         }
     }
 
-    private let state = Mutex<(next: Int, byPeer: [String: [Int: Connection]])>((1, [:]))
+    private struct State {
+        var next = 1
+        /// Every open socket, from the moment it is accepted (`closeAll` must reach those that
+        /// haven't said hello yet too).
+        var all: [Int: Connection] = [:]
+        /// The sockets of each visitor, after hello.
+        var byPeer: [String: [Int: Connection]] = [:]
+        /// Set by `closeAll`: the channel is going away, so a socket accepted after it closes at once.
+        var closed = false
+    }
+    private let state = Mutex(State())
 
-    func add(peer: String, outgoing: AsyncStream<String>.Continuation) -> Connection {
-        state.withLock { s in
-            let c = Connection(id: s.next, outgoing: outgoing)
+    /// Registers a socket the moment it is accepted.
+    func open(_ socket: LiveSocket) -> Connection {
+        let (c, closed) = state.withLock { s -> (Connection, Bool) in
+            let c = Connection(id: s.next, socket: socket)
             s.next += 1
+            if !s.closed { s.all[c.id] = c }
+            return (c, s.closed)
+        }
+        if closed { socket.close() }
+        return c
+    }
+
+    /// Makes the connection one of `peer`'s: pushes to the visitor reach it from now on (held
+    /// back until `goLive`).
+    func attach(_ c: Connection, peer: String) {
+        state.withLock { s in
+            guard s.all[c.id] != nil else { return }
             s.byPeer[peer, default: [:]][c.id] = c
-            return c
         }
     }
 
-    func remove(peer: String, _ c: Connection) {
+    func remove(_ c: Connection, peer: String?) {
         state.withLock { s in
+            s.all[c.id] = nil
+            guard let peer else { return }
             s.byPeer[peer]?[c.id] = nil
             if s.byPeer[peer]?.isEmpty == true { s.byPeer[peer] = nil }
         }
@@ -53,18 +83,18 @@ final class LiveHub: Sendable {
         for c in conns where c.id != except { c.deliver(seq: seq, frame: frame) }
     }
 
-    /// Ends every connection (each writer finishes, so each socket closes and its widget
-    /// reconnects — to the channel's new adapter after a reload).
+    /// Closes every socket (each widget reconnects — to the channel's new adapter after a
+    /// reload); sockets accepted from now on are closed at once.
     func closeAll() {
         let conns = state.withLock { s -> [Connection] in
-            defer { s.byPeer = [:] }
-            return s.byPeer.values.flatMap { $0.values }
+            defer { s.all = [:]; s.byPeer = [:]; s.closed = true }
+            return Array(s.all.values)
         }
-        for c in conns { c.outgoing.finish() }
+        for c in conns { c.socket.close() }
     }
 
     func isOnline(_ peer: String) -> Bool { state.withLock { $0.byPeer[peer] != nil } }
-    var connectionCount: Int { state.withLock { $0.byPeer.values.reduce(0) { $0 + $1.count } } }
+    var connectionCount: Int { state.withLock { $0.all.count } }
 }
 
 /// Token buckets: per visitor and per IP address for messages, per IP for new visitors.

@@ -2,6 +2,22 @@ import Foundation
 import Logging
 import SwitchboardCore
 
+/// One open socket of the channel, as its long-lived loop (`serveLive`) holds it: one reference.
+final class LiveVisit: Sendable {
+    let request: WebhookRequest
+    let connection: LiveHub.Connection
+    let context: any AdapterContext
+    init(request: WebhookRequest, connection: LiveHub.Connection, context: any AdapterContext) {
+        self.request = request; self.connection = connection; self.context = context
+    }
+}
+
+/// A visitor's session between frames, held by reference for the same reason.
+final class SessionRef: Sendable {
+    let value: VisitorSession
+    init(_ value: VisitorSession) { self.value = value }
+}
+
 /// What one WebSocket knows about its visitor after `hello`.
 struct VisitorSession: Sendable {
     var peer: String
@@ -40,91 +56,107 @@ extension WebchatChannelAdapter {
         return set
     }
 
+    /// Runs one visitor's socket, in the connection's own task for as long as the socket is
+    /// open. That task keeps the memory of the deepest point it ever reached until it ends, so
+    /// its loop holds only references between frames (`LiveVisit`, `SessionRef`) and handles
+    /// each frame in a child task (`onFrame`): hello's database calls go deep, and that memory
+    /// is freed when the child ends. Answers go straight to the socket (`LiveSocket.send` never
+    /// waits); there is no writer task.
     public func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
                           context: any AdapterContext) async {
-        let (outgoing, out) = AsyncStream.makeStream(of: String.self, bufferingPolicy: .bufferingNewest(1000))
-        await withTaskGroup(of: Bool.self) { group in
-            // Writer: ends when the connection is done, or when the channel closes every socket
-            // (`LiveHub.closeAll`: the channel was reconfigured or the daemon stops).
-            group.addTask {
-                for await text in outgoing {
-                    do { try await socket.send(text) } catch { break }
-                }
-                return true
+        await serve(LiveVisit(request: request, connection: hub.open(socket), context: context), incoming: incoming)
+    }
+
+    @inline(never)
+    func serve(_ visit: LiveVisit, incoming: AsyncStream<String>) async {
+        var session: SessionRef? = nil
+        frames: for await text in incoming {
+            let current = session
+            let outcome = await withTaskGroup(of: FrameOutcome.self) { group in
+                group.addTask { await self.onFrame(text, session: current, visit: visit) }
+                return await group.next() ?? .close
             }
-            // Reader: the visitor's frames, until they close (or the writer ended).
-            group.addTask {
-                await self.readFrames(request, incoming: incoming, out: out, context: context)
-                out.finish()
-                return false
+            switch outcome {
+            case .session(let s): session = s
+            case .close: break frames
             }
-            if await group.next() == true {
-                group.cancelAll()   // closed by the channel: stop reading
-            } else {
-                await group.waitForAll()   // the visitor is done: send what is queued (a last error) first
+        }
+        hub.remove(visit.connection, peer: session?.value.peer)
+        if let s = session?.value, s.typing, !hub.isOnline(s.peer) { await leftWhileTyping(s, context: visit.context) }
+        // Returning closes the socket, after the frames already sent (a last error).
+    }
+
+    enum FrameOutcome: Sendable {
+        /// Go on with this session (nil: no hello yet).
+        case session(SessionRef?)
+        /// Close the socket.
+        case close
+    }
+
+    /// One frame from the visitor. Not inlined into `serve`, so its deep frames stay in the
+    /// short-lived child task.
+    @inline(never)
+    func onFrame(_ text: String, session: SessionRef?, visit: LiveVisit) async -> FrameOutcome {
+        let connection = visit.connection, context = visit.context
+        if text.utf8.count > 32 * 1024 {
+            connection.send(Frames.error("too_large", "frame larger than 32 KiB")); return .session(session)
+        }
+        guard let frame = try? JSONValue.parse(Array(text.utf8)), let type = frame["type"]?.stringValue else {
+            connection.send(Frames.error("invalid_frame", "expected a JSON object with a type")); return .session(session)
+        }
+        if type == "ping" { connection.send(Frames.object(["type": "pong"])); return .session(session) }
+        guard var s = session?.value else {
+            guard type == "hello" else {
+                connection.send(Frames.error("hello_required", "send hello first")); return .session(nil)
             }
+            return await start(frame, request: visit.request, connection: connection, context: context)
+        }
+        await handle(type: type, frame: frame, session: &s, connectionID: connection.id, context: context, out: connection)
+        return .session(SessionRef(s))
+    }
+
+    /// `hello`: the welcome, then the backlog after the visitor's `last_seq`, then `synced`;
+    /// pushes to the visitor that arrive meanwhile follow the backlog.
+    func start(_ frame: JSONValue, request: WebhookRequest, connection: LiveHub.Connection,
+               context: any AdapterContext) async -> FrameOutcome {
+        var attached: String? = nil
+        do {
+            guard let (s, welcome) = try await hello(frame, request: request, context: context, out: connection) else { return .close }
+            connection.send(welcome)
+            hub.attach(connection, peer: s.peer)
+            attached = s.peer
+            let after = frame["last_seq"]?.intValue ?? 0
+            let backlog = try await LogWriter.entries(peer: s.peer, after: after, limit: settings.historyLimit, context: context)
+            for e in backlog { connection.send(self.frame(e, context: context)) }
+            let last = backlog.last?.seq ?? after
+            connection.send(Frames.object(["type": "synced", "last_seq": .int(last)]))
+            connection.goLive(replayedUpTo: last)
+            return .session(SessionRef(s))
+        } catch {
+            context.logger.error("webchat hello failed", metadata: ["error": "\(error)"])
+            if let attached { hub.remove(connection, peer: attached) }
+            connection.send(Frames.error("internal", "try again later"))
+            return .close
         }
     }
 
-    func readFrames(_ request: WebhookRequest, incoming: AsyncStream<String>, out: AsyncStream<String>.Continuation,
-                    context: any AdapterContext) async {
-        var session: VisitorSession? = nil
-        var connection: LiveHub.Connection? = nil
-        for await text in incoming {
-            if text.utf8.count > 32 * 1024 {
-                out.yield(Frames.error("too_large", "frame larger than 32 KiB")); continue
-            }
-            guard let frame = try? JSONValue.parse(Array(text.utf8)), let type = frame["type"]?.stringValue else {
-                out.yield(Frames.error("invalid_frame", "expected a JSON object with a type")); continue
-            }
-            if type == "ping" { out.yield(Frames.object(["type": "pong"])); continue }
-            guard let current = session else {
-                guard type == "hello" else {
-                    out.yield(Frames.error("hello_required", "send hello first")); continue
-                }
-                do {
-                    guard let (s, welcome) = try await hello(frame, request: request, context: context, out: out) else { break }
-                    session = s
-                    out.yield(welcome)
-                    let conn = hub.add(peer: s.peer, outgoing: out)
-                    connection = conn
-                    let after = frame["last_seq"]?.intValue ?? 0
-                    let backlog = try await LogWriter.entries(peer: s.peer, after: after, limit: settings.historyLimit, context: context)
-                    for e in backlog { out.yield(self.frame(e, context: context)) }
-                    let last = backlog.last?.seq ?? after
-                    out.yield(Frames.object(["type": "synced", "last_seq": .int(last)]))
-                    conn.goLive(replayedUpTo: last)
-                } catch {
-                    context.logger.error("webchat hello failed", metadata: ["error": "\(error)"])
-                    out.yield(Frames.error("internal", "try again later"))
-                    break
-                }
-                continue
-            }
-            var s = current
-            await handle(type: type, frame: frame, session: &s, connectionID: connection?.id, context: context, out: out)
-            session = s
-        }
-        if let s = session, let connection {
-            hub.remove(peer: s.peer, connection)
-            if s.typing && !hub.isOnline(s.peer) {
-                // A visitor who leaves while typing has stopped typing.
-                _ = try? await context.emit(InboundEvent(.typing(started: false), peer: peerValue(s)))
-            }
-        }
+    /// A visitor who leaves while typing has stopped typing.
+    @inline(never)
+    func leftWhileTyping(_ s: VisitorSession, context: any AdapterContext) async {
+        _ = try? await context.emit(InboundEvent(.typing(started: false), peer: peerValue(s)))
     }
 
     /// Validates `hello`: resumes the token's visitor, or verifies an identity, or starts a new
     /// visitor. Returns nil (after sending an error) when the connection must close.
     func hello(_ frame: JSONValue, request: WebhookRequest, context: any AdapterContext,
-               out: AsyncStream<String>.Continuation) async throws -> (VisitorSession, String)? {
+               out: LiveHub.Connection) async throws -> (VisitorSession, String)? {
         var peer: String? = nil
         var issuedToken: String? = nil
         var verified: String? = nil
         if let token = frame["token"]?.stringValue, !token.isEmpty {
             peer = try await self.peer(forToken: token, context: context)
             if peer == nil && frame["identity"] == nil {
-                out.yield(Frames.error("invalid_token", "unknown visitor token; start again without one"))
+                out.send(Frames.error("invalid_token", "unknown visitor token; start again without one"))
                 return nil
             }
             if let p = peer, p.hasPrefix("u:") { verified = String(p.dropFirst(2)) }
@@ -134,7 +166,7 @@ extension WebchatChannelAdapter {
             let userID: String
             if let jwt = identity["jwt"]?.stringValue {
                 guard let (sub, claims) = verifyJWT(jwt) else {
-                    out.yield(Frames.error("identity_unverified", secret == nil
+                    out.send(Frames.error("identity_unverified", secret == nil
                         ? "this channel does not verify identities" : "the JWT is invalid, expired or not signed with the channel's secret"))
                     return nil
                 }
@@ -143,7 +175,7 @@ extension WebchatChannelAdapter {
             } else {
                 guard let id = identity["user_id"]?.stringValue, let hash = identity["user_hash"]?.stringValue,
                       verifyIdentity(userID: id, hash: hash) else {
-                    out.yield(Frames.error("identity_unverified", secret == nil
+                    out.send(Frames.error("identity_unverified", secret == nil
                         ? "this channel does not verify identities" : "user_hash does not match user_id"))
                     return nil
                 }
@@ -157,12 +189,12 @@ extension WebchatChannelAdapter {
             }
             verified = userID
         } else if settings.requireIdentity && verified == nil {
-            out.yield(Frames.error("identity_required", "this chat needs a verified identity (user_id and user_hash)"))
+            out.send(Frames.error("identity_required", "this chat needs a verified identity (user_id and user_hash)"))
             return nil
         }
         if peer == nil {
             if let wait = limits.newVisitor(ip: request.remoteAddress) {
-                out.yield(Frames.object(["type": "slow_down", "retry_after": .int(Int64(wait.rounded(.up))),
+                out.send(Frames.object(["type": "slow_down", "retry_after": .int(Int64(wait.rounded(.up))),
                                          "message": "too many new chats from this address"]))
                 return nil
             }
@@ -179,7 +211,7 @@ extension WebchatChannelAdapter {
         var profile = record["profile"]?.objectValue ?? [:]
         if let given = frame["profile"]?.objectValue {
             if let problem = mergeProfile(given, into: &profile) {
-                out.yield(Frames.error("invalid_profile", problem))
+                out.send(Frames.error("invalid_profile", problem))
             }
         }
         // Claims signed by the site win over what the visitor typed.
@@ -262,7 +294,7 @@ extension WebchatChannelAdapter {
     // MARK: frames after hello
 
     func handle(type: String, frame: JSONValue, session s: inout VisitorSession, connectionID: Int?, context: any AdapterContext,
-                out: AsyncStream<String>.Continuation) async {
+                out: LiveHub.Connection) async {
         do {
             switch type {
             case "message":
@@ -273,32 +305,32 @@ extension WebchatChannelAdapter {
                 s.typing = on
                 _ = try await context.emit(InboundEvent(.typing(started: on), peer: peerValue(s)))
             case "read", "delivered":
-                guard let upTo = frame["seq"]?.intValue else { out.yield(Frames.error("invalid_frame", "\(type) needs seq")); return }
+                guard let upTo = frame["seq"]?.intValue else { out.send(Frames.error("invalid_frame", "\(type) needs seq")); return }
                 try await receipt(type == "read" ? .read : .delivered, upTo: upTo, session: s, context: context)
             case "profile":
                 var profile = s.profile
                 if let problem = mergeProfile(frame["profile"]?.objectValue ?? [:], into: &profile) {
-                    out.yield(Frames.error("invalid_profile", problem)); return
+                    out.send(Frames.error("invalid_profile", problem)); return
                 }
                 s.profile = profile
                 var record = (try await context.state.get("vis:\(s.peer)")).flatMap { try? JSONValue.parse(Array($0.utf8)).objectValue } ?? [:]
                 record["profile"] = .object(profile)
                 try await context.state.set("vis:\(s.peer)", JSON.string(JSONValue.object(record)))
                 _ = try await context.emit(InboundEvent(.identityUpdated, peer: peerValue(s), channelData: channelData(s)))
-                out.yield(Frames.object(["type": "profile", "profile": .object(profile)]))
+                out.send(Frames.object(["type": "profile", "profile": .object(profile)]))
             case "context":
                 s.context = sanitizeContext(frame["context"]?.objectValue ?? [:])
             case "history":
                 let after = frame["after"]?.intValue ?? 0
                 let entries = try await LogWriter.entries(peer: s.peer, after: after, limit: settings.historyLimit, context: context)
-                for e in entries { out.yield(self.frame(e, context: context)) }
-                out.yield(Frames.object(["type": "synced", "last_seq": .int(entries.last?.seq ?? after)]))
+                for e in entries { out.send(self.frame(e, context: context)) }
+                out.send(Frames.object(["type": "synced", "last_seq": .int(entries.last?.seq ?? after)]))
             default:
-                out.yield(Frames.error("unknown_type", "unknown frame type \(type)"))
+                out.send(Frames.error("unknown_type", "unknown frame type \(type)"))
             }
         } catch {
             context.logger.error("webchat frame failed", metadata: ["type": "\(type)", "error": "\(error)"])
-            out.yield(Frames.error("internal", "try again later", clientID: frame["client_id"]?.stringValue))
+            out.send(Frames.error("internal", "try again later", clientID: frame["client_id"]?.stringValue))
         }
     }
 
@@ -324,26 +356,26 @@ extension WebchatChannelAdapter {
     }
 
     func visitorMessage(_ frame: JSONValue, session s: inout VisitorSession, connectionID: Int?, context: any AdapterContext,
-                        out: AsyncStream<String>.Continuation) async throws {
+                        out: LiveHub.Connection) async throws {
         guard let clientID = frame["client_id"]?.stringValue, !clientID.isEmpty, clientID.count <= 64 else {
-            out.yield(Frames.error("invalid_frame", "message needs a client_id (at most 64 characters)")); return
+            out.send(Frames.error("invalid_frame", "message needs a client_id (at most 64 characters)")); return
         }
         // A message sent again after a reconnect is acknowledged again, not stored twice.
         if let seq = try await context.state.get("cid:\(s.peer):\(clientID)") {
-            out.yield(Frames.object(["type": "ack", "client_id": .string(clientID), "seq": .int(Int64(seq) ?? 0), "duplicate": true]))
+            out.send(Frames.object(["type": "ack", "client_id": .string(clientID), "seq": .int(Int64(seq) ?? 0), "duplicate": true]))
             return
         }
         let parts: [Part]
         switch try await visitorParts(frame, peer: s.peer, context: context) {
         case .failure(let problem):
-            out.yield(Frames.error(problem.code, problem.detail, clientID: clientID)); return
+            out.send(Frames.error(problem.code, problem.detail, clientID: clientID)); return
         case .success(let p): parts = p
         }
         for field in settings.prechat where field.required && s.profile[field.name] == nil {
-            out.yield(Frames.error("prechat_required", "fill in the form first (\(field.name))", clientID: clientID)); return
+            out.send(Frames.error("prechat_required", "fill in the form first (\(field.name))", clientID: clientID)); return
         }
         if let wait = limits.message(peer: s.peer, ip: s.ip) {
-            out.yield(Frames.object(["type": "slow_down", "client_id": .string(clientID), "retry_after": .int(Int64(wait.rounded(.up))),
+            out.send(Frames.object(["type": "slow_down", "client_id": .string(clientID), "retry_after": .int(Int64(wait.rounded(.up))),
                                      "message": "you are sending messages too fast"]))
             return
         }
@@ -356,7 +388,7 @@ extension WebchatChannelAdapter {
         let entry = try await log.append(peer: s.peer, direction: "in", externalID: externalID, parts: parts, text: parts.textFallback,
                                          clientID: clientID, context: context)
         ack["seq"] = .int(entry.seq)
-        out.yield(Frames.object(ack))
+        out.send(Frames.object(ack))
         // The visitor's other tabs and devices show it too.
         hub.push(peer: s.peer, seq: entry.seq, frame: self.frame(entry, context: context), except: connectionID)
         if !s.awayNoticeSent, case .object(let h) = hoursStatus(), h["open"]?.boolValue == false {
@@ -365,7 +397,7 @@ extension WebchatChannelAdapter {
             if let a = settings.awayMessage { notice["text"] = .string(a) }
             if let n = h["next_open"] { notice["next_open"] = n }
             notice["email"] = .bool(s.profile["email"] != nil)
-            out.yield(Frames.object(notice))
+            out.send(Frames.object(notice))
         }
     }
 
