@@ -314,16 +314,19 @@ public enum Charset {
 
     /// glibc loads a charset's gconv module (dlopen) at `iconv_open` and unloads it at the last
     /// `iconv_close`, which cost about 10% of the MIME benchmark's time. One descriptor per
-    /// charset, opened once and never closed, keeps the module loaded. Bounded, since labels come
-    /// from mail.
-    private static let pinnedCharsets = Mutex<Set<String>>([])
+    /// charset, opened once and never closed, keeps the module loaded. The descriptors stay
+    /// referenced here (so LeakSanitizer sees them as reachable, not leaked). Bounded, since
+    /// labels come from mail.
+    private struct PinnedDescriptors: @unchecked Sendable {   // iconv_t is a raw pointer; only touched under the mutex
+        var byCharset: [String: iconv_t] = [:]
+    }
+    private static let pinned = Mutex(PinnedDescriptors())
     private static func pinModule(_ charset: String) {
-        let isNew = pinnedCharsets.withLock { pinned in
-            guard pinned.count < 64, !pinned.contains(charset) else { return false }
-            pinned.insert(charset)
-            return true
+        pinned.withLock { pinned in
+            guard pinned.byCharset.count < 64, pinned.byCharset[charset] == nil else { return }
+            let cd = iconv_open("UTF-8", charset)
+            if cd != iconv_t(bitPattern: -1) { pinned.byCharset[charset] = cd }
         }
-        if isNew { _ = iconv_open("UTF-8", charset) }
     }
 
     /// Whether iconv on this system can decode `label` (after aliasing); used by tests and diagnostics.
