@@ -23,9 +23,14 @@ declare -A MAX_LEN=([fuzz-mime]=131072 [fuzz-imap]=8192)
 
 status=0
 for target in fuzz-mime fuzz-imap; do
-  "$SWIFT" build "${FLAGS[@]}" --product "$target" 2>&1 | grep -E "error|warning: |Build complete" | grep -v "swift-distributed-tracing" || true
+  mkdir -p .build-fuzz
+  # A failed build must fail the run, not fuzz a stale binary from an earlier build.
+  if ! "$SWIFT" build "${FLAGS[@]}" --product "$target" >".build-fuzz/$target-build.log" 2>&1; then
+    grep -E "error" ".build-fuzz/$target-build.log" | head -20
+    echo "fuzz: $target did not build (.build-fuzz/$target-build.log)"
+    exit 1
+  fi
   binary=.build-fuzz/release/$target
-  [ -x "$binary" ] || { echo "fuzz: $target did not build"; exit 1; }
   corpus=.build-fuzz/corpus/$target
   artifacts=.build-fuzz/artifacts/$target
   mkdir -p "$corpus" "$artifacts"
