@@ -70,6 +70,12 @@ public struct InboundEvent: Sendable {
     /// stored (not for a duplicate): a cursor, a reply token, the time that opens a reply
     /// window. Webhooks stay one group-committed write each instead of one plus a state write.
     public var stateUpdates: [StateUpdate] = []
+    /// Files the event in this existing conversation instead of the peer's own one on this
+    /// channel. The conversation may belong to another channel: a customer's email answer to a
+    /// web chat's email follow-up continues the web conversation. The adapter sets it only after
+    /// proving the link (the email channel's HMAC-tagged address and the recipient's address); an
+    /// unknown id falls back to the peer's own conversation.
+    public var conversationID: String? = nil
 
     public init(_ kind: Kind, peer: Peer, sender: Peer? = nil, thread: String = "*", dedupeKey: String? = nil,
                 occurredAt: Timestamp? = nil, raw: RawPayload? = nil, channelData: JSONObject? = nil) {
@@ -222,6 +228,43 @@ public struct StateUpdate: Sendable, Hashable {
     public init(key: String, value: String?, version: Int64? = nil) { self.key = key; self.value = value; self.version = version }
 }
 
+/// A message sent through another channel for one of this channel's conversations: the web
+/// chat's email follow-up goes out through an email channel to the address the visitor gave.
+/// The runtime stores it in the conversation (origin `system`, the target channel's ref) and
+/// queues it on the target channel's send worker, with its retries; the helpdesk sees its
+/// `message.status` events like any other message's.
+public struct RelayRequest: Sendable {
+    public var conversationID: String
+    /// The channel to send through.
+    public var channelID: String
+    /// The recipient's address on that channel.
+    public var recipient: Peer
+    public var parts: [Part]
+    public var metadata: JSONObject?
+    /// The same key twice queues one message (a crash between the relay and the adapter's own
+    /// bookkeeping must not send a second email).
+    public var idempotencyKey: String
+    public init(conversationID: String, channelID: String, recipient: Peer, parts: [Part], metadata: JSONObject?, idempotencyKey: String) {
+        self.conversationID = conversationID; self.channelID = channelID; self.recipient = recipient; self.parts = parts
+        self.metadata = metadata; self.idempotencyKey = idempotencyKey
+    }
+}
+
+/// A refused relay: the target channel is missing or can't send to addresses.
+public struct RelayError: Error, Sendable, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A channel another channel's config names as a relay target, checked when the config is
+/// loaded so `check-config` reports a wrong id under the key that names it.
+public struct RelayTarget: Sendable, Hashable {
+    public var channelID: String
+    /// The naming key's path inside the channel's config, e.g. `["email_followup", "channel"]`.
+    public var configKey: [String]
+    public init(channelID: String, configKey: [String]) { self.channelID = channelID; self.configKey = configKey }
+}
+
 /// What the runtime gives each adapter.
 public protocol AdapterContext: Sendable {
     var channel: ChannelRef { get }
@@ -240,6 +283,10 @@ public protocol AdapterContext: Sendable {
     /// A public, signed link to a stored media file that expires after `seconds`, for platforms
     /// that download media from a URL themselves.
     func publicMediaURL(_ mediaID: String, validFor seconds: Double) -> String
+    /// Stores and queues a message of one of this channel's conversations for sending through
+    /// another channel (see `RelayRequest`); returns the stored message's id. Throws
+    /// `RelayError` when the target can't take it.
+    func relay(_ request: RelayRequest) async throws -> String
 }
 
 /// One configured channel.
@@ -293,6 +340,16 @@ public protocol ChannelAdapter: Sendable {
     /// frames small (see docs/adapters.md, "Pages and live connections").
     func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
                    context: any AdapterContext) async
+
+    // Sending through other channels (the web chat's email follow-up). Both optional.
+
+    /// Channels this one relays messages through, named by its config.
+    var relayTargets: [RelayTarget] { get }
+
+    /// Whether other channels may relay messages through this one: its `send` then also gets
+    /// messages of other channels' conversations (`conversation.channel` is not this channel),
+    /// addressed to `recipient.channelUserID`.
+    var acceptsRelays: Bool { get }
 }
 
 /// The sending side of a live connection (a WebSocket) accepted by `ChannelAdapter.acceptLive`.
@@ -333,6 +390,8 @@ extension ChannelAdapter {
     public func handlePublic(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> WebhookResponse { .notFound }
     public func homePage(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse? { nil }
     public func acceptLive(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> Bool { false }
+    public var relayTargets: [RelayTarget] { [] }
+    public var acceptsRelays: Bool { false }
     public func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
                           context: any AdapterContext) async {}
 }

@@ -27,6 +27,7 @@ public struct RuntimeAdapterContext: AdapterContext {
     let pipeline: IngestPipeline
     let hub: ChannelHub
     let mediaSigner: MediaURLSigner
+    let outboundSignal: ChangeSignal
 
     public func publicMediaURL(_ mediaID: String, validFor seconds: Double) -> String {
         mediaSigner.url(base: publicURL, mediaID: mediaID, validFor: seconds)
@@ -34,6 +35,34 @@ public struct RuntimeAdapterContext: AdapterContext {
 
     public func emit(_ event: InboundEvent) async throws -> EmitResult {
         try await pipeline.emit(InboundWork(channel: channel, event: event))
+    }
+
+    public func relay(_ request: RelayRequest) async throws -> String {
+        guard let target = hub.entry(request.channelID) else {
+            throw RelayError("channel \(request.channelID) is not configured")
+        }
+        guard target.adapter.acceptsRelays else {
+            throw RelayError("channel \(request.channelID) (\(target.adapter.channel.type)) can't send on behalf of other channels")
+        }
+        guard let conversation = try await hub.store.conversation(request.conversationID) else {
+            throw RelayError("conversation \(request.conversationID) not found")
+        }
+        // Only this channel's own conversations: an adapter never writes into another's.
+        guard conversation.channel.id == channel.id else {
+            throw RelayError("conversation \(request.conversationID) belongs to channel \(conversation.channel.id)")
+        }
+        let rendered: RenderedMessage
+        do {
+            rendered = try Renderer.render(parts: request.parts, fallbackText: nil, override: nil, capabilities: target.adapter.capabilities,
+                                           channelType: target.adapter.channel.type, policy: .allow)
+        } catch {
+            throw RelayError("cannot render the message for \(request.channelID): \(error.detail)")
+        }
+        let id = try await hub.store.enqueueRelay(conversation: conversation, via: target.adapter.channel, recipient: request.recipient,
+                                                  parts: request.parts, rendered: rendered, metadata: request.metadata,
+                                                  idempotencyKey: request.idempotencyKey)
+        outboundSignal.notify()
+        return id
     }
 
     public func reportStatus(_ state: ChannelState, detail: String?) async {

@@ -56,6 +56,21 @@ public final class Runtime: Sendable {
         for c in config.channels {
             if let a = registry.make(c, env: env) { out[c.id] = a }
         }
+        // Channels that send through others (the web chat's email follow-up) must name one
+        // that is configured and can.
+        for c in config.channels {
+            for target in out[c.id]?.relayTargets ?? [] {
+                let node = target.configKey.reduce(c.node) { $0[$1] }
+                if let t = out[target.channelID] {
+                    if !t.acceptsRelays {
+                        node.problem("channel \(target.channelID) (\(t.channel.type)) can't send on behalf of other channels"
+                                     + (t.channel.type == "email" ? " (it has no smtp settings)" : ""))
+                    }
+                } else if !config.channels.contains(where: { $0.id == target.channelID }) {
+                    node.problem("no channel with id \(target.channelID)")
+                }
+            }
+        }
         return out
     }
 
@@ -118,7 +133,8 @@ public final class Runtime: Sendable {
         log[metadataKey: "channel"] = "\(channel.id)"
         let context = RuntimeAdapterContext(channel: channel, logger: log, publicURL: config.publicURL,
                                             state: StoreAdapterState(store: store, channelID: channel.id), media: media,
-                                            pipeline: pipeline, hub: hub, mediaSigner: mediaSigner)
+                                            pipeline: pipeline, hub: hub, mediaSigner: mediaSigner,
+                                            outboundSignal: outboundSignal)
         hub.put(ChannelHub.Entry(adapter: adapter, context: context,
                                  info: ChannelInfo(id: channel.id, type: channel.type, state: .connected, detail: nil, since: .now(),
                                                    capabilities: adapter.capabilities)))

@@ -163,7 +163,8 @@ extension Store {
         }
         var eventIDs: [String] = []
         let (identity, identityChanged) = try upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
-        let (conversation, created) = try findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
+        let (conversation, created) = try ev.conversationID.flatMap { try existingConversation(db, id: $0) }.map { ($0, false) }
+            ?? findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
         if created {
             eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conversation.id, channel: channel,
                                             dataJSON: JSON.encode(conversation), now: now))
@@ -362,6 +363,11 @@ extension Store {
             """).execute(arguments: [identity.id, channel.id, channel.type, peer.channelUserID, peer.displayName,
                              try peer.profile.map { try JSON.encode($0).utf8String }, now, now])
         return (identity, false)
+    }
+
+    /// The conversation an adapter named (`InboundEvent.conversationID`), on any channel.
+    static func existingConversation(_ db: Database, id: String) throws -> Conversation? {
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM conversations WHERE id = ?"), arguments: [id]).map(conversationFrom)
     }
 
     static func findOrCreateConversation(_ db: Database, channel: ChannelRef, identityID: String, thread: String, now: Int64) throws -> (Conversation, Bool) {

@@ -43,6 +43,13 @@ public struct SendJob: Sendable {
     public var replyToExternalID: String?
 }
 
+/// The recipient of a relayed send (`send_queue.recipient`).
+struct RelayRecipient: Codable, Sendable {
+    var channelUserID: String
+    var displayName: String?
+    enum CodingKeys: String, CodingKey { case channelUserID = "channel_user_id", displayName = "display_name" }
+}
+
 public enum IdempotencyError: Error, Sendable { case keyReusedWithDifferentRequest }
 
 public func sha256Hex(_ data: Data) -> String { Hex.encode(SHA256.hash(data: data)) }
@@ -108,12 +115,45 @@ extension Store {
         }
     }
 
+    /// Stores a message of `conversation` that goes out through another channel (`via`) to
+    /// `recipient`, and queues it on that channel, in one transaction. The same idempotency key
+    /// again returns the first message's id and queues nothing.
+    public func enqueueRelay(conversation conv: Conversation, via channel: ChannelRef, recipient: Peer, parts: [Part],
+                             rendered: RenderedMessage, metadata: JSONObject?, idempotencyKey: String,
+                             now: Int64 = Store.nowMS()) async throws -> String {
+        try await acknowledgedWrite { db in
+            let scope = "relay:\(conv.channel.id)"
+            if let earlier = try String.fetchOne(db, sql: "SELECT message_id FROM idempotency_keys WHERE scope = ? AND key = ?",
+                                                 arguments: [scope, idempotencyKey]) {
+                return earlier
+            }
+            let t = Timestamp(milliseconds: now)
+            let id = ID.make(.message, at: t)
+            let message = Message(MessageFields(
+                id: id, conversationID: conv.id, direction: .outbound, origin: .system, channel: channel,
+                sender: Participant(role: "system"), receivedAt: t, parts: parts, textFallback: rendered.textFallback, metadata: metadata))
+            try db.execute(sql: """
+                INSERT INTO messages (id, conversation_id, channel_id, direction, origin, created_at, status, body)
+                VALUES (?, ?, ?, 'outbound', 'system', ?, 'accepted', ?)
+                """, arguments: [id, conv.id, channel.id, now, try JSON.encode(message).utf8String])
+            let to = RelayRecipient(channelUserID: recipient.channelUserID, displayName: recipient.displayName)
+            try db.execute(sql: """
+                INSERT INTO send_queue (message_id, conversation_id, channel_id, next_attempt_at, rendered, created_at, recipient)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """, arguments: [id, conv.id, channel.id, now, try JSON.encode(rendered).utf8String, now, try JSON.encode(to).utf8String])
+            try db.execute(sql: """
+                INSERT INTO idempotency_keys (scope, key, request_hash, message_id, response, created_at) VALUES (?, ?, '', ?, '{}', ?)
+                """, arguments: [scope, idempotencyKey, id, now])
+            return id
+        }
+    }
+
     /// Claims due sends for one channel: the oldest unsent message of each conversation only,
     /// so replies go out in the order the helpdesk wrote them.
     public func claimSends(channelID: String, limit: Int, leaseMS: Int64, now: Int64 = Store.nowMS()) async throws -> [SendJob] {
         try await pool.write { db in
             let rows = try Row.fetchAll(db, sql: """
-                SELECT q.message_id, q.attempts, q.rendered, m.body AS message_body, c.*,
+                SELECT q.message_id, q.attempts, q.rendered, q.recipient AS relay_recipient, m.body AS message_body, c.*,
                        i.id AS i_id, i.channel_user_id AS i_cuid, i.display_name AS i_name, i.profile AS i_profile,
                        i.created_at AS i_created, i.updated_at AS i_updated
                 FROM send_queue q JOIN messages m ON m.id = q.message_id JOIN conversations c ON c.id = q.conversation_id
@@ -130,10 +170,17 @@ extension Store {
                 let message = try JSON.decode(Message.self, from: Data((r["message_body"] as String).utf8))
                 let conversation = try Self.conversationFrom(r)
                 let profile: String? = r["i_profile"]
-                let recipient = Identity(IdentityFields(
+                var recipient = Identity(IdentityFields(
                     id: r["i_id"], channel: conversation.channel, channelUserID: r["i_cuid"], displayName: r["i_name"],
                     profile: try profile.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) },
                     createdAt: Timestamp(milliseconds: r["i_created"]), updatedAt: Timestamp(milliseconds: r["i_updated"])))
+                if let relayed: String = r["relay_recipient"] {
+                    // Sent through another channel: the address given there, for the same person.
+                    let to = try JSON.decode(RelayRecipient.self, from: Data(relayed.utf8))
+                    recipient.channel = message.channel
+                    recipient.channelUserID = to.channelUserID
+                    recipient.displayName = to.displayName ?? recipient.displayName
+                }
                 jobs.append(SendJob(message: message, rendered: try JSON.decode(RenderedMessage.self, from: Data((r["rendered"] as String).utf8)),
                                     conversation: conversation, recipient: recipient, attempts: r["attempts"],
                                     replyToExternalID: message.replyTo?.externalID))

@@ -190,6 +190,11 @@ public final class Store: Sendable {
                 );
                 """)
         }
+        // A send through another channel (`AdapterContext.relay`) names its recipient here
+        // instead of taking the conversation's identity.
+        m.registerMigration("v2-relay-recipient") { db in
+            try db.execute(sql: "ALTER TABLE send_queue ADD COLUMN recipient TEXT")
+        }
         return m
     }
 

@@ -47,6 +47,8 @@ public struct EmailChannelAdapter: ChannelAdapter {
 
     public let channel: ChannelRef
     public var capabilities: ChannelCapabilities { Self.emailCapabilities }
+    /// Other channels (the web chat's email follow-up) may send through this one when it can send.
+    public var acceptsRelays: Bool { smtp != nil }
     /// The support address (lower-cased); replies come from it.
     public let address: String
     public let displayName: String?
@@ -200,6 +202,13 @@ public struct EmailChannelAdapter: ChannelAdapter {
     static func threadKey(_ conversationID: String) -> String { "conv:\(conversationID)" }
     static func messageKey(_ messageID: String) -> String { "mid:\(messageID.lowercased())" }
     static func lastKey(_ conversationID: String) -> String { "last:\(conversationID)" }
+    static func relayKey(_ conversationID: String) -> String { "relay:\(conversationID)" }
+
+    /// Another channel's conversation we emailed on its behalf, and to whom.
+    struct RelayedConversation: Codable, Sendable {
+        var address: String
+        var channel: String
+    }
 
     /// What a reply needs from the customer's latest message in a conversation.
     struct LastInbound: Codable, Sendable {
@@ -247,11 +256,20 @@ public struct EmailChannelAdapter: ChannelAdapter {
                                                      lookup: { id in try await context.state.get(Self.messageKey(id)) })
         var thread: String
         var matchedConversation: String? = nil
+        var continues: String? = nil
         switch match {
         case .conversation(let id, _):
             matchedConversation = id
             if let t = try await context.state.get(Self.threadKey(id)) {
                 thread = t
+            } else if let r = try await context.state.get(Self.relayKey(id)),
+                      let relay = try? JSONDecoder().decode(RelayedConversation.self, from: Data(r.utf8)),
+                      relay.address == inbound.peer.channelUserID.lowercased() {
+                // An answer to a follow-up we sent for another channel's conversation, from the
+                // address we sent it to: it continues that conversation. From anyone else it
+                // starts a conversation of its own here (anyone can write to a Reply-To address).
+                continues = id
+                thread = inbound.email.references.first ?? inbound.email.inReplyTo.first ?? inbound.externalID
             } else {
                 thread = inbound.email.references.first ?? inbound.email.inReplyTo.first ?? inbound.externalID
                 context.logger.warning("matched a conversation whose thread is unknown here; starting a new thread",
@@ -266,6 +284,7 @@ public struct EmailChannelAdapter: ChannelAdapter {
             _ = try await context.emit(status)
         }
         var event = ready.inboundEvent(thread: thread)
+        event.conversationID = continues
         if let matchedConversation, var data = event.channelData?["email"]?.objectValue {
             data["matched_conversation"] = .string(matchedConversation)
             event.channelData?["email"] = .object(data)
@@ -287,7 +306,10 @@ public struct EmailChannelAdapter: ChannelAdapter {
     func remember(inbound: EmailInbound, conversationID: String?, thread: String, context: any AdapterContext) async {
         guard let conversationID else { return }
         do {
-            try await context.state.set(Self.threadKey(conversationID), thread)
+            // Another channel's conversation (a follow-up's answer) has no email thread of its own.
+            if try await context.state.get(Self.relayKey(conversationID)) == nil {
+                try await context.state.set(Self.threadKey(conversationID), thread)
+            }
             try await context.state.set(Self.messageKey(inbound.externalID), conversationID)
             if inbound.classification == .customer {
                 let last = LastInbound(messageID: inbound.externalID, references: inbound.email.references, subject: inbound.email.subject,

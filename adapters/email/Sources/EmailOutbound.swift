@@ -26,7 +26,14 @@ extension EmailChannelAdapter {
             throw SendError(code: "invalid_recipient", message: "\(to) is not an email address", retryable: false)
         }
         // Recorded before sending, so an answer that arrives at once finds its conversation.
-        try? await context.state.set(Self.threadKey(conversationID), out.conversation.thread)
+        if out.conversation.channel.id == channel.id {
+            try? await context.state.set(Self.threadKey(conversationID), out.conversation.thread)
+        } else {
+            // Relayed for another channel's conversation (a web chat's email follow-up): the
+            // customer's answer from this address goes back into that conversation.
+            let relay = RelayedConversation(address: to.lowercased(), channel: out.conversation.channel.id)
+            if let json = try? JSONEncoder().encode(relay) { try? await context.state.set(Self.relayKey(conversationID), String(decoding: json, as: UTF8.self)) }
+        }
         try? await context.state.set(Self.messageKey(messageID), conversationID)
 
         var last: LastInbound? = nil
@@ -34,10 +41,15 @@ extension EmailChannelAdapter {
             last = try? JSONDecoder().decode(LastInbound.self, from: Data(s.utf8))
         }
         let override = out.rendered.override?.objectValue ?? [:]
-        var subject = override["subject"]?.stringValue ?? out.message.metadata?["email_subject"]?.stringValue
+        let relayed = out.conversation.channel.id != channel.id
+        let chosen = out.message.metadata?["email_subject"]?.stringValue
+        // The helpdesk's chosen subject wins over "Re: <the customer's>"; a relaying channel's
+        // is only a default for the first mail, then the thread keeps the customer's subject.
+        var subject = override["subject"]?.stringValue ?? (relayed ? nil : chosen)
         if subject == nil, let s = last?.subject, !s.isEmpty {
             subject = s.range(of: #"^\s*(re|aw|sv|vs|antw)\s*(\[\d+\])?\s*:"#, options: [.regularExpression, .caseInsensitive]) != nil ? s : "Re: \(s)"
         }
+        if subject == nil { subject = chosen }
         var inReplyTo: String? = nil
         var references: [String] = []
         if let replyTo = out.replyToExternalID ?? last?.messageID {

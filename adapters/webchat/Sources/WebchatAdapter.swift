@@ -64,6 +64,8 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
         /// New visitors (tokens issued) per IP address per hour.
         public var ipNewVisitorsPerHour = 60
         public var historyLimit = 500
+        /// Unread agent replies go by email to a visitor who gave an address (see `EmailFollowup`).
+        public var emailFollowup: EmailFollowup? = nil
         public init() {}
     }
 
@@ -91,7 +93,7 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
         node.rejectUnknownKeys(AdapterRegistry.commonKeys + [
             "allowed_origins", "require_identity", "prechat", "business_hours", "away_message", "title", "greeting",
             "position", "color", "locale", "demo_page", "max_text_length", "upload_max_bytes", "upload_types", "rate_limits",
-            "history_limit",
+            "history_limit", "email_followup",
         ], secrets: ["identity_secret"])
         var s = Settings()
         s.allowedOrigins = node.stringList("allowed_origins", default: [])
@@ -136,16 +138,36 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
             s.ipNewVisitorsPerHour = r.int("ip_new_visitors_per_hour", default: 60, range: 1...100_000) ?? 60
         }
         s.historyLimit = node.int("history_limit", default: 500, range: 10...10_000) ?? 500
+        if node["email_followup"].isPresent {
+            let f = node["email_followup"]
+            f.rejectUnknownKeys(["channel", "delay", "subject"])
+            let delay = f.seconds("delay", default: 180)
+            if delay < 0 || delay > 7 * 86_400 { f["delay"].problem("must be between 0s and 7d") }
+            if let target = f.string("channel", required: true) {
+                if target == channel.id { f["channel"].problem("must name an email channel, not this one") }
+                s.emailFollowup = EmailFollowup(channel: target, delay: min(max(delay, 0), 7 * 86_400), subject: f.string("subject"))
+            }
+        }
         return WebchatChannelAdapter(channel: channel, settings: s)
     }
 
     /// Nothing to poll: waits until the channel stops (reload or shutdown), then closes its
     /// sockets so the widgets reconnect to whatever serves the channel next.
     public func run(context: any AdapterContext) async throws {
-        while !Task.isCancelled {
-            try? await Task.sleep(for: .seconds(3600))
+        await withTaskGroup(of: Void.self) { group in
+            if let followup = settings.emailFollowup {
+                group.addTask { await self.runFollowups(followup, context: context) }
+            }
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(3600))
+            }
+            group.cancelAll()
         }
         hub.closeAll()
+    }
+
+    public var relayTargets: [RelayTarget] {
+        settings.emailFollowup.map { [RelayTarget(channelID: $0.channel, configKey: ["email_followup", "channel"])] } ?? []
     }
 
     // MARK: tokens and identity
@@ -230,6 +252,7 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
             throw SendError(code: "store_failed", message: "cannot record the message for the widget: \(error)", retryable: true)
         }
         hub.push(peer: peer, seq: entry.seq, frame: frame(entry, context: context))
+        await scheduleFollowup(message, context: context)
         return SendResult(externalIDs: [externalID], channelData: ["seq": .int(entry.seq), "online": .bool(hub.isOnline(peer))])
     }
 

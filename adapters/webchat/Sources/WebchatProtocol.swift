@@ -217,10 +217,14 @@ extension WebchatChannelAdapter {
         // Claims signed by the site win over what the visitor typed.
         for (k, v) in verifiedProfile { profile[k] = v }
         record["profile"] = .object(profile)
+        let pageContext = sanitizeContext(frame["context"]?.objectValue ?? [:])
+        // Where and in which language they chat, for an email follow-up's link and words.
+        if let url = pageContext["url"] { record["page_url"] = url }
+        if let locale = pageContext["locale"] { record["locale"] = locale }
         try await context.state.set("vis:\(peer)", JSON.string(JSONValue.object(record)))
 
         let session = VisitorSession(peer: peer, verifiedUserID: verified, profile: profile,
-                                     context: sanitizeContext(frame["context"]?.objectValue ?? [:]), visits: visits,
+                                     context: pageContext, visits: visits,
                                      ip: request.remoteAddress, userAgent: request.header("user-agent").map { String($0.prefix(400)) })
         var welcome: JSONObject = ["type": "welcome", "visitor": .object([
             "id": .string(peer), "verified": .bool(verified != nil), "profile": .object(profile),
@@ -396,7 +400,8 @@ extension WebchatChannelAdapter {
             var notice: JSONObject = ["type": "notice", "kind": "away"]
             if let a = settings.awayMessage { notice["text"] = .string(a) }
             if let n = h["next_open"] { notice["next_open"] = n }
-            notice["email"] = .bool(s.profile["email"] != nil)
+            // "We'll also answer by email" only when unread answers really go by email.
+            notice["email"] = .bool(settings.emailFollowup != nil && s.profile["email"] != nil)
             out.send(Frames.object(notice))
         }
     }
