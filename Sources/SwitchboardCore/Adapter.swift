@@ -350,6 +350,13 @@ public protocol ChannelAdapter: Sendable {
     /// messages of other channels' conversations (`conversation.channel` is not this channel),
     /// addressed to `recipient.channelUserID`.
     var acceptsRelays: Bool { get }
+
+    /// A customer message of one of this channel's conversations that came in through another
+    /// channel (`InboundEvent.conversationID`: an email answer to the web chat's follow-up),
+    /// called after its commit so the channel can show it where it keeps its own history (the
+    /// widget). `customer` is the conversation's own identity. Default: nothing.
+    func conversationContinued(_ message: InboundMessage, messageID: String, via: ChannelRef, conversation: Conversation,
+                               customer: Identity, context: any AdapterContext) async
 }
 
 /// The sending side of a live connection (a WebSocket) accepted by `ChannelAdapter.acceptLive`.
@@ -392,6 +399,8 @@ extension ChannelAdapter {
     public func acceptLive(_ request: WebhookRequest, subpath: String, context: any AdapterContext) async -> Bool { false }
     public var relayTargets: [RelayTarget] { [] }
     public var acceptsRelays: Bool { false }
+    public func conversationContinued(_ message: InboundMessage, messageID: String, via: ChannelRef, conversation: Conversation,
+                                      customer: Identity, context: any AdapterContext) async {}
     public func serveLive(_ request: WebhookRequest, subpath: String, incoming: AsyncStream<String>, socket: LiveSocket,
                           context: any AdapterContext) async {}
 }

@@ -34,7 +34,26 @@ public struct RuntimeAdapterContext: AdapterContext {
     }
 
     public func emit(_ event: InboundEvent) async throws -> EmitResult {
-        try await pipeline.emit(InboundWork(channel: channel, event: event))
+        let result = try await pipeline.emit(InboundWork(channel: channel, event: event))
+        if event.conversationID != nil, case .message(let m) = event.kind,
+           case .committed(_, let messageID?, let conversationID?) = result, conversationID == event.conversationID {
+            await tellOwner(m, messageID: messageID, conversationID: conversationID)
+        }
+        return result
+    }
+
+    /// A message filed in another channel's conversation: that channel shows it too.
+    func tellOwner(_ message: InboundMessage, messageID: String, conversationID: String) async {
+        do {
+            guard let conversation = try await hub.store.conversation(conversationID), conversation.channel.id != channel.id,
+                  let owner = hub.entry(conversation.channel.id),
+                  let customer = try await hub.store.identity(conversation.identityID) else { return }
+            await owner.adapter.conversationContinued(message, messageID: messageID, via: channel, conversation: conversation,
+                                                      customer: customer, context: owner.context)
+        } catch {
+            logger.warning("cannot show a message in its conversation's own channel",
+                           metadata: ["channel": "\(channel.id)", "conversation": "\(conversationID)", "error": "\(error)"])
+        }
     }
 
     public func relay(_ request: RelayRequest) async throws -> String {

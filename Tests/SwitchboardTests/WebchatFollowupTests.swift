@@ -66,7 +66,8 @@ struct WebchatFollowupTests {
         try await withFollowups { d, helpdesk, socket, sink in
             // A visitor who gave an email address asks, sees the away notice, and leaves.
             let v = WebchatVisitor.connect(d, "site")
-            try await v.hello(extra: #""profile":{"name":"Jane Roe","email":"jane@example.org"},"context":{"url":"https://shop.example.com/cart","locale":"en-GB"}"#)
+            let welcome = try await v.hello(extra: #""profile":{"name":"Jane Roe","email":"jane@example.org"},"context":{"url":"https://shop.example.com/cart","locale":"en-GB"}"#)
+            let token = try #require(welcome?["token"]?.stringValue)
             v.message("c1", "Where is my order?")
             let notice = try await v.waitFor("notice") { $0["type"]?.stringValue == "notice" }
             #expect(notice["email"]?.boolValue == true, "the away notice promises an email answer only because one will come")
@@ -121,6 +122,13 @@ struct WebchatFollowupTests {
             #expect(answer["channel"]?["type"]?.stringValue == "email")
             #expect(answer["text_fallback"]?.stringValue == "Great, thanks!")
             #expect(answer["reply_to"]?["message_id"]?.stringValue == followupID)
+            // Back on the site, her chat history shows her email answer after the agent's reply.
+            let back = WebchatVisitor.connect(d, "site")
+            try await back.hello(token: token)
+            let shown = try await back.waitFor("the email answer in the widget") { $0["text"]?.stringValue == "Great, thanks!" }
+            #expect(shown["direction"]?.stringValue == "in")
+            #expect(back.frames("message").compactMap { $0["text"]?.stringValue } == ["Where is my order?", "It ships tomorrow.", "Great, thanks!"])
+            await back.close()
 
             // Someone else writing to the same Reply-To address does not get into her conversation.
             _ = try await EmailFixture.lmtp(socket, from: "mallory@example.net", to: [replyTo], message: EmailFixture.message(

@@ -135,6 +135,20 @@ extension WebchatChannelAdapter {
         }
     }
 
+    /// The visitor answered a follow-up by email: the widget shows it in their history too.
+    public func conversationContinued(_ message: InboundMessage, messageID: String, via: ChannelRef, conversation: Conversation,
+                                      customer: Identity, context: any AdapterContext) async {
+        let peer = customer.channelUserID
+        do {
+            let entry = try await log.append(peer: peer, direction: "in", externalID: "wce_" + messageID, parts: message.parts,
+                                             text: message.parts.textFallback, clientID: nil, context: context)
+            hub.push(peer: peer, seq: entry.seq, frame: frame(entry, context: context))
+        } catch {
+            context.logger.warning("cannot add an email answer to the widget history",
+                                   metadata: ["channel": "\(channel.id)", "via": "\(via.id)", "error": "\(error)"])
+        }
+    }
+
     static func count(_ channel: ChannelRef, _ result: String) {
         Counter(label: "switchboard_webchat_email_followups_total", dimensions: [("channel", channel.id), ("result", result)]).increment()
     }
