@@ -217,7 +217,7 @@ struct LiveTarget: Sendable {
             }
         }
         let request = WebhookRequest(method: head.method.rawValue, path: path, query: query, headers: headers, body: [],
-                                     remoteAddress: remoteAddress)
+                                     remoteAddress: runtime.trustedProxies.clientAddress(peer: remoteAddress, headers: headers))
         guard await entry.adapter.acceptLive(request, subpath: subpath, context: entry.context) else { return nil }
         // The socket keeps its request for as long as it is open: only the headers a live
         // connection uses (docs/adapters.md).

@@ -37,14 +37,14 @@ public enum PublicRoutes {
         let handler: @Sendable (Request, SwitchboardRequestContext) async throws -> Response = { req, ctx in
             let id = try ctx.parameters.require("channel")
             guard let entry = runtime.hub.entry(id) else { throw APIProblem.notFound("channel \(id)") }
-            let webhook = try await webhookRequest(req, ctx)
+            let webhook = try await webhookRequest(req, ctx, runtime: runtime)
             return response(await entry.adapter.handleWebhook(webhook, context: entry.context))
         }
         router.get("webhooks/:channel", use: handler)
         router.post("webhooks/:channel", use: handler)
         // `GET /`: a channel may serve a home page (the webchat demo page); otherwise 404.
         router.get("/") { req, ctx in
-            let request = try await webhookRequest(req, ctx)
+            let request = try await webhookRequest(req, ctx, runtime: runtime)
             for entry in runtime.hub.all where entry.adapter.publicArea != nil {
                 if let answer = await entry.adapter.homePage(request, context: entry.context) { return response(answer) }
             }
@@ -52,18 +52,23 @@ public enum PublicRoutes {
         }
     }
 
-    static func webhookRequest(_ req: Request, _ ctx: SwitchboardRequestContext) async throws -> WebhookRequest {
+    static func webhookRequest(_ req: Request, _ ctx: SwitchboardRequestContext, runtime: Runtime) async throws -> WebhookRequest {
         let body: [UInt8]
         do { body = try await req.collect(limit: maxWebhookBytes) } catch {
             throw APIProblem(413, "payload_too_large", "request body larger than \(maxWebhookBytes) bytes")
         }
         var headers: [String: String] = [:]
-        for field in req.headers { headers[field.name.canonicalName] = field.value }
+        // Repeated fields are joined (RFC 9110): every X-Forwarded-For hop counts.
+        for field in req.headers { headers[field.name.canonicalName] = headers[field.name.canonicalName].map { $0 + ", " + field.value } ?? field.value }
         if headers["host"] == nil, let authority = req.head.authority { headers["host"] = authority }
         var query: [String: String] = [:]
         for (k, v) in req.uri.queryParameters { query[String(k)] = String(v) }
+        var remote = ctx.remoteAddress
+        if headers["x-forwarded-for"] != nil || headers["forwarded"] != nil {
+            remote = runtime.trustedProxies.clientAddress(peer: remote, headers: headers)
+        }
         return WebhookRequest(method: req.method.rawValue, path: req.uri.path, query: query, headers: headers, body: body,
-                              remoteAddress: ctx.remoteAddress)
+                              remoteAddress: remote)
     }
 
     static func response(_ answer: WebhookResponse) -> Response {
@@ -99,7 +104,7 @@ struct PublicAreaMiddleware: RouterMiddleware {
         guard let (entry, subpath) = PublicRoutes.publicTarget(path: request.uri.path, runtime: runtime) else {
             return try await next(request, context)
         }
-        let webhook = try await PublicRoutes.webhookRequest(request, context)
+        let webhook = try await PublicRoutes.webhookRequest(request, context, runtime: runtime)
         return PublicRoutes.response(await entry.adapter.handlePublic(webhook, subpath: subpath, context: entry.context))
     }
 }

@@ -61,6 +61,8 @@ public struct SwitchboardConfig: Sendable {
     public var heartbeatSeconds: Double
     public var sendRetry: RetrySchedule
     public var shutdownGraceSeconds: Double
+    /// Whose forwarding headers name the client (`server.trusted_proxies`).
+    public var trustedProxies: TrustedProxies = .loopback
 
     /// The CloudEvents `source` of every event.
     public var eventSource: String { "urn:switchboard:\(instance)" }
@@ -78,7 +80,17 @@ public enum ConfigLoader {
         root.rejectUnknownKeys(["server", "api", "storage", "media", "helpdesks", "channels", "logging", "outbound", "instance"])
 
         let server = root["server"]
-        server.rejectUnknownKeys(["listen", "public_url", "shutdown_grace"])
+        server.rejectUnknownKeys(["listen", "public_url", "shutdown_grace", "trusted_proxies"])
+        var trustedProxies = TrustedProxies.loopback
+        if server["trusted_proxies"].isPresent {
+            var ranges: [IPRange] = []
+            for (i, text) in server.stringList("trusted_proxies", default: []).enumerated() {
+                if let r = IPRange(text) { ranges.append(r) } else {
+                    server.diagnostics.add("\(server["trusted_proxies"].path)[\(i)]", "expected an IP address or a range like 10.0.0.0/8, got \"\(text)\"")
+                }
+            }
+            trustedProxies = TrustedProxies(ranges)
+        }
         let listenText = server.string("listen", default: "127.0.0.1:8080")!
         let listen = HostPort(listenText) ?? { server["listen"].problem("expected host:port, e.g. 127.0.0.1:8080"); return HostPort(host: "127.0.0.1", port: 8080) }()
         var publicURL = server.string("public_url") ?? "http://\(listen)"
@@ -225,6 +237,6 @@ public enum ConfigLoader {
             instance: instance, listen: listen, publicURL: publicURL, apiListen: apiListen, apiSocket: apiSocket, apiSocketMode: socketMode,
             tokens: tokens, storagePath: storagePath, durability: durability, mediaPath: mediaPath, mediaMaxBytes: maxBytes,
             helpdesks: helpdesks, channels: channels, logLevel: level, heartbeatSeconds: api.seconds("heartbeat", default: 15),
-            sendRetry: sendRetry, shutdownGraceSeconds: server.seconds("shutdown_grace", default: 20))
+            sendRetry: sendRetry, shutdownGraceSeconds: server.seconds("shutdown_grace", default: 20), trustedProxies: trustedProxies)
     }
 }

@@ -30,6 +30,8 @@ public final class Runtime: Sendable {
     private let channelConfigs = Mutex<[String: String]>([:])
 
     public var config: SwitchboardConfig { configBox.withLock { $0 } }
+    /// `server.trusted_proxies`, read per public request (cheaper than copying the whole config).
+    public var trustedProxies: TrustedProxies { configBox.withLock { $0.trustedProxies } }
 
     public init(config: SwitchboardConfig, registry: AdapterRegistry, httpClient: HTTPClient, logger: Logger) throws {
         self.store = try Store(path: config.storagePath, durability: config.durability == "normal" ? .normal : .full)

@@ -25,16 +25,17 @@ final class WebchatVisitor: Sendable {
     }
 
     /// Connects to `/webchat/<channel>/ws`; `origin` sets an Origin header like a browser.
-    static func connect(_ d: TestDaemon, _ channel: String, origin: String? = nil) -> WebchatVisitor {
-        connect(url: "ws://\(d.addresses["public"]!)/webchat/\(channel)/ws", origin: origin)
+    static func connect(_ d: TestDaemon, _ channel: String, origin: String? = nil, headers: [String: String] = [:]) -> WebchatVisitor {
+        connect(url: "ws://\(d.addresses["public"]!)/webchat/\(channel)/ws", origin: origin, headers: headers)
     }
 
     /// Connects to a WebSocket URL (a daemon run as a process).
-    static func connect(url: String, origin: String? = nil) -> WebchatVisitor {
+    static func connect(url: String, origin: String? = nil, headers: [String: String] = [:]) -> WebchatVisitor {
         let (stream, continuation) = AsyncStream.makeStream(of: String.self)
         let box = Mutex<WebchatVisitor?>(nil)
         var config = WebSocketClientConfiguration()
-        if let origin { config.additionalHeaders = [.init("Origin")!: origin] }
+        if let origin { config.additionalHeaders[.init("Origin")!] = origin }
+        for (name, value) in headers { config.additionalHeaders[.init(name)!] = value }
         let task = Task {
             defer { box.withLock { $0?.closed.withLock { $0 = true } } }
             var logger = Logger(label: "ws-test")

@@ -316,6 +316,25 @@ import Testing
         }
     }
 
+    @Test("behind a trusted proxy (loopback by default) the per-address limit counts the forwarded client address")
+    func perAddressLimitBehindAProxy() async throws {
+        let ch = uniqueID("site")
+        try await withWebchat([WebchatFixture.channel(ch, "rate_limits: { ip_messages_per_minute: 2 }")]) { d in
+            // The test client connects from 127.0.0.1, a trusted proxy: its header names the client.
+            let a = WebchatVisitor.connect(d, ch, headers: ["X-Forwarded-For": "198.51.100.4, 203.0.113.7"])
+            let b = WebchatVisitor.connect(d, ch, headers: ["Forwarded": "for=\"[2001:db8::5]:4711\";proto=https"])
+            _ = try await a.hello(); _ = try await b.hello()
+            for i in 1...3 { a.message("a\(i)", "message \(i)") }
+            let slow = try await a.waitFor("slow_down") { $0["type"]?.stringValue == "slow_down" }
+            #expect(slow["client_id"]?.stringValue == "a3")
+            // Another client behind the same proxy has its own allowance.
+            b.message("b1", "hello")
+            let ack = try await b.waitFor("ack or slow_down") { ["ack", "slow_down"].contains($0["type"]?.stringValue ?? "") }
+            #expect(ack["type"]?.stringValue == "ack")
+            await a.close(); await b.close()
+        }
+    }
+
     @Test func aVisitorWhoOnlyLooksCreatesNothingAndLeavingEndsTyping() async throws {
         try await withHelpdesk { helpdesk in
             let ch = uniqueID("site")

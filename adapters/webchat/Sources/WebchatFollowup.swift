@@ -98,7 +98,7 @@ extension WebchatChannelAdapter {
             }
             let record = (try await context.state.get("vis:\(peer)")).flatMap { try? JSONValue.parse(Array($0.utf8)).objectValue } ?? [:]
             let strings = FollowupStrings(locale: settings.locale ?? record["locale"]?.stringValue)
-            var parts: [Part] = [.text(Open(TextFields(text: strings.intro(settings.title))))]
+            var parts: [Part] = [.text(Open(TextFields(text: strings.intro)))]
             for entry in unread {
                 for part in entry.parts {
                     switch part {
@@ -170,11 +170,11 @@ struct FollowupStrings {
         }
     }
 
-    func intro(_ title: String) -> String {
+    var intro: String {
         switch language {
-        case "ko": return "웹사이트 채팅(\(title))에 읽지 않은 답변이 있습니다:"
-        case "ja": return "ウェブサイトのチャット（\(title)）に未読の返信があります："
-        default: return "You have an unread reply in your chat with us (\(title)):"
+        case "ko": return "채팅에 읽지 않은 답변이 있습니다:"
+        case "ja": return "チャットに未読の返信があります："
+        default: return "You have an unread reply to your chat with us:"
         }
     }
 
