@@ -190,6 +190,17 @@ public protocol AdapterStateStore: Sendable {
     func set(_ key: String, _ value: String?) async throws
     /// Every entry whose key starts with `prefix` (work an adapter must resume after a restart).
     func entries(prefix: String) async throws -> [(key: String, value: String)]
+    /// The newest `limit` entries (by key) whose key starts with `prefix` and sorts after
+    /// `after`, oldest first: a log kept under zero-padded sequence numbers, read from a
+    /// position without loading the rest.
+    func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)]
+}
+
+extension AdapterStateStore {
+    public func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)] {
+        let all = try await entries(prefix: prefix).filter { after == nil || $0.key > after! }
+        return Array(all.suffix(max(0, limit)))
+    }
 }
 
 public struct StoredMedia: Codable, Sendable, Hashable {

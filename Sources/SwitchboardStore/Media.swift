@@ -69,9 +69,44 @@ public struct StoreAdapterState: AdapterStateStore {
 
     public func entries(prefix: String) async throws -> [(key: String, value: String)] {
         try await store.pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT key, value FROM adapter_state WHERE channel_id = ? AND substr(key, 1, ?) = ? ORDER BY key",
-                             arguments: [channelID, prefix.utf8.count, prefix]).map { ($0["key"], $0["value"]) }
+            if let upper = Self.upperBound(prefix) {
+                // A range on the primary key: only the matching rows are read.
+                return try Row.fetchAll(db, sql: Self.rangeSQL, arguments: [channelID, prefix, upper]).map { ($0["key"], $0["value"]) }
+            }
+            return try Row.fetchAll(db, sql: "SELECT key, value FROM adapter_state WHERE channel_id = ? AND substr(key, 1, ?) = ? ORDER BY key",
+                                    arguments: [channelID, prefix.utf8.count, prefix]).map { ($0["key"], $0["value"]) }
         }
+    }
+
+    public func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)] {
+        guard let upper = Self.upperBound(prefix) else {
+            return Array(try await entries(prefix: prefix).filter { after == nil || $0.key > after! }.suffix(max(0, limit)))
+        }
+        let lower = after.map { max($0, prefix) } ?? prefix
+        let inclusive = after == nil || lower != after
+        return try await store.pool.read { db in
+            try Row.fetchAll(db, sql: Self.lastSQL(inclusive: inclusive), arguments: [channelID, lower, upper, max(0, limit)])
+                .map { ($0["key"], $0["value"]) }.reversed()
+        }
+    }
+
+    static let rangeSQL = "SELECT key, value FROM adapter_state WHERE channel_id = ? AND key >= ? AND key < ? ORDER BY key"
+    static func lastSQL(inclusive: Bool) -> String {
+        "SELECT key, value FROM adapter_state WHERE channel_id = ? AND key \(inclusive ? ">=" : ">") ? AND key < ? ORDER BY key DESC LIMIT ?"
+    }
+
+    /// The smallest string greater than every string starting with `prefix` (keys compare
+    /// bytewise): the prefix with its last character's successor. nil for an empty prefix or
+    /// one ending in U+10FFFF.
+    static func upperBound(_ prefix: String) -> String? {
+        guard let last = prefix.unicodeScalars.last, last.value < 0x10FFFF else { return nil }
+        var next = last.value + 1
+        if (0xD800...0xDFFF).contains(next) { next = 0xE000 }
+        guard let scalar = Unicode.Scalar(next) else { return nil }
+        var scalars = prefix.unicodeScalars
+        scalars.removeLast()
+        scalars.append(scalar)
+        return String(scalars)
     }
 
     public func set(_ key: String, _ value: String?) async throws {

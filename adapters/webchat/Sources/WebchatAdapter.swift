@@ -351,7 +351,8 @@ actor LogWriter {
 
     /// Entries after `after`, oldest first, at most `limit` (the newest ones when cut).
     static func entries(peer: String, after: Int64, limit: Int, context: any AdapterContext) async throws -> [LogEntry] {
-        let rows = try await context.state.entries(prefix: "log:\(peer):")
+        // Keys are zero-padded, so key order is seq order: read only the range wanted.
+        let rows = try await context.state.entries(prefix: "log:\(peer):", after: key(peer, max(0, after)), last: limit)
         var out: [LogEntry] = []
         for row in rows {
             guard let seq = Int64(row.key.split(separator: ":").last ?? ""), seq > after,
