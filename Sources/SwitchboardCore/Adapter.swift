@@ -236,7 +236,15 @@ public struct StateUpdate: Sendable, Hashable {
     /// stored one has no higher version: deliveries out of order never move it backwards.
     /// Compare versioned writes of a key only with versioned writes of the same key.
     public var version: Int64?
+    /// The value is the event's conversation id (only known inside the transaction).
+    public var valueIsConversationID = false
     public init(key: String, value: String?, version: Int64? = nil) { self.key = key; self.value = value; self.version = version }
+    /// Maps `key` to the id of the event's conversation (e.g. a message id → its conversation).
+    public static func conversationID(under key: String) -> StateUpdate {
+        var u = StateUpdate(key: key, value: "")
+        u.valueIsConversationID = true
+        return u
+    }
 }
 
 /// A message sent through another channel for one of this channel's conversations: the web

@@ -290,7 +290,7 @@ extension Store {
     static func applyStateUpdates(_ db: Database, _ updates: [StateUpdate], channel: ChannelRef, conversationID: String, now: Int64) throws {
         for u in updates {
             let key = u.key.replacingOccurrences(of: StateUpdate.conversationIDPlaceholder, with: conversationID)
-            guard let value = u.value else {
+            guard let value = u.valueIsConversationID ? conversationID : u.value else {
                 try db.cachedStatement(sql: "DELETE FROM adapter_state WHERE channel_id = ? AND key = ?").execute(arguments: [channel.id, key])
                 continue
             }

@@ -285,6 +285,7 @@ public struct EmailChannelAdapter: ChannelAdapter {
         }
         var event = ready.inboundEvent(thread: thread)
         event.conversationID = continues
+        event.stateUpdates = Self.threadingState(ready, thread: thread, ownThread: continues == nil)
         if let matchedConversation, var data = event.channelData?["email"]?.objectValue {
             data["matched_conversation"] = .string(matchedConversation)
             event.channelData?["email"] = .object(data)
@@ -292,7 +293,6 @@ public struct EmailChannelAdapter: ChannelAdapter {
         let result = try await context.emit(event)
         switch result {
         case .committed(_, _, let conversationID):
-            await remember(inbound: ready, conversationID: conversationID, thread: thread, context: context)
             return .committed(conversationID: conversationID, thread: thread)
         case .duplicate:
             return .duplicate
@@ -301,24 +301,22 @@ public struct EmailChannelAdapter: ChannelAdapter {
         }
     }
 
-    /// After the commit: the conversation's thread, the Message-ID → conversation map, and the
-    /// customer's latest message (what the next reply answers).
-    func remember(inbound: EmailInbound, conversationID: String?, thread: String, context: any AdapterContext) async {
-        guard let conversationID else { return }
-        do {
-            // Another channel's conversation (a follow-up's answer) has no email thread of its own.
-            if try await context.state.get(Self.relayKey(conversationID)) == nil {
-                try await context.state.set(Self.threadKey(conversationID), thread)
+    /// What threading needs, committed with the message (one transaction per mail, and never
+    /// for a duplicate): the conversation's thread (not for another channel's conversation that
+    /// this mail continues), the Message-ID → conversation map, and the customer's latest
+    /// message (what the next reply answers).
+    static func threadingState(_ inbound: EmailInbound, thread: String, ownThread: Bool) -> [StateUpdate] {
+        let conversation = StateUpdate.conversationIDPlaceholder
+        var updates: [StateUpdate] = [.conversationID(under: messageKey(inbound.externalID))]
+        if ownThread { updates.append(StateUpdate(key: threadKey(conversation), value: thread)) }
+        if inbound.classification == .customer {
+            let last = LastInbound(messageID: inbound.externalID, references: inbound.email.references, subject: inbound.email.subject,
+                                   from: inbound.peer.channelUserID, name: inbound.peer.displayName)
+            if let json = try? JSONEncoder().encode(last) {
+                updates.append(StateUpdate(key: lastKey(conversation), value: String(decoding: json, as: UTF8.self)))
             }
-            try await context.state.set(Self.messageKey(inbound.externalID), conversationID)
-            if inbound.classification == .customer {
-                let last = LastInbound(messageID: inbound.externalID, references: inbound.email.references, subject: inbound.email.subject,
-                                       from: inbound.peer.channelUserID, name: inbound.peer.displayName)
-                try await context.state.set(Self.lastKey(conversationID), String(decoding: try JSONEncoder().encode(last), as: UTF8.self))
-            }
-        } catch {
-            context.logger.warning("cannot record email threading state", metadata: ["channel": "\(channel.id)", "error": "\(error)"])
         }
+        return updates
     }
 
     /// The LMTP hand-off: commit, then answer.
