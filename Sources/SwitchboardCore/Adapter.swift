@@ -306,6 +306,17 @@ public protocol AdapterContext: Sendable {
     /// another channel (see `RelayRequest`); returns the stored message's id. Throws
     /// `RelayError` when the target can't take it.
     func relay(_ request: RelayRequest) async throws -> String
+    /// The other running channels of `type`, with their contexts. A Meta app calls ONE webhook
+    /// URL for all its phone numbers or Pages: the channel whose URL was called hands what it
+    /// verified for another account to the channel configured for that account.
+    func channels(ofType type: String) -> [ChannelHandle]
+}
+
+/// A running channel as another channel sees it (`AdapterContext.channels(ofType:)`).
+public struct ChannelHandle: Sendable {
+    public var adapter: any ChannelAdapter
+    public var context: any AdapterContext
+    public init(adapter: any ChannelAdapter, context: any AdapterContext) { self.adapter = adapter; self.context = context }
 }
 
 /// One configured channel.

@@ -84,6 +84,10 @@ public struct RuntimeAdapterContext: AdapterContext {
         return id
     }
 
+    public func channels(ofType type: String) -> [ChannelHandle] {
+        hub.all.filter { $0.info.type == type && $0.info.id != channel.id }.map { ChannelHandle(adapter: $0.adapter, context: $0.context) }
+    }
+
     public func reportStatus(_ state: ChannelState, detail: String?) async {
         await hub.setStatus(channel, state: state, detail: detail)
     }

@@ -132,7 +132,10 @@ public struct MessagingChannel: Sendable {
         }
     }
 
-    func ingest(_ root: JSONValue, body: [UInt8], context: any AdapterContext) async -> WebhookResponse {
+    /// `forwarded`: another channel of the same app verified the POST and hands it on; only
+    /// this account's events are ours, and nothing is handed on again.
+    func ingest(_ root: JSONValue, body: [UInt8], context: any AdapterContext, forwarded: Bool = false) async -> WebhookResponse {
+        var otherAccounts: [String] = []
         let items = MessengerPlatform.items(in: root)
         // Within one POST, oldest first (batches may interleave; Meta does not promise order).
         let ordered = items.enumerated().sorted { a, b in
@@ -145,7 +148,11 @@ public struct MessagingChannel: Sendable {
                 : RawPayload(format: "json", bytes: Array((try? JSON.encode(item.event)) ?? Data()), parsed: item.event)
             let t = MessengerPlatform.translate(item, flavor: flavor, ownID: settings.ownID, raw: raw)
             if let why = t.skipped {
-                context.logger.warning("\(flavor.label) webhook event skipped", metadata: ["channel": "\(channel.id)", "reason": "\(why)"])
+                if let other = t.otherAccount {
+                    if !otherAccounts.contains(other) { otherAccounts.append(other) }
+                } else if !forwarded {
+                    context.logger.warning("\(flavor.label) webhook event skipped", metadata: ["channel": "\(channel.id)", "reason": "\(why)"])
+                }
                 continue
             }
             do {
@@ -189,6 +196,24 @@ public struct MessagingChannel: Sendable {
                 context.logger.error("cannot store \(flavor.label) webhook event", metadata: ["channel": "\(channel.id)", "error": "\(error)"])
                 return .text(503, "temporarily unable to store the event; retry")
             }
+        }
+        if forwarded { return .ok }
+        // One webhook URL per Meta app: events for the app's other Pages / accounts go to their
+        // channels (same type, same app secret).
+        for account in otherAccounts {
+            let sibling = context.channels(ofType: channel.type).lazy
+                .compactMap { h in (h.adapter as? any MessagingChannelAdapter).map { ($0.core, h.context) } }
+                .first { s in
+                    guard let mine = settings.meta.appSecret, let theirs = s.0.settings.meta.appSecret else { return false }
+                    return s.0.settings.ownID == account && theirs.matches(mine)
+                }
+            guard let (adapter, siblingContext) = sibling else {
+                context.logger.warning("\(flavor.label) webhook event for an account no channel is configured for; skipped",
+                                       metadata: ["channel": "\(channel.id)", "account": "\(account)", "expected": "\(settings.ownID)"])
+                continue
+            }
+            let answer = await adapter.ingest(root, body: body, context: siblingContext, forwarded: true)
+            if answer.status != 200 { return answer }
         }
         return .ok
     }

@@ -93,6 +93,8 @@ public enum MessengerPlatform {
         public var occurredAt: Timestamp?
         /// Why nothing is committed (another account's event…), for the log.
         public var skipped: String?
+        /// The Page / account the event is for, when it is another one than ours.
+        public var otherAccount: String?
     }
 
     /// The marker we put in the Send API's `metadata`, so echoes of our own sends are recognised
@@ -118,6 +120,7 @@ public enum MessengerPlatform {
         let businessIsOurs = business == nil || business == ownID || item.test || ownID.isEmpty
         guard entryIsOurs && businessIsOurs else {
             t.skipped = "event for \(flavor == .messenger ? "Page" : "account") \(business ?? item.entryID), not \(ownID)"
+            t.otherAccount = entryIsOurs ? business : item.entryID
             return t
         }
         guard let customer, !customer.isEmpty else {

@@ -14,6 +14,8 @@ import SwitchboardRuntime
 public struct MetaSecret: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     public let value: String
     public init(_ value: String) { self.value = value }
+    /// Equal, compared in constant time.
+    public func matches(_ other: MetaSecret) -> Bool { constantTimeEqual(Array(value.utf8), Array(other.value.utf8)) }
     public var description: String { "<redacted>" }
     public var debugDescription: String { "<redacted>" }
 }

@@ -100,10 +100,12 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
     }
 
     /// Commits every item of a verified payload; 503 (Meta retries, duplicates are dropped) if the store fails.
-    func ingest(_ root: JSONValue, rawBody: [UInt8], context: any AdapterContext) async -> WebhookResponse {
+    /// `forwarded`: another channel of the same app verified the POST and hands it on; only
+    /// this number's changes are ours, and nothing is handed on again.
+    func ingest(_ root: JSONValue, rawBody: [UInt8], context: any AdapterContext, forwarded: Bool = false) async -> WebhookResponse {
+        var otherNumbers: [String] = []
         let items = Self.translate(root, rawBody: rawBody, phoneNumberID: phoneNumberID) { skipped in
-            context.logger.warning("WhatsApp webhook for another phone number skipped", metadata: [
-                "channel": "\(channel.id)", "phone_number_id": "\(skipped)", "expected": "\(phoneNumberID)"])
+            if !otherNumbers.contains(skipped) { otherNumbers.append(skipped) }
         } note: { note in
             context.logger.notice("WhatsApp webhook notice", metadata: ["channel": "\(channel.id)", "detail": "\(note)"])
         }
@@ -125,6 +127,21 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
             }
             guard case .committed = result else { continue }
             if let job = item.media { jobs.push(job) }
+        }
+        if forwarded { return .ok }
+        // One webhook URL per Meta app: changes for the app's other numbers go to their channels.
+        for number in otherNumbers {
+            let sibling = context.channels(ofType: Self.type).lazy
+                .compactMap { h in (h.adapter as? WhatsAppChannelAdapter).map { ($0, h.context) } }
+                .first { $0.0.phoneNumberID == number && $0.0.appSecret.matches(appSecret) }
+            guard let (adapter, siblingContext) = sibling else {
+                context.logger.warning("WhatsApp webhook for a phone number no channel is configured for; skipped", metadata: [
+                    "channel": "\(channel.id)", "phone_number_id": "\(number)", "expected": "\(phoneNumberID)"])
+                continue
+            }
+            let answer = await adapter.ingest(root, rawBody: rawBody, context: siblingContext, forwarded: true)
+            // Not stored there: Meta retries the whole POST; what was stored is deduplicated.
+            if answer.status != 200 { return answer }
         }
         return .ok
     }
