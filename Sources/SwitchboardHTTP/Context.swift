@@ -67,6 +67,24 @@ enum Respond {
 struct ProblemMiddleware: RouterMiddleware {
     typealias Context = SwitchboardRequestContext
     let logger: Logger
+    /// The listener's routes ("GET /v1/conversations/{id}"): a known path asked with another
+    /// method gets 405 with `Allow` instead of 404.
+    var routes: [String] = []
+
+    /// The methods `routes` serve `path` with.
+    static func allowedMethods(_ path: String, routes: [String]) -> [String] {
+        let segments = path.split(separator: "/", omittingEmptySubsequences: true)
+        var methods: [String] = []
+        for route in routes {
+            let parts = route.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let template = parts[1].split(separator: "/", omittingEmptySubsequences: true)
+            guard template.count == segments.count else { continue }
+            let matches = zip(template, segments).allSatisfy { t, s in (t.hasPrefix("{") && t.hasSuffix("}")) || t == s }
+            if matches && !methods.contains(String(parts[0])) { methods.append(String(parts[0])) }
+        }
+        return methods
+    }
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         do {
@@ -79,7 +97,13 @@ struct ProblemMiddleware: RouterMiddleware {
             return Respond.problem(.invalid("the body is not valid JSON (\(e.reason) at byte \(e.offset))"))
         } catch let e as HTTPError {
             switch e.status.code {
-            case 404: return Respond.problem(APIProblem(404, "not_found", "no route for \(request.method) \(request.uri.path)"))
+            case 404:
+                let allowed = Self.allowedMethods(request.uri.path, routes: routes)
+                if !allowed.isEmpty && !allowed.contains(request.method.rawValue) {
+                    return Respond.problem(APIProblem(405, "method_not_allowed", "\(request.method) is not allowed on \(request.uri.path); use \(allowed.joined(separator: " or "))"),
+                                           headers: [.allow: allowed.joined(separator: ", ")])
+                }
+                return Respond.problem(APIProblem(404, "not_found", "no route for \(request.method) \(request.uri.path)"))
             case 405: return Respond.problem(APIProblem(405, "method_not_allowed", "\(request.method) is not allowed on \(request.uri.path)"))
             case 413: return Respond.problem(APIProblem(413, "payload_too_large", e.body ?? "request body too large"))
             case 400..<500: return Respond.problem(APIProblem(Int(e.status.code), "invalid_request", e.body ?? e.status.reasonPhrase))

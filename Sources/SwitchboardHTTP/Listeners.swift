@@ -29,7 +29,7 @@ public enum Listeners {
     public static func apiRouter(runtime: Runtime, requireToken: Bool, logger: Logger,
                                  metrics: @escaping @Sendable () -> String) -> Router<SwitchboardRequestContext> {
         let router = Router(context: SwitchboardRequestContext.self)
-        router.add(middleware: ProblemMiddleware(logger: logger))
+        router.add(middleware: ProblemMiddleware(logger: logger, routes: APIRoutes.all))
         router.add(middleware: AuthMiddleware(tokens: { runtime.config.tokens }, required: requireToken))
         APIRoutes.register(on: router, runtime: runtime, metrics: metrics)
         return router

@@ -23,6 +23,13 @@ import Testing
             #expect(socket.status == 200 && socket.json?["status"]?.stringValue == "ok")
             let notFound = try await d.api("GET", "/v1/nothing-here")
             #expect(notFound.status == 404 && notFound.json?["code"]?.stringValue == "not_found")
+            // A known path with a method it lacks: 405 naming the methods it has.
+            let wrongMethod = try await d.api("DELETE", "/v1/conversations/conv_01ABC/messages")
+            #expect(wrongMethod.status == 405 && wrongMethod.json?["code"]?.stringValue == "method_not_allowed")
+            #expect(wrongMethod.headers["allow"] == "GET, POST")
+            #expect(wrongMethod.headers["content-type"] == "application/problem+json")
+            let viaSocket = try await d.api("PUT", "/v1/health", socket: true)
+            #expect(viaSocket.status == 405 && viaSocket.headers["allow"] == "GET")
             #expect(try await d.api("GET", "/v1/conversations?limit=0").status == 400)
         }
     }
