@@ -35,7 +35,8 @@ public struct RuntimeAdapterContext: AdapterContext {
 
     public func emit(_ event: InboundEvent) async throws -> EmitResult {
         let result = try await pipeline.emit(InboundWork(channel: channel, event: event))
-        if event.conversationID != nil, case .message(let m) = event.kind,
+        // The customer's own words (not an auto-reply or a bounce) show in the owner's history.
+        if event.conversationID != nil, case .message(let m) = event.kind, m.origin == .customer,
            case .committed(_, let messageID?, let conversationID?) = result, conversationID == event.conversationID {
             await tellOwner(m, messageID: messageID, conversationID: conversationID)
         }

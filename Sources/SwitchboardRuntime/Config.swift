@@ -80,7 +80,7 @@ public enum ConfigLoader {
         root.rejectUnknownKeys(["server", "api", "storage", "media", "helpdesks", "channels", "logging", "outbound", "instance"])
 
         let server = root["server"]
-        server.rejectUnknownKeys(["listen", "public_url", "shutdown_grace", "trusted_proxies"])
+        server.rejectUnknownKeys(["listen", "public_url", "shutdown_grace", "trusted_proxies", "client_address_header"])
         var trustedProxies = TrustedProxies.loopback
         if server["trusted_proxies"].isPresent {
             var ranges: [IPRange] = []
@@ -90,6 +90,11 @@ public enum ConfigLoader {
                 }
             }
             trustedProxies = TrustedProxies(ranges)
+        }
+        if let h = server.string("client_address_header") {
+            if let header = TrustedProxies.Header(rawValue: h.lowercased()) { trustedProxies.header = header } else {
+                server["client_address_header"].problem("expected X-Forwarded-For or Forwarded")
+            }
         }
         let listenText = server.string("listen", default: "127.0.0.1:8080")!
         let listen = HostPort(listenText) ?? { server["listen"].problem("expected host:port, e.g. 127.0.0.1:8080"); return HostPort(host: "127.0.0.1", port: 8080) }()

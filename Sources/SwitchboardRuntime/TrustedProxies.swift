@@ -54,12 +54,20 @@ public struct IPRange: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-/// `server.trusted_proxies`: the reverse proxies whose `Forwarded` / `X-Forwarded-For` headers
-/// name the real client. Behind nginx every visitor would otherwise come from the proxy's
+/// `server.trusted_proxies`: the reverse proxies whose forwarding header (`server.client_address_header`:
+/// X-Forwarded-For, or RFC 7239 Forwarded) names the real client. Behind nginx every visitor would otherwise come from the proxy's
 /// address, and per-IP limits (the web chat's) would throttle everyone together.
 public struct TrustedProxies: Sendable, Hashable {
+    /// The header the proxies write: only that one is read, because a proxy passes any other
+    /// one through from the client unchanged (nginx appends to X-Forwarded-For and leaves a
+    /// client's own `Forwarded` alone).
+    public enum Header: String, Sendable, Hashable, CaseIterable {
+        case xForwardedFor = "x-forwarded-for"
+        case forwarded
+    }
     public var ranges: [IPRange]
-    public init(_ ranges: [IPRange]) { self.ranges = ranges }
+    public var header: Header
+    public init(_ ranges: [IPRange], header: Header = .xForwardedFor) { self.ranges = ranges; self.header = header }
 
     /// Loopback: a proxy on the same machine (the usual nginx setup) is trusted by default;
     /// nothing else can connect from there.
@@ -77,14 +85,9 @@ public struct TrustedProxies: Sendable, Hashable {
     /// `headers` has lower-case names, repeated fields joined with ", ".
     public func clientAddress(peer: String?, headers: [String: String]) -> String? {
         guard !ranges.isEmpty, let peer, trusts(peer) else { return peer }
-        let hops: [String]
-        if let forwarded = headers["forwarded"] {
-            hops = Self.forwardedFor(forwarded)
-        } else if let xff = headers["x-forwarded-for"] {
-            hops = xff.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        } else {
-            return peer
-        }
+        guard let value = headers[header.rawValue] else { return peer }
+        let hops = header == .forwarded ? Self.forwardedFor(value)
+            : value.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         var client = peer
         for hop in hops.reversed() {
             guard IPRange.bytes(hop) != nil else { return client }

@@ -163,7 +163,7 @@ extension Store {
         }
         var eventIDs: [String] = []
         let (identity, identityChanged) = try upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
-        let (conversation, created) = try ev.conversationID.flatMap { try existingConversation(db, id: $0) }.map { ($0, false) }
+        let (conversation, created) = try ev.conversationID.flatMap { try existingConversation(db, id: $0, via: channel) }.map { ($0, false) }
             ?? findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
         if created {
             eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conversation.id, channel: channel,
@@ -255,9 +255,9 @@ extension Store {
 
         case .read(let upTo):
             let ids = try String.fetchAll(db.cachedStatement(sql: """
-                SELECT id FROM messages WHERE conversation_id = ? AND direction = 'outbound' AND created_at <= ?
+                SELECT id FROM messages WHERE conversation_id = ? AND channel_id = ? AND direction = 'outbound' AND created_at <= ?
                 AND (status IS NULL OR status != 'read') ORDER BY created_at
-                """), arguments: [conversation.id, upTo.milliseconds])
+                """), arguments: [conversation.id, channel.id, upTo.milliseconds])
             if !ids.isEmpty {
                 try db.execute(sql: "UPDATE messages SET status = 'read' WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
                                arguments: StatementArguments(ids))
@@ -365,9 +365,16 @@ extension Store {
         return (identity, false)
     }
 
-    /// The conversation an adapter named (`InboundEvent.conversationID`), on any channel.
-    static func existingConversation(_ db: Database, id: String) throws -> Conversation? {
-        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM conversations WHERE id = ?"), arguments: [id]).map(conversationFrom)
+    /// The conversation an adapter named (`InboundEvent.conversationID`): its own, or another
+    /// channel's that this channel has sent a message in (a relayed follow-up) — an adapter can't
+    /// file events in conversations it has nothing to do with.
+    static func existingConversation(_ db: Database, id: String, via channel: ChannelRef) throws -> Conversation? {
+        guard let conversation = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM conversations WHERE id = ?"), arguments: [id]).map(conversationFrom)
+        else { return nil }
+        if conversation.channel.id == channel.id { return conversation }
+        let linked = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ? AND channel_id = ?)"),
+                                       arguments: [id, channel.id]) ?? false
+        return linked ? conversation : nil
     }
 
     static func findOrCreateConversation(_ db: Database, channel: ChannelRef, identityID: String, thread: String, now: Int64) throws -> (Conversation, Bool) {

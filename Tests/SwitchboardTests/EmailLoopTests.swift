@@ -21,7 +21,17 @@ final class TestPostfix: Sendable {
             && FileManager.default.isExecutableFile(atPath: "/usr/bin/swaks")
     }
 
+    /// Starts it; a start that fails (the free port taken by another test's listener between
+    /// picking it and Postfix binding it) is tried again on a new port, twice.
     static func start(routes: [String: String]) async throws -> TestPostfix {
+        var failure: (any Error)? = nil
+        for _ in 1...3 {
+            do { return try await startOnce(routes: routes) } catch { failure = error }
+        }
+        throw failure!
+    }
+
+    static func startOnce(routes: [String: String]) async throws -> TestPostfix {
         let dir = TempDir()
         let port = freePort()
         let args = [DaemonProcess.repoRoot + "/Tests/tools/postfix_instance.py", "--dir", dir.file("postfix"), "--smtp-port", "\(port)",

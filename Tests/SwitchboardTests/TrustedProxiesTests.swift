@@ -34,12 +34,20 @@ import Testing
         #expect(proxies.clientAddress(peer: "127.0.0.1", headers: ["x-forwarded-for": "203.0.113.9, unknown"]) == "127.0.0.1")
         // Only trusted hops: the farthest of them.
         #expect(proxies.clientAddress(peer: "127.0.0.1", headers: ["x-forwarded-for": "10.0.0.5, 10.0.0.6"]) == "10.0.0.5")
-        // RFC 7239 Forwarded wins over X-Forwarded-For: quoted, bracketed IPv6, ports.
+        // Only the configured header counts: a client's own Forwarded, passed through by a proxy
+        // that writes X-Forwarded-For, changes nothing.
         #expect(proxies.clientAddress(peer: "127.0.0.1", headers: [
+            "forwarded": "for=192.0.2.99", "x-forwarded-for": "198.51.100.1",
+        ]) == "198.51.100.1")
+        #expect(proxies.clientAddress(peer: "127.0.0.1", headers: ["forwarded": "for=192.0.2.99"]) == "127.0.0.1")
+        // With `client_address_header: Forwarded` (RFC 7239): quoted, bracketed IPv6, ports.
+        let rfc = TrustedProxies(proxies.ranges, header: .forwarded)
+        #expect(rfc.clientAddress(peer: "127.0.0.1", headers: [
             "forwarded": #"for=192.0.2.60:4711;proto=https, for="[2001:db8:cafe::17]:4711""#, "x-forwarded-for": "198.51.100.1",
         ]) == "2001:db8:cafe::17")
-        #expect(proxies.clientAddress(peer: "127.0.0.1", headers: ["forwarded": "for=192.0.2.60;by=10.0.0.1, for=10.0.0.2"]) == "192.0.2.60")
-        #expect(proxies.clientAddress(peer: "127.0.0.1", headers: ["forwarded": "for=_hidden"]) == "127.0.0.1")
+        #expect(rfc.clientAddress(peer: "127.0.0.1", headers: ["forwarded": "for=192.0.2.60;by=10.0.0.1, for=10.0.0.2"]) == "192.0.2.60")
+        #expect(rfc.clientAddress(peer: "127.0.0.1", headers: ["forwarded": "for=_hidden"]) == "127.0.0.1")
+        #expect(rfc.clientAddress(peer: "127.0.0.1", headers: ["x-forwarded-for": "198.51.100.1"]) == "127.0.0.1")
     }
 
     @Test func configDefaultsToLoopbackAndNamesBadEntries() {
@@ -55,5 +63,7 @@ import Testing
         #expect(problems == [#"server.trusted_proxies[1]: expected an IP address or a range like 10.0.0.0/8, got "proxy.example.com""#])
         #expect(given.trustedProxies.trusts("10.9.9.9") && !given.trustedProxies.trusts("127.0.0.1"))
         #expect(load("server: { trusted_proxies: [] }").0.trustedProxies.ranges.isEmpty)
+        #expect(load("server: { client_address_header: Forwarded }").0.trustedProxies.header == .forwarded)
+        #expect(load("server: { client_address_header: X-Real-IP }").1 == ["server.client_address_header: expected X-Forwarded-For or Forwarded"])
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import EmailAdapter
 import EmailParsing
@@ -20,7 +21,7 @@ struct WebchatFollowupTests {
 
     /// A daemon with web chat `site` (follow-ups after `delay`, always outside business hours so
     /// the away notice shows) and email channel `mail` (LMTP in, SMTP out to an aiosmtpd sink).
-    func withFollowups<T: Sendable>(delay: String = "1s",
+    func withFollowups<T: Sendable>(delay: String = "1s", smtpPort: Int? = nil,
                                     _ body: (TestDaemon, TestHelpdesk, String, SMTPSink) async throws -> T) async throws -> T {
         let dir = TempDir()
         let sink = try await SMTPSink.start(in: dir)
@@ -42,7 +43,7 @@ struct WebchatFollowupTests {
                         display_name: "Example Support"
                         thread_secret: "\(EmailFixture.secret)"
                         lmtp: { listen: "\(socket)" }
-                        smtp: { host: 127.0.0.1, port: \(sink.port), tls: none, username: agent, password: secret, timeout: 10s }
+                        smtp: { host: 127.0.0.1, port: \(smtpPort ?? sink.port), tls: none, username: agent, password: secret, timeout: 10s }
                     """
                 return try await withDaemon(yaml, registry: Self.registry(), dir: dir) { d in
                     try await eventually("LMTP socket") { FileManager.default.fileExists(atPath: socket) }
@@ -175,7 +176,8 @@ struct WebchatFollowupTests {
             }
             let shown = try await jane.waitFor("the reply") { $0["type"]?.stringValue == "message" && $0["direction"]?.stringValue == "out" }
             let state = d.context("site").state
-            #expect(try await state.get("fu:\(janePeer)") != nil, "a follow-up waits for Jane")
+            // Scheduled right after the reply reached the widget.
+            try await eventually("a follow-up waits for Jane") { try await state.get("fu:\(janePeer)") != nil }
             try await eventually("the reply reached the other visitor") {
                 anon.frames.contains { $0["type"]?.stringValue == "message" && $0["direction"]?.stringValue == "out" }
             }
@@ -185,9 +187,52 @@ struct WebchatFollowupTests {
             try await eventually(timeout: 10, "the follow-up is dropped") { try await state.get("fu:\(janePeer)") == nil }
             #expect(sink.messages.isEmpty)
             #expect(try await state.get("fusent:\(janePeer)") == nil)
+            #expect(try await state.get("fu:\(anonPeer)") == nil, "still nothing for the visitor without an address")
             await jane.close()
             await anon.close()
         }
+    }
+
+    @Test("a follow-up waiting for a mail server that is down does not hold up the chat's own replies")
+    func aStuckFollowupDoesNotBlockTheChat() async throws {
+        // Port 9 (discard) on loopback: nothing listens, every SMTP attempt fails and is retried.
+        try await withFollowups(smtpPort: 9) { d, helpdesk, _, _ in
+            let v = WebchatVisitor.connect(d, "site")
+            let token = try #require(try await v.hello(extra: #""profile":{"email":"jane@example.org"}"#)?["token"]?.stringValue)
+            v.message("c1", "Hello?")
+            try await eventually("message.received") { !received(helpdesk).isEmpty }
+            let conversation = try #require(received(helpdesk).first?["conversation_id"]?.stringValue)
+            await v.close()
+            #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"First answer"}]}"#).status == 202)
+            // The follow-up is queued on the email channel and fails there.
+            try await eventually(timeout: 15, "the follow-up's failed attempt") {
+                try await d.runtime.store.pool.read { db in
+                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM send_queue WHERE channel_id = 'mail' AND attempts > 0") ?? 0
+                } == 1
+            }
+            // The visitor is back, and the agent's next reply reaches the widget meanwhile.
+            let back = WebchatVisitor.connect(d, "site")
+            try await back.hello(token: token)
+            #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"Second answer"}]}"#).status == 202)
+            try await back.waitFor("the second answer") { $0["text"]?.stringValue == "Second answer" }
+            await back.close()
+        }
+    }
+
+    @Test("the follow-up links back only to pages on the sites allowed to embed the chat")
+    func followupLinks() {
+        var settings = WebchatChannelAdapter.Settings()
+        settings.allowedOrigins = ["https://shop.example.com", "http://localhost:3000"]
+        let site = WebchatChannelAdapter(channel: ChannelRef(type: "webchat", id: "site"), settings: settings)
+        #expect(site.followupLink("https://shop.example.com/cart?x=1") == "https://shop.example.com/cart?x=1")
+        #expect(site.followupLink("HTTPS://SHOP.example.com/") != nil)
+        #expect(site.followupLink("http://localhost:3000/help") == "http://localhost:3000/help")
+        #expect(site.followupLink("https://evil.example.net/login") == nil)
+        #expect(site.followupLink("https://shop.example.com.evil.example.net/") == nil)
+        #expect(site.followupLink("javascript:alert(1)") == nil)
+        #expect(site.followupLink(nil) == nil)
+        settings.allowedOrigins = ["*"]
+        #expect(WebchatChannelAdapter(channel: ChannelRef(type: "webchat", id: "any"), settings: settings).followupLink("https://shop.example.com/") == nil)
     }
 
     @Test("email_followup must name an email channel that can send")

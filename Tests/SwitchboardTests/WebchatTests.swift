@@ -322,7 +322,8 @@ import Testing
         try await withWebchat([WebchatFixture.channel(ch, "rate_limits: { ip_messages_per_minute: 2 }")]) { d in
             // The test client connects from 127.0.0.1, a trusted proxy: its header names the client.
             let a = WebchatVisitor.connect(d, ch, headers: ["X-Forwarded-For": "198.51.100.4, 203.0.113.7"])
-            let b = WebchatVisitor.connect(d, ch, headers: ["Forwarded": "for=\"[2001:db8::5]:4711\";proto=https"])
+            // b also sends a Forwarded header of its own choosing: ignored (X-Forwarded-For is the configured one).
+            let b = WebchatVisitor.connect(d, ch, headers: ["X-Forwarded-For": "203.0.113.8", "Forwarded": "for=203.0.113.7"])
             _ = try await a.hello(); _ = try await b.hello()
             for i in 1...3 { a.message("a\(i)", "message \(i)") }
             let slow = try await a.waitFor("slow_down") { $0["type"]?.stringValue == "slow_down" }

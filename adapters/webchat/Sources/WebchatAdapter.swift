@@ -77,6 +77,8 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
     let hub = LiveHub()
     let limits: RateLimits
     let log = LogWriter()
+    /// Scheduling a follow-up and finishing one take turns (see `sendFollowup`).
+    let followupLock = AsyncLock()
 
     public init(channel: ChannelRef, settings: Settings) {
         self.channel = channel
@@ -361,5 +363,22 @@ actor LogWriter {
         }
         out.sort { $0.seq < $1.seq }
         return out.count > limit ? Array(out.suffix(limit)) : out
+    }
+}
+
+/// A lock for short async critical sections (an actor runs the body; awaits inside it don't
+/// let a second body start, unlike an actor method's reentrancy).
+actor AsyncLock {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func run<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        while busy { await withCheckedContinuation { waiters.append($0) } }
+        busy = true
+        defer {
+            busy = false
+            if !waiters.isEmpty { waiters.removeFirst().resume() }
+        }
+        return try await body()
     }
 }

@@ -44,11 +44,13 @@ extension WebchatChannelAdapter {
         guard let followup = settings.emailFollowup,
               let email = message.recipient.profile?["email"]?.stringValue, Self.looksLikeEmail(email) else { return }
         let key = Self.followupKey(message.recipient.channelUserID)
+        let pending = PendingFollowup(conversation: message.conversation.id, email: email, name: message.recipient.displayName,
+                                      due: Timestamp.now().milliseconds + Int64(followup.delay * 1000))
         do {
-            if try await context.state.get(key) != nil { return }
-            let pending = PendingFollowup(conversation: message.conversation.id, email: email, name: message.recipient.displayName,
-                                          due: Timestamp.now().milliseconds + Int64(followup.delay * 1000))
-            try await context.state.set(key, JSON.string(pending))
+            try await followupLock.run {
+                if try await context.state.get(key) != nil { return }
+                try await context.state.set(key, JSON.string(pending))
+            }
         } catch {
             context.logger.warning("cannot schedule an email follow-up", metadata: ["channel": "\(channel.id)", "error": "\(error)"])
         }
@@ -59,9 +61,9 @@ extension WebchatChannelAdapter {
     }
 
     /// Sends the follow-ups that are due, until the channel stops. Polls the (indexed, usually
-    /// empty) `fu:` range at a quarter of the delay, at most every 5 s.
+    /// empty) `fu:` range at a quarter of the delay, between every 1 s and every 5 s.
     func runFollowups(_ followup: EmailFollowup, context: any AdapterContext) async {
-        let tick = max(0.05, min(followup.delay / 4, 5))
+        let tick = max(1, min(followup.delay / 4, 5))
         while !Task.isCancelled {
             do {
                 let now = Timestamp.now().milliseconds
@@ -110,7 +112,7 @@ extension WebchatChannelAdapter {
                     }
                 }
             }
-            parts.append(.text(Open(TextFields(text: strings.outro(pageURL: record["page_url"]?.stringValue)))))
+            parts.append(.text(Open(TextFields(text: strings.outro(pageURL: followupLink(record["page_url"]?.stringValue))))))
             let messageIDs: [JSONValue] = unread.map { .string($0.externalID.hasPrefix("wc_") ? String($0.externalID.dropFirst(3)) : $0.externalID) }
             let metadata: JSONObject = [
                 "email_followup": .object(["messages": .array(messageIDs), "to": .string(pending.email)]),
@@ -121,7 +123,19 @@ extension WebchatChannelAdapter {
                 recipient: Peer(channelUserID: pending.email, displayName: pending.name), parts: parts, metadata: metadata,
                 idempotencyKey: "followup:\(peer):\(newest.seq)"))
             try await context.state.set(Self.followupSentKey(peer), String(newest.seq))
-            try await context.state.set(key, nil)
+            // Done, unless an agent message came in meanwhile (its scheduling saw this one
+            // pending): then it waits its own delay. Under the lock scheduling takes, so
+            // nothing slips between the look and the delete.
+            try await followupLock.run {
+                let later = try await LogWriter.entries(peer: peer, after: newest.seq, limit: 50, context: context).contains { $0.direction == "out" }
+                if later {
+                    var next = pending
+                    next.due = Timestamp.now().milliseconds + Int64(followup.delay * 1000)
+                    try await context.state.set(key, JSON.string(next))
+                } else {
+                    try await context.state.set(key, nil)
+                }
+            }
             Self.count(channel, "queued")
             context.logger.info("email follow-up queued", metadata: meta.merging(["message": "\(id)", "count": "\(unread.count)"]) { a, _ in a })
         } catch let e as RelayError {
@@ -147,6 +161,17 @@ extension WebchatChannelAdapter {
             context.logger.warning("cannot add an email answer to the widget history",
                                    metadata: ["channel": "\(channel.id)", "via": "\(via.id)", "error": "\(error)"])
         }
+    }
+
+    /// The page to continue the chat on, only when it is on one of the sites allowed to embed
+    /// the chat (never with `*`): the page URL comes from the visitor's browser, and the email
+    /// goes out from the support address to an address the visitor typed.
+    func followupLink(_ pageURL: String?) -> String? {
+        guard let pageURL, let url = URLComponents(string: pageURL), let scheme = url.scheme?.lowercased(), ["http", "https"].contains(scheme),
+              let host = url.host?.lowercased(), !host.isEmpty else { return nil }
+        let origin = "\(scheme)://\(host)" + (url.port.map { ":\($0)" } ?? "")
+        guard settings.allowedOrigins.contains(where: { $0 != "*" && $0.lowercased() == origin }) else { return nil }
+        return url.string
     }
 
     static func count(_ channel: ChannelRef, _ result: String) {
@@ -178,8 +203,7 @@ struct FollowupStrings {
         }
     }
 
-    func outro(pageURL: String?) -> String {
-        let link = pageURL.flatMap { URL(string: $0)?.scheme.map { ["http", "https"].contains($0) } == true ? $0 : nil }
+    func outro(pageURL link: String?) -> String {
         switch language {
         case "ko": return "이 이메일에 답장하시면 같은 대화로 전달됩니다." + (link.map { " 채팅에서 계속하려면: \($0)" } ?? "")
         case "ja": return "このメールに返信すると、同じ会話に届きます。" + (link.map { "チャットで続ける場合：\($0)" } ?? "")
