@@ -198,8 +198,12 @@ public protocol AdapterStateStore: Sendable {
 
 extension AdapterStateStore {
     public func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)] {
-        let all = try await entries(prefix: prefix).filter { after == nil || $0.key > after! }
-        return Array(all.suffix(max(0, limit)))
+        Self.last(limit, of: try await entries(prefix: prefix), after: after)
+    }
+
+    /// The newest `limit` of `rows` (sorted by key) whose key sorts after `after`.
+    public static func last(_ limit: Int, of rows: [(key: String, value: String)], after: String?) -> [(key: String, value: String)] {
+        Array(rows.filter { after == nil || $0.key > after! }.suffix(max(0, limit)))
     }
 }
 

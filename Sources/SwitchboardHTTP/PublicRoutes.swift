@@ -64,7 +64,8 @@ public enum PublicRoutes {
         var query: [String: String] = [:]
         for (k, v) in req.uri.queryParameters { query[String(k)] = String(v) }
         var remote = ctx.remoteAddress
-        if headers["x-forwarded-for"] != nil || headers["forwarded"] != nil {
+        // Only requests carrying a forwarding header need the (locked) proxy settings.
+        if TrustedProxies.Header.allCases.contains(where: { headers[$0.rawValue] != nil }) {
             remote = runtime.trustedProxies.clientAddress(peer: remote, headers: headers)
         }
         return WebhookRequest(method: req.method.rawValue, path: req.uri.path, query: query, headers: headers, body: body,

@@ -80,7 +80,7 @@ public struct StoreAdapterState: AdapterStateStore {
 
     public func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)] {
         guard let upper = Self.upperBound(prefix) else {
-            return Array(try await entries(prefix: prefix).filter { after == nil || $0.key > after! }.suffix(max(0, limit)))
+            return Self.last(limit, of: try await entries(prefix: prefix), after: after)
         }
         let lower = after.map { max($0, prefix) } ?? prefix
         let inclusive = after == nil || lower != after

@@ -198,24 +198,17 @@ public struct MessagingChannel: Sendable {
             }
         }
         if forwarded { return .ok }
-        // One webhook URL per Meta app: events for the app's other Pages / accounts go to their
-        // channels (same type, same app secret).
-        for account in otherAccounts {
-            let sibling = context.channels(ofType: channel.type).lazy
+        // The app's other Pages / accounts: their channels store their events.
+        return await MetaWebhook.handOn(otherAccounts, from: channel, context: context, kind: "\(flavor.label) account", sibling: { account in
+            context.channels(ofType: channel.type).lazy
                 .compactMap { h in (h.adapter as? any MessagingChannelAdapter).map { ($0.core, h.context) } }
                 .first { s in
                     guard let mine = settings.meta.appSecret, let theirs = s.0.settings.meta.appSecret else { return false }
                     return s.0.settings.ownID == account && theirs.matches(mine)
                 }
-            guard let (adapter, siblingContext) = sibling else {
-                context.logger.warning("\(flavor.label) webhook event for an account no channel is configured for; skipped",
-                                       metadata: ["channel": "\(channel.id)", "account": "\(account)", "expected": "\(settings.ownID)"])
-                continue
-            }
-            let answer = await adapter.ingest(root, body: body, context: siblingContext, forwarded: true)
-            if answer.status != 200 { return answer }
-        }
-        return .ok
+        }, ingest: { adapter, siblingContext in
+            await adapter.ingest(root, body: body, context: siblingContext, forwarded: true)
+        })
     }
 
     static func withoutPending(_ event: InboundEvent, indices: [Int]) -> InboundEvent {

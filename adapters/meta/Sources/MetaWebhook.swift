@@ -121,3 +121,26 @@ public enum MetaWebhook {
         return Timestamp(milliseconds: n < 100_000_000_000 ? n * 1000 : n)
     }
 }
+
+extension MetaWebhook {
+    /// One webhook URL per Meta app: a payload the called channel verified may hold items for
+    /// the app's other accounts (phone numbers, Pages). Each such account's items go to the
+    /// channel `sibling` finds for it (same type, same app secret), which stores them in its own
+    /// context; an account nobody is configured for is skipped with a warning. The first
+    /// sibling that can't store answers for the whole POST (Meta retries it; what was stored is
+    /// deduplicated).
+    public static func handOn<Sibling>(_ accounts: [String], from channel: ChannelRef, context: any AdapterContext, kind: String,
+                                       sibling: (String) -> (Sibling, any AdapterContext)?,
+                                       ingest: (Sibling, any AdapterContext) async -> WebhookResponse) async -> WebhookResponse {
+        for account in accounts {
+            guard let (adapter, siblingContext) = sibling(account) else {
+                context.logger.warning("webhook item for a \(kind) no channel is configured for; skipped",
+                                       metadata: ["channel": "\(channel.id)", "account": "\(account)"])
+                continue
+            }
+            let answer = await ingest(adapter, siblingContext)
+            if answer.status != 200 { return answer }
+        }
+        return .ok
+    }
+}

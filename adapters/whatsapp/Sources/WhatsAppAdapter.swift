@@ -129,21 +129,14 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
             if let job = item.media { jobs.push(job) }
         }
         if forwarded { return .ok }
-        // One webhook URL per Meta app: changes for the app's other numbers go to their channels.
-        for number in otherNumbers {
-            let sibling = context.channels(ofType: Self.type).lazy
+        // The app's other numbers: their channels store their changes.
+        return await MetaWebhook.handOn(otherNumbers, from: channel, context: context, kind: "WhatsApp phone number", sibling: { number in
+            context.channels(ofType: Self.type).lazy
                 .compactMap { h in (h.adapter as? WhatsAppChannelAdapter).map { ($0, h.context) } }
                 .first { $0.0.phoneNumberID == number && $0.0.appSecret.matches(appSecret) }
-            guard let (adapter, siblingContext) = sibling else {
-                context.logger.warning("WhatsApp webhook for a phone number no channel is configured for; skipped", metadata: [
-                    "channel": "\(channel.id)", "phone_number_id": "\(number)", "expected": "\(phoneNumberID)"])
-                continue
-            }
-            let answer = await adapter.ingest(root, rawBody: rawBody, context: siblingContext, forwarded: true)
-            // Not stored there: Meta retries the whole POST; what was stored is deduplicated.
-            if answer.status != 200 { return answer }
-        }
-        return .ok
+        }, ingest: { adapter, siblingContext in
+            await adapter.ingest(root, rawBody: rawBody, context: siblingContext, forwarded: true)
+        })
     }
 
     /// The latest customer message of a conversation: its time (the 24-hour window) and wamid
