@@ -21,6 +21,39 @@ import WebhookAdapter
         }
     }
 
+    @Test("an event names another channel's conversation only when its channel has a message in it (a relayed one)")
+    func foreignConversationsNeedALink() async throws {
+        let a = uniqueID("rec"), b = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(a), type: recording }, { id: \(b), type: recording } ]") { d in
+            guard case .committed(_, _, let theirs?) = try await d.context(b).customerSays("mine", from: "u-b") else {
+                Issue.record("not committed"); return
+            }
+            func say(_ text: String) async throws -> String? {
+                var event = InboundEvent(.message(InboundMessage(externalID: "ext-" + UUID().uuidString, parts: [.text(text)])),
+                                         peer: Peer(channelUserID: "u-a"))
+                event.conversationID = theirs
+                guard case .committed(_, _, let conversation) = try await d.context(a).emit(event) else { return nil }
+                return conversation
+            }
+            // No link: the event goes to the peer's own conversation on its own channel.
+            let unlinked = try await say("let me in")
+            #expect(unlinked != nil && unlinked != theirs)
+            // Once channel a has relayed a message into that conversation, its answer may follow it there.
+            let relayed = try await d.runtime.store.enqueueRelay(
+                conversation: try #require(try await d.runtime.store.conversation(theirs)), via: ChannelRef(type: "recording", id: a),
+                recipient: Peer(channelUserID: "u-a"), parts: [.text("relayed")], rendered: RenderedMessage(parts: [.text("relayed")], textFallback: "relayed"),
+                metadata: nil, idempotencyKey: "k1")
+            #expect(try await say("answer") == theirs)
+            // A read watermark on channel b covers b's messages, not the one relayed through a.
+            _ = try await d.context(b).emit(InboundEvent(.read(upTo: Timestamp(milliseconds: Timestamp.now().milliseconds + 1000)),
+                                                         peer: Peer(channelUserID: "u-b")))
+            let status = try await d.runtime.store.pool.read { db in
+                try String.fetchOne(db, sql: "SELECT status FROM messages WHERE id = ?", arguments: [relayed])
+            }
+            #expect(status == "accepted")
+        }
+    }
+
     @Test func concurrentEmitsAreGroupCommitted() async throws {
         let channel = uniqueID("rec")
         try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in

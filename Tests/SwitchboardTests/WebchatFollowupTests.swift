@@ -151,6 +151,23 @@ struct WebchatFollowupTests {
             #expect(!second.text.contains("It ships tomorrow."))
             #expect(second.inReplyTo == [janeReplyID])
             #expect(second.subject == "Re: New reply to your chat")
+
+            // Her out-of-office answer to it is filed in the web conversation for the agent, but
+            // the widget shows only what she wrote herself.
+            let again = WebchatVisitor.connect(d, "site")
+            try await again.hello(token: token)
+            try await again.waitFor("the history") { $0["text"]?.stringValue == "You are welcome." }
+            let secondID = try #require(second.messageID)
+            _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: [replyTo], message: EmailFixture.message(
+                from: "Jane Roe <jane@example.org>", to: replyTo, subject: "Out of office", messageID: "<ooo.\(UUID().uuidString.prefix(8))@example.org>",
+                headers: ["In-Reply-To: <\(secondID)>", "Auto-Submitted: auto-replied"], body: "I am away until Monday.\n"), dir: d.dir)
+            try await eventually("the auto-reply") { received(helpdesk).contains { $0["text_fallback"]?.stringValue == "I am away until Monday." } }
+            let away = try #require(received(helpdesk).first { $0["text_fallback"]?.stringValue == "I am away until Monday." })
+            #expect(away["conversation_id"]?.stringValue == conversation)
+            #expect(away["origin"]?.stringValue != "customer")
+            // The LMTP answer came after the commit and the widget hand-off: nothing more can arrive.
+            #expect(!again.frames.contains { $0["text"]?.stringValue == "I am away until Monday." })
+            await again.close()
         }
     }
 
