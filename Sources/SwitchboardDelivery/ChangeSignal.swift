@@ -36,6 +36,14 @@ public final class ChangeSignal: Sendable {
         }
     }
 
+    /// Returns once the generation has moved past `after` or the task is cancelled. Cheaper than
+    /// the timed wait (no timer, no child tasks): for loops that something always wakes, such as
+    /// a writer its shutdown handler notifies.
+    public func wait(after: UInt64) async {
+        if generation != after { return }
+        await waitForChange(after: after)
+    }
+
     private func waitForChange(after: UInt64) async {
         let id = state.withLock { s -> Int in s.nextID += 1; return s.nextID }
         await withTaskCancellationHandler {

@@ -37,6 +37,27 @@ public final class DeliveryWorker: Service, Sendable {
     }
 
     public func run() async throws {
+        // The idle wait has no timer of its own when nothing is pending: at a trickle of events
+        // the worker waits once per event, and a timer per wait cost more CPU than the delivery.
+        // So shutdown wakes it, and one ticker per worker stands in for the timeouts, in case an
+        // outbox row was ever committed without a notify.
+        await withGracefulShutdownHandler {
+            await withTaskGroup(of: Void.self) { ticker in
+                ticker.addTask { [signal] in
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(5))
+                        signal.notify()
+                    }
+                }
+                await self.deliverUntilShutdown()
+                ticker.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.signal.notify()
+        }
+    }
+
+    private func deliverUntilShutdown() async {
         var lastGauge = ContinuousClock.now - .seconds(60)
         let depth = Gauge(label: "switchboard_outbox_depth", dimensions: [("sink", sink.name)])
         // A batch's outcomes are written while the next batch is read and delivered: that write
@@ -52,21 +73,23 @@ public final class DeliveryWorker: Service, Sendable {
                     lastGauge = .now
                     if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
                 }
-                if (try? await store.isSinkDisabled(sink.name)) == true {
-                    if recording { await recorders.next(); recording = false }
-                    await signal.wait(after: generation, timeout: .seconds(5))
-                    continue
-                }
+                let poll: Store.OutboxPoll
                 let batch: [OutboxItem]
                 do {
                     // Taken before the read: an outcome committed after this point may still show
                     // as pending in what the read returns, and must not be delivered again.
                     let skip = unrecorded.snapshot
-                    batch = Array(try await store.dueOutbox(sink: sink.name, limit: maxInFlight + skip.count)
-                        .filter { !skip.contains($0.eventSeq) }.prefix(maxInFlight))
+                    poll = try await store.pollOutbox(sink: sink.name, limit: maxInFlight + skip.count)
+                    batch = Array(poll.due.filter { !skip.contains($0.eventSeq) }.prefix(maxInFlight))
                 } catch {
                     logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
                     try? await Task.sleep(for: .seconds(1))
+                    continue
+                }
+                if poll.disabled {
+                    if recording { await recorders.next(); recording = false }
+                    // Re-enabled through the API, which notifies; the timeout is a safety net.
+                    await signal.wait(after: generation, timeout: .seconds(5))
                     continue
                 }
                 if batch.isEmpty {
@@ -76,10 +99,13 @@ public final class DeliveryWorker: Service, Sendable {
                         recording = false
                         continue
                     }
-                    let now = Store.nowMS()
-                    let due = (try? await store.nextOutboxDue(sink: sink.name)) ?? nil
-                    let wait = due.map { max(10, min($0 - now, 5000)) } ?? 5000
-                    await signal.wait(after: generation, timeout: .milliseconds(wait))
+                    if let due = poll.nextDue {
+                        // Retries are waiting: sleep until the first is due, or something new arrives.
+                        await signal.wait(after: generation, timeout: .milliseconds(max(10, min(due - Store.nowMS(), 5000))))
+                    } else if poll.due.isEmpty {
+                        depth.record(0)
+                        await signal.wait(after: generation)
+                    }
                     continue
                 }
                 // One event per conversation per batch (the query guarantees it), so delivering

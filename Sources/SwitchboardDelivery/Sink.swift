@@ -34,30 +34,54 @@ public struct HTTPSink: EventSink {
     }
 
     public func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
-        var req = HTTPClientRequest(url: url)
-        req.method = .POST
-        req.headers.add(name: "content-type", value: "application/cloudevents+json; charset=utf-8")
-        req.headers.add(name: "user-agent", value: "switchboard/\(SwitchboardVersion.current)")
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(5 + self.headers.count)
+        headers.add(name: "content-type", value: "application/cloudevents+json; charset=utf-8")
+        headers.add(name: "user-agent", value: "switchboard/\(SwitchboardVersion.current)")
         let ts = Int64(Date().timeIntervalSince1970)
-        req.headers.add(name: "webhook-id", value: eventID)
-        req.headers.add(name: "webhook-timestamp", value: String(ts))
-        if let signer { req.headers.add(name: "webhook-signature", value: signer.signature(id: eventID, timestamp: ts, body: body)) }
-        for (k, v) in headers { req.headers.add(name: k, value: v) }
-        req.body = .bytes(ByteBuffer(bytes: body))
+        headers.add(name: "webhook-id", value: eventID)
+        headers.add(name: "webhook-timestamp", value: String(ts))
+        if let signer { headers.add(name: "webhook-signature", value: signer.signature(id: eventID, timestamp: ts, body: body)) }
+        for (k, v) in self.headers { headers.add(name: k, value: v) }
         do {
-            let response = try await client.execute(req, timeout: .init(timeout))
-            // Read (a bounded amount of) the body so the connection can be reused.
-            _ = try? await response.body.collect(upTo: 64 * 1024)
-            let code = Int(response.status.code)
+            let request = try HTTPClient.Request(url: url, method: .POST, headers: headers, body: .bytes(body))
+            // The delegate API, not `execute(HTTPClientRequest)`: the response is taken apart on
+            // the event loop and the task resumes once, where the async API's response and body
+            // stream resumed it several times per event.
+            let head = try await client.execute(request: request, delegate: StatusOnly(),
+                                                deadline: .now() + .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
+                                                    + timeout.components.attoseconds / 1_000_000_000)).get()
+            let code = Int(head.status.code)
             switch code {
             case 200..<300: return .delivered(status: code)
             case 410: return .disable(reason: "the receiver answered 410 Gone")
             default:
-                let after = response.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
+                let after = head.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
                 return .retry(error: "HTTP \(code)", retryAfter: after)
             }
         } catch {
             return .retry(error: Self.describe(error), retryAfter: nil)
+        }
+    }
+
+    /// Keeps the response's status and headers and reads the body only to discard it, so the
+    /// connection can be reused: a receiver's answer body means nothing to delivery, and however
+    /// long it is it costs no memory.
+    final class StatusOnly: HTTPClientResponseDelegate, @unchecked Sendable {
+        // Touched only on the request's event loop, one call after another.
+        private var head: HTTPResponseHead?
+        struct NoHead: Error, CustomStringConvertible { var description: String { "the receiver sent no response head" } }
+
+        func didReceiveHead(task: HTTPClient.Task<HTTPResponseHead>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
+            self.head = head
+            return task.eventLoop.makeSucceededVoidFuture()
+        }
+        func didReceiveBodyPart(task: HTTPClient.Task<HTTPResponseHead>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
+            task.eventLoop.makeSucceededVoidFuture()
+        }
+        func didFinishRequest(task: HTTPClient.Task<HTTPResponseHead>) throws -> HTTPResponseHead {
+            guard let head else { throw NoHead() }
+            return head
         }
     }
 

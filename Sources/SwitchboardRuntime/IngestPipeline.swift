@@ -11,6 +11,13 @@ import SwitchboardStore
 /// single writer commits whatever has queued up in one transaction (group commit). A burst of
 /// webhooks costs one fsync, not one each, and every caller is answered only after the commit
 /// that holds its event.
+///
+/// The writer is a thread of its own, not a task: it commits on that thread (GRDB's blocking
+/// write) and sleeps on a condition variable between batches. An event then crosses two
+/// threads — the handler's wakes the writer, the writer resumes the handler — where a writer
+/// task awaiting GRDB's async write crossed four (task, GRDB's queue, task, handler), and at a
+/// trickle of events, when every batch holds one event, those wake-ups were most of the CPU
+/// an event cost. Blocking in fsync there holds up no task or event loop.
 public final class IngestPipeline: Service, Sendable {
     struct Pending {
         var prepared: Store.PreparedInbound
@@ -20,13 +27,16 @@ public final class IngestPipeline: Service, Sendable {
     private struct State {
         var queue: [Pending] = []
         var accepting = true
+        /// The writer is asleep on `wakeWriter` and needs a signal.
+        var writerWaiting = false
     }
 
     let store: Store
     let eventSignal: ChangeSignal
     let contextBox: Mutex<EventContext>
-    private let state = Mutex(State())
-    private let wake = ChangeSignal()
+    // NSCondition rather than Mutex: the writer thread sleeps on it. Guards `state` only.
+    private let wakeWriter = NSCondition()
+    private nonisolated(unsafe) var state = State()
     let logger: Logger
     let maxBatch = 512
     struct CounterKey: Hashable { var channel: String; var type: String; var result: String }
@@ -46,51 +56,73 @@ public final class IngestPipeline: Service, Sendable {
     }
     public func setEventContext(_ ctx: EventContext) { contextBox.withLock { $0 = ctx } }
 
+    private func withState<T>(_ body: (inout State) -> T) -> T {
+        wakeWriter.lock()
+        defer { wakeWriter.unlock() }
+        return body(&state)
+    }
+
     public func emit(_ work: InboundWork) async throws -> EmitResult {
-        // Encoding happens here, in the caller's task, not in the single commit loop.
+        // Encoding happens here, in the caller's task, not on the single writer.
         let prepared = Store.PreparedInbound(work)
         return try await withCheckedThrowingContinuation { c in
-            let accepted = state.withLock { s -> Bool in
-                guard s.accepting else { return false }
+            let (accepted, wake) = withState { s -> (Bool, Bool) in
+                guard s.accepting else { return (false, false) }
                 s.queue.append(Pending(prepared: prepared, continuation: c))
-                return true
+                return (true, s.writerWaiting)
             }
-            if accepted { wake.notify() } else { c.resume(throwing: ShuttingDown()) }
+            if !accepted { c.resume(throwing: ShuttingDown()) }
+            else if wake { wakeWriter.signal() }
         }
     }
 
     public func run() async throws {
-        // On graceful shutdown stop accepting, then commit what is already queued: those
-        // callers are waiting to acknowledge their platforms.
-        await withGracefulShutdownHandler {
-            while true {
-                let generation = wake.generation
-                let (batch, open) = state.withLock { s -> ([Pending], Bool) in
-                    let n = min(s.queue.count, maxBatch)
-                    let b = Array(s.queue.prefix(n))
-                    s.queue.removeFirst(n)
-                    return (b, s.accepting)
-                }
-                if batch.isEmpty {
-                    if !open || Task.isCancelled { break }
-                    await wake.wait(after: generation, timeout: .seconds(1))
-                    continue
-                }
-                await commit(batch)
-            }
-        } onGracefulShutdown: {
-            self.state.withLock { $0.accepting = false }
-            self.wake.notify()
+        // On graceful shutdown (or cancellation) stop accepting; the writer then commits what is
+        // already queued — those callers are waiting to acknowledge their platforms — and ends.
+        // `run` returns only after the writer thread has.
+        let stop: @Sendable () -> Void = { [self] in
+            withState { $0.accepting = false }
+            wakeWriter.signal()
         }
-        // Anything that raced in after the loop ended is refused, never left hanging.
-        let leftovers = state.withLock { s -> [Pending] in s.accepting = false; defer { s.queue = [] }; return s.queue }
-        for p in leftovers { p.continuation.resume(throwing: ShuttingDown()) }
+        await withGracefulShutdownHandler {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+                    let writer = Thread { [self] in
+                        writeUntilStopped()
+                        done.resume()
+                    }
+                    writer.name = "switchboard-ingest-writer"
+                    writer.start()
+                }
+            } onCancel: { stop() }
+        } onGracefulShutdown: { stop() }
     }
 
-    func commit(_ batch: [Pending]) async {
+    /// The writer thread's loop.
+    private func writeUntilStopped() {
+        while true {
+            wakeWriter.lock()
+            while state.queue.isEmpty && state.accepting {
+                state.writerWaiting = true
+                wakeWriter.wait()
+                state.writerWaiting = false
+            }
+            if state.queue.isEmpty {
+                wakeWriter.unlock()
+                return
+            }
+            let n = min(state.queue.count, maxBatch)
+            let batch = Array(state.queue.prefix(n))
+            state.queue.removeFirst(n)
+            wakeWriter.unlock()
+            commit(batch)
+        }
+    }
+
+    func commit(_ batch: [Pending]) {
         let ctx = eventContext
         do {
-            let results = try await store.commitInbound(batch.map(\.prepared), ctx: ctx)
+            let results = try store.commitInboundBlocking(batch.map(\.prepared), ctx: ctx)
             var committed = false
             for (p, r) in zip(batch, results) {
                 if case .success(.committed) = r { committed = true }

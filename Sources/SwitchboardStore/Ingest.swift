@@ -25,33 +25,46 @@ extension Store {
 
     /// Commits events prepared by their callers (see `PreparedInbound`).
     public func commitInbound(_ batch: [PreparedInbound], ctx: EventContext) async throws -> [Result<EmitResult, any Error>] {
-        let prepared = batch.map { ($0.work, $0.body) }
         do {
             // The common case: everything commits together, no per-item savepoints.
-            return try await acknowledgedWrite { db in
-                try prepared.map { .success(try Self.ingest(db, $0.0, prepared: $0.1, ctx: ctx)) }
-            }
+            return try await acknowledgedWrite { db in try Self.ingestAll(db, batch, ctx: ctx) }
         } catch where batch.count > 1 {
-            // Something failed and rolled the batch back: retry with each item in its own
-            // savepoint, so the bad one fails alone and the others still commit.
-            return try await acknowledgedWrite { db in
-                var results: [Result<EmitResult, any Error>] = []
-                results.reserveCapacity(prepared.count)
-                for (work, body) in prepared {
-                    var result: Result<EmitResult, any Error> = .success(.duplicate)
-                    do {
-                        try db.inSavepoint {
-                            result = .success(try Self.ingest(db, work, prepared: body, ctx: ctx))
-                            return .commit
-                        }
-                    } catch {
-                        result = .failure(error)
-                    }
-                    results.append(result)
-                }
-                return results
-            }
+            return try await acknowledgedWrite { db in Self.ingestEach(db, batch, ctx: ctx) }
         }
+    }
+
+    /// `commitInbound` on the calling thread, for the ingest writer's own thread (see
+    /// `acknowledgedWriteBlocking`).
+    public func commitInboundBlocking(_ batch: [PreparedInbound], ctx: EventContext) throws -> [Result<EmitResult, any Error>] {
+        do {
+            return try acknowledgedWriteBlocking { db in try Self.ingestAll(db, batch, ctx: ctx) }
+        } catch where batch.count > 1 {
+            return try acknowledgedWriteBlocking { db in Self.ingestEach(db, batch, ctx: ctx) }
+        }
+    }
+
+    private static func ingestAll(_ db: Database, _ batch: [PreparedInbound], ctx: EventContext) throws -> [Result<EmitResult, any Error>] {
+        try batch.map { .success(try ingest(db, $0.work, prepared: $0.body, ctx: ctx)) }
+    }
+
+    /// After a batch failed and rolled back: each item in its own savepoint, so the bad one
+    /// fails alone and the others still commit.
+    private static func ingestEach(_ db: Database, _ batch: [PreparedInbound], ctx: EventContext) -> [Result<EmitResult, any Error>] {
+        var results: [Result<EmitResult, any Error>] = []
+        results.reserveCapacity(batch.count)
+        for item in batch {
+            var result: Result<EmitResult, any Error> = .success(.duplicate)
+            do {
+                try db.inSavepoint {
+                    result = .success(try ingest(db, item.work, prepared: item.body, ctx: ctx))
+                    return .commit
+                }
+            } catch {
+                result = .failure(error)
+            }
+            results.append(result)
+        }
+        return results
     }
 
     /// An inbound event with the work that needs no database already done. Make it in the

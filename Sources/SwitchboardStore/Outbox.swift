@@ -36,18 +36,45 @@ extension Store {
     /// worker records a batch's outcomes before reading the next batch. (A shared PostgreSQL
     /// store would claim with `FOR UPDATE SKIP LOCKED` instead.)
     public func dueOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) async throws -> [OutboxItem] {
+        try await pool.read { db in try Self.dueOutbox(db, sink: sink, limit: limit, now: now) }
+    }
+
+    static func dueOutbox(_ db: Database, sink: String, limit: Int, now: Int64) throws -> [OutboxItem] {
+        try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT o.event_seq, o.conversation_id, o.attempts, o.created_at, e.id, e.type, e.body
+            FROM outbox o JOIN events e ON e.seq = o.event_seq
+            WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
+              AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.conversation_id = o.conversation_id
+                              AND p.state = 'pending' AND p.event_seq < o.event_seq)
+            ORDER BY o.event_seq LIMIT ?3
+            """), arguments: [sink, now, limit]).map { r in
+            OutboxItem(sink: sink, eventSeq: r["event_seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"],
+                       attempts: r["attempts"], body: r["body"], createdAt: r["created_at"])
+        }
+    }
+
+    /// What a delivery worker needs to know before each batch, read in one go.
+    public struct OutboxPoll: Sendable {
+        /// The sink was disabled (410) and waits for `recoverSink`.
+        public var disabled: Bool
+        /// Due events, as `dueOutbox` returns them (empty while disabled).
+        public var due: [OutboxItem]
+        /// With nothing due: when the earliest pending event becomes due, or nil when nothing is
+        /// pending at all.
+        public var nextDue: Int64?
+    }
+
+    /// `isSinkDisabled`, `dueOutbox` and, when nothing is due, `nextOutboxDue`, in one read: the
+    /// worker polls once per batch, and at a trickle of events a batch is one event, so each
+    /// separate read would be another hop to a reader thread per event.
+    public func pollOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) async throws -> OutboxPoll {
         try await pool.read { db in
-            try Row.fetchAll(db.cachedStatement(sql: """
-                SELECT o.event_seq, o.conversation_id, o.attempts, o.created_at, e.id, e.type, e.body
-                FROM outbox o JOIN events e ON e.seq = o.event_seq
-                WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
-                  AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.conversation_id = o.conversation_id
-                                  AND p.state = 'pending' AND p.event_seq < o.event_seq)
-                ORDER BY o.event_seq LIMIT ?3
-                """), arguments: [sink, now, limit]).map { r in
-                OutboxItem(sink: sink, eventSeq: r["event_seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"],
-                           attempts: r["attempts"], body: r["body"], createdAt: r["created_at"])
+            if try Int64.fetchOne(db.cachedStatement(sql: "SELECT disabled_at FROM sinks WHERE name = ?"), arguments: [sink]) != nil {
+                return OutboxPoll(disabled: true, due: [], nextDue: nil)
             }
+            let due = try Self.dueOutbox(db, sink: sink, limit: limit, now: now)
+            let next = due.isEmpty ? try Self.nextOutboxDue(db, sink: sink) : nil
+            return OutboxPoll(disabled: false, due: due, nextDue: next)
         }
     }
 
@@ -127,8 +154,11 @@ extension Store {
 
     /// The earliest time any pending row of this sink becomes due (for the worker's sleep).
     public func nextOutboxDue(sink: String) async throws -> Int64? {
-        try await pool.read { db in
-            try Int64.fetchOne(db, sql: "SELECT MIN(next_attempt_at) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [sink])
-        }
+        try await pool.read { db in try Self.nextOutboxDue(db, sink: sink) }
+    }
+
+    static func nextOutboxDue(_ db: Database, sink: String) throws -> Int64? {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT MIN(next_attempt_at) FROM outbox WHERE sink = ? AND state = 'pending'"),
+                           arguments: [sink])
     }
 }

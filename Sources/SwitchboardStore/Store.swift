@@ -205,16 +205,26 @@ public final class Store: Sendable {
     /// just these transactions; their fsync also covers every earlier commit in the WAL.
     public func acknowledgedWrite<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws -> T {
         guard durability == .full else { return try await pool.write(body) }
-        return try await pool.writeWithoutTransaction { db in
-            try db.execute(sql: "PRAGMA synchronous = FULL")
-            defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
-            var result: T?
-            try db.inTransaction {
-                result = try body(db)
-                return .commit
-            }
-            return result!
+        return try await pool.writeWithoutTransaction { db in try Self.durableTransaction(db, body) }
+    }
+
+    /// `acknowledgedWrite` for a caller on its own thread (the ingest writer), which may block:
+    /// the transaction runs on the calling thread, without a hop to GRDB's writer queue and
+    /// back. Never call it from a task.
+    public func acknowledgedWriteBlocking<T>(_ body: (Database) throws -> T) throws -> T {
+        guard durability == .full else { return try pool.write(body) }
+        return try pool.writeWithoutTransaction { db in try Self.durableTransaction(db, body) }
+    }
+
+    private static func durableTransaction<T>(_ db: Database, _ body: (Database) throws -> T) throws -> T {
+        try db.execute(sql: "PRAGMA synchronous = FULL")
+        defer { try? db.execute(sql: "PRAGMA synchronous = NORMAL") }
+        var result: T?
+        try db.inTransaction {
+            result = try body(db)
+            return .commit
         }
+        return result!
     }
 
     /// Time source, overridable so retry schedules can be tested without waiting.
