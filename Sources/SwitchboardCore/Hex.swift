@@ -30,3 +30,20 @@ public enum Hex {
         return high == nil ? out : nil
     }
 }
+
+extension Substring {
+    /// Without leading and trailing spaces and tabs, for header values on the hot path: Foundation's
+    /// `trimmingCharacters(in:)` goes through NSString on Linux and cost more than the HMAC it
+    /// guarded.
+    public var trimmingSpacesAndTabs: Substring {
+        let isBlank = { (c: UInt8) in c == 0x20 || c == 0x09 }
+        guard let first = utf8.firstIndex(where: { !isBlank($0) }) else { return self[endIndex...] }
+        let last = utf8.lastIndex(where: { !isBlank($0) })!
+        return self[first...last]
+    }
+}
+
+extension String {
+    /// See `Substring.trimmingSpacesAndTabs`.
+    public var trimmingSpacesAndTabs: Substring { self[...].trimmingSpacesAndTabs }
+}

@@ -79,7 +79,7 @@ public final class DeliveryWorker: Service, Sendable {
                     // Taken before the read: an outcome committed after this point may still show
                     // as pending in what the read returns, and must not be delivered again.
                     let skip = unrecorded.snapshot
-                    poll = try await store.pollOutbox(sink: sink.name, limit: maxInFlight + skip.count)
+                    poll = try store.pollOutbox(sink: sink.name, limit: maxInFlight + skip.count)
                     batch = Array(poll.due.filter { !skip.contains($0.eventSeq) }.prefix(maxInFlight))
                 } catch {
                     logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
@@ -94,10 +94,12 @@ public final class DeliveryWorker: Service, Sendable {
                 }
                 if batch.isEmpty {
                     if recording {
-                        // What is due may only be waiting for the outstanding write.
                         await recorders.next()
                         recording = false
-                        continue
+                        // Due events held back only by the outstanding write (its own, or later
+                        // ones of its conversations) can go now; with nothing due at all, the
+                        // wait below returns at once if anything was committed since the read.
+                        if !poll.due.isEmpty { continue }
                     }
                     if let due = poll.nextDue {
                         // Retries are waiting: sleep until the first is due, or something new arrives.

@@ -65,10 +65,13 @@ extension Store {
     }
 
     /// `isSinkDisabled`, `dueOutbox` and, when nothing is due, `nextOutboxDue`, in one read: the
-    /// worker polls once per batch, and at a trickle of events a batch is one event, so each
-    /// separate read would be another hop to a reader thread per event.
-    public func pollOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) async throws -> OutboxPoll {
-        try await pool.read { db in
+    /// worker polls once per batch, and at a trickle of events a batch is one event.
+    ///
+    /// The read runs on the calling thread (GRDB's blocking read), not on a reader queue: it is
+    /// a few index lookups that never wait for the writer (WAL), and the hop to the queue and
+    /// back cost more than the read.
+    public func pollOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) throws -> OutboxPoll {
+        try pool.read { db in
             if try Int64.fetchOne(db.cachedStatement(sql: "SELECT disabled_at FROM sinks WHERE name = ?"), arguments: [sink]) != nil {
                 return OutboxPoll(disabled: true, due: [], nextDue: nil)
             }

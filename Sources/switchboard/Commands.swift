@@ -61,6 +61,7 @@ struct Serve: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
 
     func run() async throws {
+        HeapTuning.keepFreeHeapTop(upTo: 8 << 20)
         let path = options.path
         let text: String
         do { text = try Daemon.readConfig(path: path) } catch {

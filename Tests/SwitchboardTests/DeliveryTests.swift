@@ -145,6 +145,49 @@ import Testing
         #expect(try await d.runtime.store.sinkStats("slow").pending == 110)
     }
 
+    /// The receiver's answer body means nothing to delivery: however long, it is read and
+    /// dropped, the event counts as delivered, and the connection carries the next events.
+    @Test func aLongAnswerBodyIsReadAndDropped() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.upWithBody(300_000))
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [10ms] } } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        for i in 0..<5 { _ = try await d.context(channel).customerSays("m\(i)", from: "u1") }
+        try await eventually("all five delivered and recorded") {
+            let stats = try await d.runtime.store.sinkStats("desk")
+            return helpdesk.events.count == 5 && stats.pending == 0 && stats.failed == 0
+        }
+        #expect(helpdesk.attempts.count == 5, "no retries")
+    }
+
+    /// The idle worker waits for a notify without a timer of its own; an outbox row committed
+    /// without one (here the store is written directly, which nothing in the daemon does) is
+    /// still delivered, by the worker's ticker.
+    @Test func anEventCommittedWithoutANotifyIsStillDelivered() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"] } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("first", from: "u1")
+        try await eventually("the first event") { helpdesk.events.count == 1 }
+        let ref = d.runtime.hub.entry(channel)!.context.channel
+        let work = InboundWork(channel: ref, event: InboundEvent(.message(InboundMessage(externalID: "quiet-1", parts: [.text("quiet")])),
+                                                                 peer: Peer(channelUserID: "u1"), dedupeKey: "quiet-1"))
+        let results = try await d.runtime.store.commitInbound([work], ctx: d.runtime.pipeline.eventContext)
+        guard case .success(.committed) = results.first else { Issue.record("not committed: \(results)"); return }
+        try await eventually(timeout: 15, "the quiet event") { helpdesk.events.count == 2 }
+        #expect(helpdesk.events.last?.data?["text_fallback"]?.stringValue == "quiet")
+    }
+
     @Test func eventFiltersSelectWhatEachSinkGets() async throws {
         let a = try await TestHelpdesk.start()
         let b = try await TestHelpdesk.start()

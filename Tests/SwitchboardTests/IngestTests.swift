@@ -3,6 +3,7 @@ import GRDB
 import Logging
 import Testing
 @testable import SwitchboardCore
+import SwitchboardDelivery
 @testable import SwitchboardRuntime
 @testable import SwitchboardStore
 import WebhookAdapter
@@ -212,11 +213,51 @@ import WebhookAdapter
 
 @Suite struct StoreDurabilityTests {
     /// GRDB puts WAL databases at synchronous=NORMAL; acknowledged commits must still run at FULL.
+    /// Stopping the ingest writer (cancellation here; graceful shutdown takes the same path):
+    /// every event queued before it is committed and answered, none is left waiting, later
+    /// emits are refused at once, and `run` returns only after the writer thread has ended.
+    @Test(.timeLimit(.minutes(1)))
+    func theWriterCommitsWhatIsQueuedWhenStopped() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("s.sqlite"))
+        let pipeline = IngestPipeline(store: store, eventSignal: ChangeSignal(), context: EventContext(source: "urn:t", sinks: []),
+                                      logger: Logger(label: "test"))
+        let channel = ChannelRef(type: "recording", id: "r")
+        func work(_ i: Int) -> InboundWork {
+            InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: "e\(i)", parts: [.text("m\(i)")])),
+                                                              peer: Peer(channelUserID: "u\(i % 7)"), dedupeKey: "e\(i)"))
+        }
+        let runner = Task { try await pipeline.run() }
+        let outcomes = await withTaskGroup(of: Bool?.self) { group -> [Bool?] in
+            for i in 0..<400 {
+                group.addTask {
+                    do {
+                        guard case .committed = try await pipeline.emit(work(i)) else { return nil }
+                        return true
+                    } catch is IngestPipeline.ShuttingDown { return false } catch { return nil }
+                }
+            }
+            // Stop once the writer is under way: the rest are queued, in flight or not yet sent.
+            var all = [await group.next()!]
+            runner.cancel()
+            for await o in group { all.append(o) }
+            return all
+        }
+        try await runner.value
+        #expect(outcomes.allSatisfy { $0 != nil }, "every emit was either committed or refused as shutting down")
+        let committed = outcomes.filter { $0 == true }.count
+        #expect(committed > 0)
+        #expect(try await store.counts().messages == committed, "what was answered committed is stored, and nothing else")
+        await #expect(throws: IngestPipeline.ShuttingDown.self) { _ = try await pipeline.emit(work(1000)) }
+    }
+
     @Test func acknowledgedWritesAreFsynced() async throws {
         let dir = TempDir()
         defer { dir.remove() }
         let full = try Store(path: dir.file("full.sqlite"), durability: .full)
         #expect(try await full.acknowledgedWrite { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2, "FULL")
+        #expect(try full.acknowledgedWriteBlocking { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 2, "FULL on the ingest writer's thread too")
         #expect(try await full.pool.write { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1, "bookkeeping stays NORMAL")
         let normal = try Store(path: dir.file("normal.sqlite"), durability: .normal)
         #expect(try await normal.acknowledgedWrite { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") } == 1)

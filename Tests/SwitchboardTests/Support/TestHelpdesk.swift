@@ -18,7 +18,7 @@ final class TestHelpdesk: Sendable {
         var at: ContinuousClock.Instant
         var event: CloudEvent? { try? JSON.decode(CloudEvent.self, from: body) }
     }
-    enum Mode: Sendable { case up, down, tooMany(retryAfter: Int), gone, hang }
+    enum Mode: Sendable { case up, upWithBody(Int), down, tooMany(retryAfter: Int), gone, hang }
 
     private let state = Mutex<(deliveries: [Delivery], attempts: [ContinuousClock.Instant], mode: Mode)>(([], [], .up))
     let group: ServiceGroup
@@ -42,10 +42,13 @@ final class TestHelpdesk: Sendable {
             let body = try await r.collectBody(upTo: 16 * 1024 * 1024)
             let mode = helpdesk.state.withLock { s -> Mode in s.attempts.append(.now); return s.mode }
             switch mode {
-            case .up:
+            case .up, .upWithBody:
                 var h: [String: String] = [:]
                 for f in req.headers { h[f.name.canonicalName] = f.value }
                 helpdesk.state.withLock { $0.deliveries.append(Delivery(headers: h, body: Data(body.readableBytesView), at: .now)) }
+                if case .upWithBody(let n) = mode {
+                    return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(repeating: UInt8(ascii: "x"), count: n)))
+                }
                 return Response(status: .noContent)
             case .down: return Response(status: .serviceUnavailable)
             case .tooMany(let after): return Response(status: .tooManyRequests, headers: [.retryAfter: String(after)])

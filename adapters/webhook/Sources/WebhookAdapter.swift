@@ -60,7 +60,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
 
     /// Checks `sha256=<hex>` against the body in constant time (HMAC's own comparison).
     static func verify(_ body: [UInt8], header: String, secret: [UInt8]) -> Bool {
-        let h = header.trimmingCharacters(in: .whitespaces)
+        let h = header.trimmingSpacesAndTabs
         guard h.hasPrefix("sha256="), let mac = Hex.decode(h.dropFirst(7)), mac.count == 32 else { return false }
         return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: SymmetricKey(data: secret))
     }

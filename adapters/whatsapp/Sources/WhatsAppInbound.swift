@@ -107,7 +107,7 @@ extension WhatsAppChannelAdapter {
         if let u = contact?["profile"]?["username"]?.stringValue { profile["username"] = .string(u) }
         if let p = contact?["parent_user_id"]?.stringValue { profile["parent_user_id"] = .string(p) }
         var name = contact?["profile"]?["name"]?.stringValue
-        if name?.trimmingCharacters(in: .whitespaces).isEmpty == true || name == "~" { name = nil }
+        if name?.allSatisfy(\.isWhitespace) == true || name == "~" { name = nil }
         return Peer(channelUserID: wa ?? bsuid ?? "unknown", displayName: name, profile: profile.isEmpty ? nil : profile)
     }
 
