@@ -6,14 +6,6 @@ import Synchronization
 import SwitchboardCore
 import SwitchboardStore
 
-/// Event log positions delivered but not yet recorded.
-final class SeqSet: Sendable {
-    private let seqs = Mutex<Set<Int64>>([])
-    var snapshot: Set<Int64> { seqs.withLock { $0 } }
-    func insert(_ s: [Int64]) { seqs.withLock { $0.formUnion(s) } }
-    func remove(_ s: [Int64]) { seqs.withLock { $0.subtract(s) } }
-}
-
 /// Moves one sink's events from the outbox to the receiver.
 ///
 /// Each sink has its own worker, so a slow or dead helpdesk holds back only itself — never
@@ -37,19 +29,12 @@ public final class DeliveryWorker: Service, Sendable {
     }
 
     public func run() async throws {
-        // The idle wait has no timer of its own when nothing is pending: at a trickle of events
-        // the worker waits once per event, and a timer per wait cost more CPU than the delivery.
-        // So shutdown wakes it, and one ticker per worker stands in for the timeouts, in case an
-        // outbox row was ever committed without a notify.
+        // Shutdown wakes the worker's wait for news; it then finishes the deliveries under way,
+        // records them, and returns.
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { ticker in
-                ticker.addTask { [signal] in
-                    while !Task.isCancelled {
-                        try? await Task.sleep(for: .seconds(5))
-                        signal.notify()
-                    }
-                }
-                await self.deliverUntilShutdown()
+                ticker.addTask { await self.tick() }
+                await deliverUntilShutdown()
                 ticker.cancelAll()
             }
         } onGracefulShutdown: {
@@ -57,81 +42,141 @@ public final class DeliveryWorker: Service, Sendable {
         }
     }
 
+    /// What the worker's loop waits for: whichever comes first.
+    private enum Step: Sendable {
+        /// One delivery attempt ended.
+        case attempted(OutboxItem, DeliveryOutcome)
+        /// Outcomes of these events are in the store (`disabled`: one was a 410, and the sink
+        /// is now disabled).
+        case recorded([OutboxItem], disabled: Bool)
+        /// Something was committed (the change signal moved), or a timeout passed.
+        case woken
+    }
+
+    /// Deliveries run side by side, up to `maxInFlight`, one per conversation at a time: a new
+    /// event starts as soon as a slot is free, so one slow answer holds back only its own
+    /// conversation (until the timeout), not every event behind it. A conversation's next
+    /// event becomes due once the previous one's outcome is in the store (the outbox query
+    /// returns only each conversation's oldest pending event), which keeps it in order across
+    /// restarts too. Outcomes are written by one recorder at a time, so they batch themselves
+    /// under load.
     private func deliverUntilShutdown() async {
         var lastGauge = ContinuousClock.now - .seconds(60)
         let depth = Gauge(label: "switchboard_outbox_depth", dimensions: [("sink", sink.name)])
-        // A batch's outcomes are written while the next batch is read and delivered: that write
-        // waits behind ingest commits, and other conversations shouldn't wait for it. Events
-        // delivered but not yet recorded are skipped by the next read (their rows still say
-        // pending); at most one such write is outstanding.
-        let unrecorded = SeqSet()
-        await withTaskGroup(of: Void.self) { recorders in
+        await withTaskGroup(of: Step.self) { group in
+            // Conversations with an event in flight or waiting to be recorded; those events.
+            var busy = Set<String>()
+            var taken = Set<Int64>()
+            var inFlight = 0
+            var outcomes: [(OutboxItem, DeliveryOutcome)] = []
             var recording = false
-            while !Task.isCancelled && !Task.isShuttingDownGracefully {
-                let generation = signal.generation
-                if ContinuousClock.now - lastGauge > .seconds(5) {
-                    lastGauge = .now
-                    if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
-                }
-                let poll: Store.OutboxPoll
-                let batch: [OutboxItem]
-                do {
-                    // Taken before the read: an outcome committed after this point may still show
-                    // as pending in what the read returns, and must not be delivered again.
-                    let skip = unrecorded.snapshot
-                    poll = try store.pollOutbox(sink: sink.name, limit: maxInFlight + skip.count)
-                    batch = Array(poll.due.filter { !skip.contains($0.eventSeq) }.prefix(maxInFlight))
-                } catch {
-                    logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
-                    try? await Task.sleep(for: .seconds(1))
-                    continue
-                }
-                if poll.disabled {
-                    if recording { await recorders.next(); recording = false }
-                    // Re-enabled through the API, which notifies; the timeout is a safety net.
-                    await signal.wait(after: generation, timeout: .seconds(5))
-                    continue
-                }
-                if batch.isEmpty {
-                    if recording {
-                        await recorders.next()
-                        recording = false
-                        // Due events held back only by the outstanding write (its own, or later
-                        // ones of its conversations) can go now; with nothing due at all, the
-                        // wait below returns at once if anything was committed since the read.
-                        if !poll.due.isEmpty { continue }
+            // After a 410, nothing more goes out until the outcome (and the disable) is stored.
+            var holding = false
+            var needPoll = true
+            // The last poll left due events behind for want of a free slot.
+            var saturated = false
+            var generation = signal.generation
+            var nextDue: Int64? = nil
+            // Running waits for the change signal, and the earliest deadline among them
+            // (`.max`: they wait without a timeout).
+            var watchers = 0
+            var watchDeadline: Int64 = .max
+            var stopping = false
+
+            while true {
+                if !stopping && (Task.isCancelled || Task.isShuttingDownGracefully) { stopping = true }
+                if !recording && !outcomes.isEmpty {
+                    let batch = outcomes
+                    outcomes = []
+                    recording = true
+                    let disables = batch.contains { if case .disable = $0.1 { true } else { false } }
+                    group.addTask {
+                        await self.record(batch)
+                        return .recorded(batch.map(\.0), disabled: disables)
                     }
-                    if let due = poll.nextDue {
-                        // Retries are waiting: sleep until the first is due, or something new arrives.
-                        await signal.wait(after: generation, timeout: .milliseconds(max(10, min(due - Store.nowMS(), 5000))))
-                    } else if poll.due.isEmpty {
-                        depth.record(0)
-                        await signal.wait(after: generation)
+                }
+                if stopping {
+                    // Finish what is under way and record it; start nothing new.
+                    if inFlight == 0 && !recording && outcomes.isEmpty { break }
+                } else {
+                    if ContinuousClock.now - lastGauge > .seconds(5) {
+                        lastGauge = .now
+                        if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
                     }
-                    continue
-                }
-                // One event per conversation per batch (the query guarantees it), so delivering
-                // the batch concurrently keeps every conversation in order.
-                let results = await withTaskGroup(of: (OutboxItem, DeliveryOutcome).self) { group in
-                    for item in batch {
-                        group.addTask { (item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
+                    // Under load, refill the window in batches (when half of it is free), not
+                    // one read per finished delivery.
+                    if needPoll && !holding && inFlight <= maxInFlight / 2 {
+                        needPoll = false
+                        generation = signal.generation
+                        do {
+                            let poll = try store.pollOutbox(sink: sink.name, limit: maxInFlight - inFlight, excluding: taken)
+                            // Disabled: look again now and then (recovery through the API notifies).
+                            nextDue = poll.disabled ? Store.nowMS() + 5000 : poll.nextDue
+                            saturated = poll.due.count == maxInFlight - inFlight
+                            for item in poll.due {
+                                // One per conversation (the query guarantees it; this is cheap).
+                                guard !busy.contains(item.conversationID) else { continue }
+                                taken.insert(item.eventSeq)
+                                busy.insert(item.conversationID)
+                                inFlight += 1
+                                group.addTask { .attempted(item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
+                            }
+                            if poll.due.isEmpty && taken.isEmpty && !poll.disabled && poll.nextDue == nil { depth.record(0) }
+                        } catch {
+                            logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+                            nextDue = Store.nowMS() + 1000
+                        }
                     }
-                    return await group.reduce(into: []) { $0.append($1) }
+                    // Wake for news, or when a retry falls due. The usual wait has no timer (at a
+                    // trickle of events the worker waits once per event, and a timer per wait
+                    // cost more CPU than the delivery); `tick` is the safety net.
+                    let deadline = nextDue ?? .max
+                    // A deadline is used once: the wake it brings polls again, and that poll
+                    // says what is due next.
+                    nextDue = nil
+                    if watchers == 0 || deadline < watchDeadline {
+                        watchers += 1
+                        watchDeadline = min(watchDeadline, deadline)
+                        let after = generation
+                        group.addTask { [signal] in
+                            if deadline == .max {
+                                await signal.wait(after: after)
+                            } else {
+                                await signal.wait(after: after, timeout: .milliseconds(max(10, min(deadline - Store.nowMS(), 5000))))
+                            }
+                            return .woken
+                        }
+                    }
                 }
-                if recording { await recorders.next(); recording = false }
-                let seqs = results.map(\.0.eventSeq)
-                if results.contains(where: { if case .disable = $0.1 { true } else { false } }) {
-                    // 410: record (and disable) before anything else goes to this receiver.
-                    await record(results)
-                    continue
+                guard let step = await group.next() else { break }
+                switch step {
+                case .attempted(let item, let outcome):
+                    inFlight -= 1
+                    outcomes.append((item, outcome))
+                    if case .disable = outcome { holding = true }
+                case .recorded(let items, let disabled):
+                    recording = false
+                    if disabled { holding = false }
+                    for item in items { taken.remove(item.eventSeq); busy.remove(item.conversationID) }
+                    needPoll = true
+                case .woken:
+                    watchers -= 1
+                    if watchers == 0 { watchDeadline = .max }
+                    needPoll = true
                 }
-                unrecorded.insert(seqs)
-                recorders.addTask {
-                    await self.record(results)
-                    unrecorded.remove(seqs)
-                }
-                recording = true
+                // A free slot can take a due event the last poll had no room for.
+                if case .attempted = step, saturated { needPoll = true }
             }
+            group.cancelAll()
+        }
+    }
+
+    /// Stands in for timeouts on the worker's waits, in case an outbox row was ever committed
+    /// without a notify: one timer per worker, not one per wait.
+    private func tick() async {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            try? await Task.sleep(for: .seconds(5))
+            signal.notify()
         }
     }
 

@@ -36,18 +36,22 @@ extension Store {
     /// worker records a batch's outcomes before reading the next batch. (A shared PostgreSQL
     /// store would claim with `FOR UPDATE SKIP LOCKED` instead.)
     public func dueOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) async throws -> [OutboxItem] {
-        try await pool.read { db in try Self.dueOutbox(db, sink: sink, limit: limit, now: now) }
+        try await pool.read { db in try Self.dueOutbox(db, sink: sink, limit: limit, now: now, excluding: []) }
     }
 
-    static func dueOutbox(_ db: Database, sink: String, limit: Int, now: Int64) throws -> [OutboxItem] {
-        try Row.fetchAll(db.cachedStatement(sql: """
+    /// `excluding`: events the caller already has under way. They are still pending, so they
+    /// still hold back their conversations' later events; they are only left out of the answer.
+    static func dueOutbox(_ db: Database, sink: String, limit: Int, now: Int64, excluding: Set<Int64>) throws -> [OutboxItem] {
+        let excluded = "[" + excluding.map(String.init).joined(separator: ",") + "]"
+        return try Row.fetchAll(db.cachedStatement(sql: """
             SELECT o.event_seq, o.conversation_id, o.attempts, o.created_at, e.id, e.type, e.body
             FROM outbox o JOIN events e ON e.seq = o.event_seq
             WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at <= ?2
               AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.sink = o.sink AND p.conversation_id = o.conversation_id
                               AND p.state = 'pending' AND p.event_seq < o.event_seq)
+              AND o.event_seq NOT IN (SELECT value FROM json_each(?4))
             ORDER BY o.event_seq LIMIT ?3
-            """), arguments: [sink, now, limit]).map { r in
+            """), arguments: [sink, now, limit, excluded]).map { r in
             OutboxItem(sink: sink, eventSeq: r["event_seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"],
                        attempts: r["attempts"], body: r["body"], createdAt: r["created_at"])
         }
@@ -59,8 +63,8 @@ extension Store {
         public var disabled: Bool
         /// Due events, as `dueOutbox` returns them (empty while disabled).
         public var due: [OutboxItem]
-        /// With nothing due: when the earliest pending event becomes due, or nil when nothing is
-        /// pending at all.
+        /// With nothing due: when the earliest event waiting for a retry becomes due, or nil
+        /// when none is waiting.
         public var nextDue: Int64?
     }
 
@@ -70,13 +74,15 @@ extension Store {
     /// The read runs on the calling thread (GRDB's blocking read), not on a reader queue: it is
     /// a few index lookups that never wait for the writer (WAL), and the hop to the queue and
     /// back cost more than the read.
-    public func pollOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) throws -> OutboxPoll {
+    public func pollOutbox(sink: String, limit: Int, excluding: Set<Int64> = [], now: Int64 = Store.nowMS()) throws -> OutboxPoll {
         try pool.read { db in
             if try Int64.fetchOne(db.cachedStatement(sql: "SELECT disabled_at FROM sinks WHERE name = ?"), arguments: [sink]) != nil {
                 return OutboxPoll(disabled: true, due: [], nextDue: nil)
             }
-            let due = try Self.dueOutbox(db, sink: sink, limit: limit, now: now)
-            let next = due.isEmpty ? try Self.nextOutboxDue(db, sink: sink) : nil
+            let due = try Self.dueOutbox(db, sink: sink, limit: limit, now: now, excluding: excluding)
+            // Rows due already but held back (behind an event under way) need no timer: the
+            // outcome of what holds them back wakes the worker.
+            let next = due.isEmpty ? try Self.nextOutboxDue(db, sink: sink, after: now) : nil
             return OutboxPoll(disabled: false, due: due, nextDue: next)
         }
     }
@@ -160,8 +166,8 @@ extension Store {
         try await pool.read { db in try Self.nextOutboxDue(db, sink: sink) }
     }
 
-    static func nextOutboxDue(_ db: Database, sink: String) throws -> Int64? {
-        try Int64.fetchOne(db.cachedStatement(sql: "SELECT MIN(next_attempt_at) FROM outbox WHERE sink = ? AND state = 'pending'"),
-                           arguments: [sink])
+    static func nextOutboxDue(_ db: Database, sink: String, after: Int64 = .min) throws -> Int64? {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT MIN(next_attempt_at) FROM outbox WHERE sink = ? AND state = 'pending' AND next_attempt_at > ?"),
+                           arguments: [sink, after])
     }
 }

@@ -145,6 +145,30 @@ import Testing
         #expect(try await d.runtime.store.sinkStats("slow").pending == 110)
     }
 
+    /// One answer that never comes holds back its own conversation only: the other
+    /// conversations' events keep going out while it waits for its timeout.
+    @Test func aSlowAnswerHoldsBackOnlyItsConversation() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.hangOn("stuck-here"))
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], timeout: 20s } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        let ctx = d.context(channel)
+        _ = try await ctx.customerSays("stuck-here", from: "slow")
+        try await eventually("the stuck event is at the helpdesk") { helpdesk.attempts.count == 1 }
+        _ = try await ctx.customerSays("behind the stuck one", from: "slow")
+        for i in 0..<10 { _ = try await ctx.customerSays("m\(i)", from: "u\(i % 3)") }
+        try await eventually(timeout: 5, "the other conversations' events, while one answer hangs") {
+            helpdesk.events.filter { $0.data?["text_fallback"]?.stringValue?.hasPrefix("m") == true }.count == 10
+        }
+        // The stuck conversation keeps its order: its second event waits for the first.
+        #expect(!helpdesk.events.contains { $0.data?["text_fallback"]?.stringValue == "behind the stuck one" })
+    }
+
     /// The receiver's answer body means nothing to delivery: however long, it is read and
     /// dropped, the event counts as delivered, and the connection carries the next events.
     @Test func aLongAnswerBodyIsReadAndDropped() async throws {

@@ -18,7 +18,11 @@ final class TestHelpdesk: Sendable {
         var at: ContinuousClock.Instant
         var event: CloudEvent? { try? JSON.decode(CloudEvent.self, from: body) }
     }
-    enum Mode: Sendable { case up, upWithBody(Int), down, tooMany(retryAfter: Int), gone, hang }
+    enum Mode: Sendable {
+        case up, upWithBody(Int), down, tooMany(retryAfter: Int), gone, hang
+        /// Hangs (30 s) on events whose body contains the text, takes the others.
+        case hangOn(String)
+    }
 
     private let state = Mutex<(deliveries: [Delivery], attempts: [ContinuousClock.Instant], mode: Mode)>(([], [], .up))
     let group: ServiceGroup
@@ -40,9 +44,12 @@ final class TestHelpdesk: Sendable {
             let helpdesk = box.withLock { $0 }!
             var r = req
             let body = try await r.collectBody(upTo: 16 * 1024 * 1024)
-            let mode = helpdesk.state.withLock { s -> Mode in s.attempts.append(.now); return s.mode }
+            var mode = helpdesk.state.withLock { s -> Mode in s.attempts.append(.now); return s.mode }
+            if case .hangOn(let marker) = mode {
+                mode = String(decoding: body.readableBytesView, as: UTF8.self).contains(marker) ? .hang : .up
+            }
             switch mode {
-            case .up, .upWithBody:
+            case .up, .upWithBody, .hangOn:
                 var h: [String: String] = [:]
                 for f in req.headers { h[f.name.canonicalName] = f.value }
                 helpdesk.state.withLock { $0.deliveries.append(Delivery(headers: h, body: Data(body.readableBytesView), at: .now)) }
