@@ -91,7 +91,8 @@ public final class IngestPipeline: Service, Sendable {
                         writeUntilStopped()
                         done.resume()
                     }
-                    writer.name = "switchboard-ingest-writer"
+                    // Linux keeps 15 bytes of a thread name: this one shows whole in top and perf.
+                    writer.name = "ingest-writer"
                     writer.start()
                 }
             } onCancel: { stop() }
