@@ -88,11 +88,13 @@ public final class IngestPipeline: Service, Sendable {
             await withTaskCancellationHandler {
                 await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
                     let writer = Thread { [self] in
+                        // Named from inside: on Linux a name set from another thread is not
+                        // applied, and a new thread inherits its creator's (a pool thread's).
+                        // Linux keeps 15 bytes; this one shows whole in top and perf.
+                        Thread.current.name = "ingest-writer"
                         writeUntilStopped()
                         done.resume()
                     }
-                    // Linux keeps 15 bytes of a thread name: this one shows whole in top and perf.
-                    writer.name = "ingest-writer"
                     writer.start()
                 }
             } onCancel: { stop() }
