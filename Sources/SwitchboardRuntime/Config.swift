@@ -196,7 +196,24 @@ public enum ConfigLoader {
             }
             var headers: [(String, String)] = []
             if case .object(let o)? = h["headers"].value {
-                for k in o.keys.sorted() { if let v = h["headers"].string(k) { headers.append((k, v)) } }
+                let fields = h["headers"]
+                for k in o.keys.sorted() {
+                    if case .object? = o[k] {
+                        // `{ file: <path> }`: a value to keep out of the config file, such as a
+                        // helpdesk's API token, read like any `*_file` secret.
+                        let entry = fields[k]
+                        entry.rejectUnknownKeys(["file"])
+                        guard entry["file"].isPresent else { entry.problem("expected a header value, or { file: <path> }"); continue }
+                        if let v = entry.secretFile("file") {
+                            // Named, never shown: the value is a secret.
+                            if v.contains(where: \.isNewline) { entry["file"].problem("the file's value has a line break inside") }
+                            else { headers.append((k, v)) }
+                        }
+                    } else if let v = fields.string(k) {
+                        if v.contains(where: \.isNewline) { fields[k].problem("a header value cannot contain a line break") }
+                        else { headers.append((k, v)) }
+                    }
+                }
             }
             helpdesks.append(HelpdeskConfig(name: name, kind: kind, secret: secret, events: events,
                                             timeout: h.seconds("timeout", default: 15), maxInFlight: h.int("max_in_flight", default: 64, range: 1...1024)!,

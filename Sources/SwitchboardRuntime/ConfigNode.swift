@@ -203,20 +203,28 @@ public struct ConfigNode: Sendable {
             file.problem("give either \(key) or \(key)_file, not both")
         }
         if let s = string(key), !s.isEmpty { return s }
-        if let p = string(key + "_file") {
-            let resolved = resolvePath(p, credential: true)
-            do {
-                let s = try Credentials.readSecret(path: resolved, environment: [:])
-                if s.isEmpty { file.problem("secret file \(resolved) is empty") }
-                return s
-            } catch {
-                file.problem("\(error)")
-                return nil
-            }
-        }
+        if isPresent(key + "_file") { return secretFile(key + "_file") }
         if required { inline.problem("missing (required; or give \(key)_file)") }
         return nil
     }
+
+    /// The content of the secret file named by `key` (a path; relative paths resolve under
+    /// `$CREDENTIALS_DIRECTORY`), minus one trailing newline. Problems name the key and the
+    /// file, never the content.
+    public func secretFile(_ key: String) -> String? {
+        guard let p = string(key) else { return nil }
+        let resolved = resolvePath(p, credential: true)
+        do {
+            let s = try Credentials.readSecret(path: resolved, environment: [:])
+            if s.isEmpty { child(key).problem("secret file \(resolved) is empty") }
+            return s
+        } catch {
+            child(key).problem("\(error)")
+            return nil
+        }
+    }
+
+    private func isPresent(_ key: String) -> Bool { child(key).isPresent }
 
     public func resolvePath(_ p: String, credential: Bool = false) -> String {
         if p.hasPrefix("/") { return p }

@@ -169,6 +169,27 @@ import Testing
         #expect(!helpdesk.events.contains { $0.data?["text_fallback"]?.stringValue == "behind the stuck one" })
     }
 
+    /// Configured headers go with every delivery, including one read from a file.
+    @Test func configuredHeadersAreSent() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        let dir = TempDir()
+        defer { dir.remove() }
+        try "Bearer from-a-file\n".write(toFile: dir.file("auth"), atomically: true, encoding: .utf8)
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks:
+              - { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"],
+                  headers: { Authorization: { file: "\(dir.file("auth"))" }, X-Tenant: t-1 } }
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("hi", from: "u1")
+        try await eventually("delivered") { helpdesk.deliveries.count == 1 }
+        #expect(helpdesk.deliveries[0].headers["authorization"] == "Bearer from-a-file")
+        #expect(helpdesk.deliveries[0].headers["x-tenant"] == "t-1")
+    }
+
     /// The receiver's answer body means nothing to delivery: however long, it is read and
     /// dropped, the event counts as delivered, and the connection carries the next events.
     @Test func aLongAnswerBodyIsReadAndDropped() async throws {

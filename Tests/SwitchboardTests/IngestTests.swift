@@ -209,10 +209,39 @@ import WebhookAdapter
         #expect(c.apiSocketMode == 0o640)
         #expect(c.helpdesks.first?.secret == secret)
     }
+
+    static let secret = "whsec_" + Data((0..<32).map { UInt8($0 + 1) }).base64EncodedString()
+
+    /// A helpdesk header may come from a credential file (an API token kept out of the config);
+    /// problems name the key, never the value.
+    @Test func helpdeskHeadersFromFiles() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        try "Token token=s3cr3t-value\n".write(toFile: dir.file("desk-auth"), atomically: true, encoding: .utf8)
+        try "two\nlines\n".write(toFile: dir.file("broken"), atomically: true, encoding: .utf8)
+        let env = ConfigEnvironment(variables: ["CREDENTIALS_DIRECTORY": dir.path, "TENANT": "t-1"], baseDirectory: "/")
+        let d = ConfigDiagnostics()
+        let c = ConfigLoader.load(text: """
+            helpdesks: [ { name: desk, url: "https://x", secret: "\(Self.secret)", headers: { Authorization: { file: desk-auth }, X-Tenant: "${TENANT}" } } ]
+            """, environment: env, adapterKinds: [], diagnostics: d)
+        #expect(d.problems.isEmpty, "\(d.problems)")
+        #expect(c.helpdesks.first?.headers.map { "\($0.0)=\($0.1)" } == ["Authorization=Token token=s3cr3t-value", "X-Tenant=t-1"])
+
+        let bad = ConfigDiagnostics()
+        _ = ConfigLoader.load(text: """
+            helpdesks: [ { name: desk, url: "https://x", secret: "\(Self.secret)", headers: { A: { file: missing }, B: { path: x }, C: { file: broken }, D: "a\\nb" } } ]
+            """, environment: env, adapterKinds: [], diagnostics: bad)
+        let p = bad.problems
+        #expect(p.contains { $0.hasPrefix("helpdesks[0].headers.A.file:") && $0.contains("missing") }, "\(p)")
+        #expect(p.contains("helpdesks[0].headers.B.path: unknown key"), "\(p)")
+        #expect(p.contains("helpdesks[0].headers.B: expected a header value, or { file: <path> }"), "\(p)")
+        #expect(p.contains("helpdesks[0].headers.C.file: the file's value has a line break inside"), "\(p)")
+        #expect(p.contains("helpdesks[0].headers.D: a header value cannot contain a line break"), "\(p)")
+        #expect(!p.joined().contains("two") && !p.joined().contains("lines"), "never the file's content")
+    }
 }
 
 @Suite struct StoreDurabilityTests {
-    /// GRDB puts WAL databases at synchronous=NORMAL; acknowledged commits must still run at FULL.
     /// Stopping the ingest writer (cancellation here; graceful shutdown takes the same path):
     /// every event queued before it is committed and answered, none is left waiting, later
     /// emits are refused at once, and `run` returns only after the writer thread has ended.
@@ -252,6 +281,7 @@ import WebhookAdapter
         await #expect(throws: IngestPipeline.ShuttingDown.self) { _ = try await pipeline.emit(work(1000)) }
     }
 
+    /// GRDB puts WAL databases at synchronous=NORMAL; acknowledged commits must still run at FULL.
     @Test func acknowledgedWritesAreFsynced() async throws {
         let dir = TempDir()
         defer { dir.remove() }
