@@ -235,6 +235,7 @@ struct ContractTests {
     static let referenceCredentials = [
         "api-token": "api-token-0123456789abcdef\n",
         "desk-webhook-secret": "whsec_c3dpdGNoYm9hcmQtZXhhbXBsZS1rZXktMzItYnl0ZXM=\n",
+        "desk-authorization": "Token token=desk-api-token-0123456789\n",
         "app-chat-secret": "app-chat-secret-0123456789\n",
     ]
 
@@ -274,7 +275,8 @@ struct ContractTests {
         #expect(used == Set(Self.referenceVariables.keys), "${…} variables used: \(used.sorted())")
         let header = text.split(separator: "\n").prefix { $0.hasPrefix("#") }.joined(separator: "\n")
         for v in used { #expect(header.contains(v), "environment variable \(v) is not documented at the top") }
-        let credentials = Set(Self.matches(#"_file:\s*"?([A-Za-z0-9._-]+)"?"#, in: active))
+        // `x_file: name`, and `{ file: name }` (a header value).
+        let credentials = Set(Self.matches(#"(?:_file|[{,]\s*file):\s*"?([A-Za-z0-9._-]+)"?"#, in: active))
         #expect(credentials == Set(Self.referenceCredentials.keys), "credentials used: \(credentials.sorted())")
         for c in credentials { #expect(header.contains(c), "credential \(c) is not documented at the top") }
 
@@ -282,6 +284,7 @@ struct ContractTests {
         #expect(config.publicURL == "https://chat.example.com")
         #expect(config.tokens.count == 1)
         #expect(config.helpdesks.count == 1)
+        #expect(config.helpdesks.first?.headers.first { $0.0 == "Authorization" }?.1 == "Token token=desk-api-token-0123456789")
         #expect(config.helpdesks.first?.secret?.hasPrefix("whsec_") == true)
         #expect(config.channels.map(\.type) == [WebhookChannelAdapter.type])
         #expect(adapters.count == config.channels.count)
