@@ -57,13 +57,16 @@ import Testing
             let other = MP.messengerYAML(second, graph: graph).replacingOccurrences(of: "page_id: \"\(MP.page)\"", with: "page_id: \"\(secondPage)\"")
             return "channels: [ \(MP.messengerYAML(first, graph: graph)), \(other) ]"
         }) { d, _ in
-            let body = MP.body([(MP.page, [MP.text("hello page one", mid: "m_P1")]),
+            // m_P4 comes under page one's entry but is addressed to page two: page two's.
+            let body = MP.body([(MP.page, [MP.text("hello page one", mid: "m_P1"),
+                                           MP.text("to page two, in page one's entry", mid: "m_P4", to: secondPage)]),
                                 (secondPage, [MP.text("hello page two", mid: "m_P2", to: secondPage)]),
                                 ("106540352244444", [MP.text("nobody's page", mid: "m_P3", to: "106540352244444")])])
             #expect(try await MP.post(d, first, body).status == 200)
             #expect(try await MP.post(d, first, body).status == 200)
             let received = try await d.mpEvents("message.received")
-            #expect(received.count == 2)
+            #expect(received.count == 3)
+            #expect(received.first { $0["data"]?["external_id"] == "m_P4" }?["data"]?["channel"]?["id"]?.stringValue == second)
             #expect(received.first { $0["data"]?["external_id"] == "m_P1" }?["data"]?["channel"]?["id"]?.stringValue == first)
             #expect(received.first { $0["data"]?["external_id"] == "m_P2" }?["data"]?["channel"]?["id"]?.stringValue == second)
         }

@@ -146,12 +146,15 @@ public struct MessagingChannel: Sendable {
         for item in ordered {
             let raw = items.count == 1 ? RawPayload(format: "json", bytes: body, parsed: root)
                 : RawPayload(format: "json", bytes: Array((try? JSON.encode(item.event)) ?? Data()), parsed: item.event)
-            let t = MessengerPlatform.translate(item, flavor: flavor, ownID: settings.ownID, raw: raw)
+            let t = MessengerPlatform.translate(item, flavor: flavor, ownID: settings.ownID, raw: raw, forwarded: forwarded)
             if let why = t.skipped {
                 if let other = t.otherAccount {
                     if !otherAccounts.contains(other) { otherAccounts.append(other) }
-                } else if !forwarded {
-                    context.logger.warning("\(flavor.label) webhook event skipped", metadata: ["channel": "\(channel.id)", "reason": "\(why)"])
+                } else {
+                    // Also when forwarded: the channel that received the POST saw this item as
+                    // another account's and said nothing about it.
+                    context.logger.warning("\(flavor.label) webhook event skipped",
+                                           metadata: ["channel": "\(channel.id)", "reason": "\(why)", "forwarded": "\(forwarded)"])
                 }
                 continue
             }

@@ -103,7 +103,9 @@ public enum MessengerPlatform {
 
     /// Translates one event. `ownID` is the configured Page id / account id: an event for
     /// another one is skipped (`skipped` says why); dashboard test payloads (`entry.id` "0") pass.
-    public static func translate(_ item: Item, flavor: Flavor, ownID: String, raw: RawPayload) -> Translation {
+    /// `forwarded`: the channel that received the POST handed this item on because its
+    /// recipient is us; it is ours even though it came in under that channel's entry.
+    public static func translate(_ item: Item, flavor: Flavor, ownID: String, raw: RawPayload, forwarded: Bool = false) -> Translation {
         let e = item.event
         let senderID = idString(e["sender"]?["id"]) ?? e["sender"]?["user_ref"]?.stringValue.map { "user_ref:" + $0 }
         let recipientID = idString(e["recipient"]?["id"])
@@ -117,6 +119,7 @@ public enum MessengerPlatform {
         t.customerID = customer
 
         let entryIsOurs = item.entryID == ownID || item.entryID == "0" || item.entryID.isEmpty || ownID.isEmpty
+            || (forwarded && business == ownID)
         let businessIsOurs = business == nil || business == ownID || item.test || ownID.isEmpty
         guard entryIsOurs && businessIsOurs else {
             t.skipped = "event for \(flavor == .messenger ? "Page" : "account") \(business ?? item.entryID), not \(ownID)"
