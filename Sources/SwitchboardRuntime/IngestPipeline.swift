@@ -39,6 +39,10 @@ public final class IngestPipeline: Service, Sendable {
     private nonisolated(unsafe) var state = State()
     let logger: Logger
     let maxBatch = 512
+    // How the writer is doing: one commit's time (SQL and fsync) and how many events it held.
+    // A commit time near the interval between commits means the writer is the bottleneck.
+    private let commitTimer = Metrics.Timer(label: "switchboard_ingest_commit_seconds")
+    private let batchRecorder = Recorder(label: "switchboard_ingest_batch_events", aggregate: true)
     struct CounterKey: Hashable { var channel: String; var type: String; var result: String }
     private let counters = Mutex<[CounterKey: Counter]>([:])
 
@@ -125,7 +129,10 @@ public final class IngestPipeline: Service, Sendable {
     func commit(_ batch: [Pending]) {
         let ctx = eventContext
         do {
+            let started = DispatchTime.now().uptimeNanoseconds
             let results = try store.commitInboundBlocking(batch.map(\.prepared), ctx: ctx)
+            commitTimer.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
+            batchRecorder.record(batch.count)
             var committed = false
             for (p, r) in zip(batch, results) {
                 if case .success(.committed) = r { committed = true }

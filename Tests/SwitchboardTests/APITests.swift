@@ -199,6 +199,8 @@ import Testing
                 #expect(text.contains("switchboard_events_out_total{sink=\"desk\""))
                 #expect(text.contains("switchboard_delivery_latency_seconds_bucket{sink=\"desk\""))
                 #expect(text.contains("switchboard_outbox_depth{sink=\"desk\"}"))
+                #expect(text.contains("switchboard_ingest_commit_seconds_bucket"))
+                #expect(text.contains("switchboard_ingest_batch_events_bucket{le=\"1.0\"}") || text.contains("switchboard_ingest_batch_events_bucket{le=\"1\"}"), "\(text)")
                 #expect(try await d.api("GET", "/metrics", token: nil).status == 401)
             }
         }
