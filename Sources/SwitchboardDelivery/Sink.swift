@@ -29,8 +29,13 @@ public struct HTTPSink: EventSink {
     public let timeout: Duration
     let client: HTTPClient
 
+    /// `url` parsed once, not per delivery; nil when it does not parse (each delivery then fails
+    /// as AsyncHTTPClient would have failed it).
+    let parsedURL: URL?
+
     public init(name: String, url: String, signer: WebhookSigner?, headers: [(String, String)] = [], timeout: Duration = .seconds(15), client: HTTPClient) {
         self.name = name; self.url = url; self.signer = signer; self.headers = headers; self.timeout = timeout; self.client = client
+        parsedURL = URL(string: url)
     }
 
     public func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
@@ -44,13 +49,12 @@ public struct HTTPSink: EventSink {
         if let signer { headers.add(name: "webhook-signature", value: signer.signature(id: eventID, timestamp: ts, body: body)) }
         for (k, v) in self.headers { headers.add(name: k, value: v) }
         do {
-            let request = try HTTPClient.Request(url: url, method: .POST, headers: headers, body: .bytes(body))
+            guard let parsedURL else { throw HTTPClientError.invalidURL }
+            let request = try HTTPClient.Request(url: parsedURL, method: .POST, headers: headers, body: .bytes(body))
             // The delegate API, not `execute(HTTPClientRequest)`: the response is taken apart on
             // the event loop and the task resumes once, where the async API's response and body
             // stream resumed it several times per event.
-            let head = try await client.execute(request: request, delegate: StatusOnly(),
-                                                deadline: .now() + .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000
-                                                    + timeout.components.attoseconds / 1_000_000_000)).get()
+            let head = try await client.execute(request: request, delegate: StatusOnly(), deadline: .now() + TimeAmount(timeout)).get()
             let code = Int(head.status.code)
             switch code {
             case 200..<300: return .delivered(status: code)

@@ -33,12 +33,9 @@ extension Store {
     ///
     /// A plain read, not a write: with WAL it never waits behind ingest commits, which keeps it
     /// off the latency path. It needs no lease because one SQLite file has one daemon, and its
-    /// worker records a batch's outcomes before reading the next batch. (A shared PostgreSQL
-    /// store would claim with `FOR UPDATE SKIP LOCKED` instead.)
-    public func dueOutbox(sink: String, limit: Int, now: Int64 = Store.nowMS()) async throws -> [OutboxItem] {
-        try await pool.read { db in try Self.dueOutbox(db, sink: sink, limit: limit, now: now, excluding: []) }
-    }
-
+    /// worker keeps the events it has under way (until their outcomes are stored) out of later
+    /// reads. (A shared PostgreSQL store would claim with `FOR UPDATE SKIP LOCKED` instead.)
+    ///
     /// `excluding`: events the caller already has under way. They are still pending, so they
     /// still hold back their conversations' later events; they are only left out of the answer.
     static func dueOutbox(_ db: Database, sink: String, limit: Int, now: Int64, excluding: Set<Int64>) throws -> [OutboxItem] {
@@ -161,12 +158,9 @@ extension Store {
         }
     }
 
-    /// The earliest time any pending row of this sink becomes due (for the worker's sleep).
-    public func nextOutboxDue(sink: String) async throws -> Int64? {
-        try await pool.read { db in try Self.nextOutboxDue(db, sink: sink) }
-    }
-
-    static func nextOutboxDue(_ db: Database, sink: String, after: Int64 = .min) throws -> Int64? {
+    /// The earliest time after `after` at which a pending row of this sink becomes due (for the
+    /// worker's sleep).
+    static func nextOutboxDue(_ db: Database, sink: String, after: Int64) throws -> Int64? {
         try Int64.fetchOne(db.cachedStatement(sql: "SELECT MIN(next_attempt_at) FROM outbox WHERE sink = ? AND state = 'pending' AND next_attempt_at > ?"),
                            arguments: [sink, after])
     }
