@@ -203,7 +203,7 @@ public struct ConfigNode: Sendable {
             file.problem("give either \(key) or \(key)_file, not both")
         }
         if let s = string(key), !s.isEmpty { return s }
-        if isPresent(key + "_file") { return secretFile(key + "_file") }
+        if file.isPresent { return secretFile(key + "_file") }
         if required { inline.problem("missing (required; or give \(key)_file)") }
         return nil
     }
@@ -223,8 +223,6 @@ public struct ConfigNode: Sendable {
             return nil
         }
     }
-
-    private func isPresent(_ key: String) -> Bool { child(key).isPresent }
 
     public func resolvePath(_ p: String, credential: Bool = false) -> String {
         if p.hasPrefix("/") { return p }

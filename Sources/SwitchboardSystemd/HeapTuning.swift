@@ -9,6 +9,7 @@ public enum HeapTuning {
     /// that churn cost two system calls, fresh zeroed pages and, on every return, a TLB
     /// shootdown across cores. Keeping up to `bytes` free at each heap's top stops it; the
     /// memory stays reusable by the process. A no-op on other C libraries.
+    ///
     /// Returns whether the setting was applied.
     @discardableResult
     public static func keepFreeHeapTop(upTo bytes: Int32) -> Bool {
