@@ -236,6 +236,44 @@ struct WebchatFollowupTests {
         }
     }
 
+    /// The race: an agent's message arrives while a follow-up is going out. Its scheduling sees
+    /// that follow-up pending and leaves it; finishing the follow-up must then wait again for
+    /// the new message rather than delete the pending entry (which would leave it unmailed).
+    @Test("an agent message that comes in while a follow-up goes out gets a follow-up of its own")
+    func aReplyDuringAFollowupIsNotLost() async throws {
+        try await withFollowups(delay: "1h") { d, helpdesk, _, _ in
+            let jane = WebchatVisitor.connect(d, "site")
+            try await jane.hello(extra: #""profile":{"email":"jane@example.org"}"#)
+            jane.message("c1", "Hi")
+            try await eventually("message.received") { !received(helpdesk).isEmpty }
+            let data = try #require(received(helpdesk).first)
+            let conversation = try #require(data["conversation_id"]?.stringValue)
+            let peer = try #require(data["sender"]?["channel_user_id"]?.stringValue)
+            let adapter = try #require(d.runtime.hub.entry("site")?.adapter as? WebchatChannelAdapter)
+            let context = d.context("site")
+            let followup = try #require(adapter.settings.emailFollowup)
+            func reply(_ text: String) async throws -> Int64 {
+                #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"\#(text)"}]}"#).status == 202)
+                let shown = try await jane.waitFor(text) { $0["text"]?.stringValue == text }
+                return Int64(try #require(shown["seq"]?.intValue))
+            }
+            let first = try await reply("First answer")
+            try await eventually("the follow-up is pending") { try await context.state.get("fu:\(peer)") != nil }
+            let pending = try JSON.decode(PendingFollowup.self, from: Array(try #require(try await context.state.get("fu:\(peer)")).utf8))
+            // The follow-up carried the first answer; the second came in meanwhile.
+            _ = try await reply("Second answer")
+            try await adapter.finishFollowup(peer: peer, pending, emailedUpTo: first, followup, context: context)
+            let again = try JSON.decode(PendingFollowup.self, from: Array(try #require(try await context.state.get("fu:\(peer)"),
+                                                                                        "still pending, for the second answer").utf8))
+            #expect(again.due > pending.due, "waits its own delay")
+            // Once a follow-up has carried everything, nothing stays pending.
+            let last = try await LogWriter.entries(peer: peer, after: 0, limit: 50, context: context).last?.seq ?? 0
+            try await adapter.finishFollowup(peer: peer, again, emailedUpTo: last, followup, context: context)
+            #expect(try await context.state.get("fu:\(peer)") == nil)
+            await jane.close()
+        }
+    }
+
     @Test("the follow-up links back only to pages on the sites allowed to embed the chat")
     func followupLinks() {
         var settings = WebchatChannelAdapter.Settings()

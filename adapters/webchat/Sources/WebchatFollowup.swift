@@ -123,19 +123,7 @@ extension WebchatChannelAdapter {
                 recipient: Peer(channelUserID: pending.email, displayName: pending.name), parts: parts, metadata: metadata,
                 idempotencyKey: "followup:\(peer):\(newest.seq)"))
             try await context.state.set(Self.followupSentKey(peer), String(newest.seq))
-            // Done, unless an agent message came in meanwhile (its scheduling saw this one
-            // pending): then it waits its own delay. Under the lock scheduling takes, so
-            // nothing slips between the look and the delete.
-            try await followupLock.run {
-                let later = try await LogWriter.entries(peer: peer, after: newest.seq, limit: 50, context: context).contains { $0.direction == "out" }
-                if later {
-                    var next = pending
-                    next.due = Timestamp.now().milliseconds + Int64(followup.delay * 1000)
-                    try await context.state.set(key, JSON.string(next))
-                } else {
-                    try await context.state.set(key, nil)
-                }
-            }
+            try await finishFollowup(peer: peer, pending, emailedUpTo: newest.seq, followup, context: context)
             Self.count(channel, "queued")
             context.logger.info("email follow-up queued", metadata: meta.merging(["message": "\(id)", "count": "\(unread.count)"]) { a, _ in a })
         } catch let e as RelayError {
@@ -146,6 +134,25 @@ extension WebchatChannelAdapter {
         } catch {
             // The store is unavailable: keep it pending, the next tick tries again.
             context.logger.warning("email follow-up failed; will retry", metadata: meta.merging(["error": "\(error)"]) { a, _ in a })
+        }
+    }
+
+    /// After a follow-up carried the log up to `emailedUpTo`: done, unless an agent message came
+    /// in meanwhile (its scheduling saw this follow-up pending and left it): then it waits its
+    /// own delay. Under the lock scheduling takes, so nothing slips between the look and the
+    /// delete.
+    func finishFollowup(peer: String, _ pending: PendingFollowup, emailedUpTo: Int64, _ followup: EmailFollowup,
+                        context: any AdapterContext) async throws {
+        let key = Self.followupKey(peer)
+        try await followupLock.run {
+            let later = try await LogWriter.entries(peer: peer, after: emailedUpTo, limit: 50, context: context).contains { $0.direction == "out" }
+            if later {
+                var next = pending
+                next.due = Timestamp.now().milliseconds + Int64(followup.delay * 1000)
+                try await context.state.set(key, JSON.string(next))
+            } else {
+                try await context.state.set(key, nil)
+            }
         }
     }
 
