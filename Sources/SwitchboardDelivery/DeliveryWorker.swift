@@ -64,8 +64,9 @@ public final class DeliveryWorker: Service, Sendable {
         var lastGauge = ContinuousClock.now - .seconds(60)
         let depth = Gauge(label: "switchboard_outbox_depth", dimensions: [("sink", sink.name)])
         await withTaskGroup(of: Step.self) { group in
-            // Conversations with an event in flight or waiting to be recorded; those events.
-            var busy = Set<String>()
+            // Events in flight or waiting to be recorded. Their rows are still pending, so the
+            // outbox query holds back the later events of their conversations: one per
+            // conversation at a time needs no bookkeeping of its own.
             var taken = Set<Int64>()
             var inFlight = 0
             var outcomes: [(OutboxItem, DeliveryOutcome)] = []
@@ -114,10 +115,7 @@ public final class DeliveryWorker: Service, Sendable {
                             nextDue = poll.disabled ? Store.nowMS() + 5000 : poll.nextDue
                             saturated = poll.due.count == maxInFlight - inFlight
                             for item in poll.due {
-                                // One per conversation (the query guarantees it; this is cheap).
-                                guard !busy.contains(item.conversationID) else { continue }
                                 taken.insert(item.eventSeq)
-                                busy.insert(item.conversationID)
                                 inFlight += 1
                                 group.addTask { .attempted(item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
                             }
@@ -157,7 +155,7 @@ public final class DeliveryWorker: Service, Sendable {
                 case .recorded(let items, let disabled):
                     recording = false
                     if disabled { holding = false }
-                    for item in items { taken.remove(item.eventSeq); busy.remove(item.conversationID) }
+                    for item in items { taken.remove(item.eventSeq) }
                     needPoll = true
                 case .woken:
                     watchers -= 1
