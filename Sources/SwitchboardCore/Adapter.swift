@@ -336,8 +336,10 @@ public protocol ChannelAdapter: Sendable {
     func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse
 
     /// Checks channel rules before a send is accepted (WhatsApp's 24-hour window): throw
-    /// `SendRejection` to refuse with a 4xx before anything is queued.
-    func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws
+    /// `SendRejection` to refuse with a 4xx before anything is queued. `override` is the
+    /// request's `overrides.<channel type>` when it has one: that payload is what will be sent
+    /// instead of `parts` (a native WhatsApp template is a template, whatever `parts` says).
+    func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws
 
     /// Sends one rendered message. Throw `SendError` to classify failures.
     func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult
@@ -420,7 +422,7 @@ extension ChannelAdapter {
         }
     }
     public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse { .notFound }
-    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {}
+    public func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws {}
     public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
         throw SendRejection(code: "capability_unsupported", status: 422, detail: "\(channel.type) channels have no \(kind.rawValue)")
     }

@@ -64,7 +64,8 @@ extension Runtime {
             throw APIProblem(409, "channel_unavailable", "channel \(conversation.channel.id) is not configured")
         }
         do {
-            try await entry.adapter.validateSend(parts: request.parts, conversation: conversation, context: entry.context)
+            try await entry.adapter.validateSend(parts: request.parts, override: request.overrides?[conversation.channel.type],
+                                                 conversation: conversation, context: entry.context)
         } catch let r as SendRejection {
             throw APIProblem(r.status, r.code, r.detail)
         }

@@ -494,6 +494,11 @@ extension MessengerWebhookTests {
             #expect(r.status == 422)
             #expect(r.json?["code"] == "window_closed")
             #expect(r.json?["detail"]?.stringValue?.contains("2 days ago") == true, "\(String(describing: r.json))")
+            // A native payload keeps to the window too, and one of the wrong shape is refused as such.
+            let native = try await d.mpReply(conversation, #"{"parts":[],"overrides":{"messenger":{"text":"Sorry"}}}"#)
+            #expect(native.status == 422 && native.json?["code"] == "window_closed")
+            let malformed = try await d.mpReply(conversation, #"{"parts":[],"overrides":{"messenger":{"txt":"Sorry"}}}"#)
+            #expect(malformed.status == 422 && malformed.json?["code"] == "invalid_request", "\(String(describing: malformed.json))")
             try await Task.sleep(for: .milliseconds(100))
             #expect(graph.requests.filter { $0.method == "POST" }.isEmpty, "no Graph request")
             #expect(try await d.runtime.store.counts().messages == 1, "nothing queued")

@@ -644,6 +644,28 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                     ["type": "body", "parameters": [["type": "text", "text": "Alex"], ["type": "text", "text": "A12345"]]]]],
                 "biz_opaque_callback_data": .string(id),
             ])
+            // A native payload (overrides.whatsapp) is what goes out instead of the parts, so it
+            // is what the window rule looks at: a native template is accepted, native text is not,
+            // and a payload of the wrong shape is refused before anything is queued.
+            let nativeText = #"{"parts":[],"overrides":{"whatsapp":{"type":"text","text":{"body":"late"}}}}"#
+            let nativeClosed = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: nativeText)
+            #expect(nativeClosed.status == 422 && nativeClosed.json?["code"] == "window_closed")
+            let malformed = try await d.api("POST", "/v1/conversations/\(conversation)/messages",
+                                            json: #"{"parts":[],"overrides":{"whatsapp":{"text":{"body":"no type"}}}}"#)
+            #expect(malformed.status == 422 && malformed.json?["code"] == "invalid_request")
+            #expect(try await d.runtime.store.counts().messages == 2, "refused native payloads are not queued")
+            let nativeTemplate = #"""
+                {"parts":[],"overrides":{"whatsapp":{"type":"template","template":{"name":"order_update_v1","language":{"code":"de"}}}}}
+                """#
+            let nt = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: nativeTemplate)
+            #expect(nt.status == 202, "\(String(decoding: nt.body, as: UTF8.self))")
+            let ntID = try #require(nt.json?["id"]?.stringValue)
+            try await eventually("native template sent") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 2 }
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json == [
+                "messaging_product": "whatsapp", "recipient_type": "individual", "to": "16505551234", "type": "template",
+                "template": ["name": "order_update_v1", "language": ["code": "de"]],
+                "biz_opaque_callback_data": .string(ntID),
+            ])
             // A fresh message from the customer reopens the window.
             #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("hi again")]))).status == 200)
             #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"welcome back"}]}"#).status == 202)

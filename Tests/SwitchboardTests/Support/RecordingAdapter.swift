@@ -19,7 +19,7 @@ final class RecordingAdapter: ChannelAdapter {
     var activities: [ActivityKind] { state.withLock { $0.activities } }
     func setBehaviour(_ b: Behaviour) { state.withLock { $0.behaviour = b; $0.attempts = 0 } }
 
-    func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
+    func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws {
         if case .rejectWindow = state.withLock({ $0.behaviour }) {
             throw SendRejection(code: "window_closed", status: 422, detail: "the reply window has closed")
         }

@@ -78,8 +78,8 @@ extension MessagingChannelAdapter {
     public func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
         await core.handleWebhook(request, context: context)
     }
-    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
-        try await core.validateSend(parts: parts, conversation: conversation, context: context)
+    public func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws {
+        try await core.validateSend(parts: parts, override: override, conversation: conversation, context: context)
     }
     public func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
         try await core.send(message, context: context)

@@ -29,7 +29,15 @@ extension MessagingChannel {
         return .closed("the customer last wrote \(hours >= 48 ? "\(hours / 24) days" : "\(hours) hours") ago; \(rule)")
     }
 
-    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
+    public func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws {
+        // A native payload of the wrong shape is refused now, not failed after queueing.
+        if let override {
+            do { _ = try MessengerPlatform.overrideMessages(override, flavor: flavor) } catch let e as SendError {
+                throw SendRejection(code: e.code, status: 422, detail: e.message)
+            }
+        }
+        // The window holds for native payloads too: since April 2026 Meta accepts no message
+        // tag but HUMAN_AGENT, which `send` adds itself.
         if case .closed(let why) = await window(for: conversation, context: context) {
             throw SendRejection(code: "window_closed", status: 422, detail: why)
         }

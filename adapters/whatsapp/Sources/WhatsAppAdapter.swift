@@ -160,17 +160,25 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
 
     /// Templates may go out any time; anything else only within 24 hours of the customer's last
     /// message (Meta would answer 131047). Refused here, before anything is queued or sent.
-    public func validateSend(parts: [Part], conversation: Conversation, context: any AdapterContext) async throws {
-        var templatesOnly = !parts.isEmpty
-        for (i, part) in parts.enumerated() {
-            if case .template(let t) = part, t.channel == Self.type {
+    /// A native payload (`overrides.whatsapp`) is sent instead of the parts, so it is what
+    /// counts: all templates go out any time; a malformed one is refused now.
+    public func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws {
+        let templatesOnly: Bool
+        if let override {
+            let messages: [JSONObject]
+            do { messages = try Self.overrideMessages(override) } catch let e as SendError {
+                throw SendRejection(code: e.code, status: 422, detail: e.message)
+            }
+            templatesOnly = messages.allSatisfy { $0["type"]?.stringValue == "template" }
+        } else {
+            for (i, part) in parts.enumerated() {
+                guard case .template(let t) = part, t.channel == Self.type else { continue }
                 if t.name.isEmpty { throw SendRejection(code: "invalid_request", status: 422, detail: "part \(i): a WhatsApp template needs a name") }
                 if (t.language ?? "").isEmpty {
                     throw SendRejection(code: "invalid_request", status: 422, detail: "part \(i): a WhatsApp template needs a language (e.g. en_US)")
                 }
-            } else {
-                templatesOnly = false
             }
+            templatesOnly = !parts.isEmpty && parts.allSatisfy { if case .template(let t) = $0 { t.channel == Self.type } else { false } }
         }
         if templatesOnly { return }
         let last = await lastInbound(conversation, context: context)
@@ -178,7 +186,7 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         guard let age, age < Self.serviceWindow else {
             let when = last.map { "the customer last wrote at \($0.at.rfc3339)" } ?? "the customer has not written yet"
             throw SendRejection(code: "window_closed", status: 422,
-                                detail: "WhatsApp's 24-hour customer-service window is closed (\(when)); only a template part can be sent")
+                                detail: "WhatsApp's 24-hour customer-service window is closed (\(when)); only a template can be sent (a template part, or a native template in overrides.whatsapp)")
         }
     }
 
