@@ -183,6 +183,63 @@ struct EmailSMTPTests {
         }
     }
 
+    @Test("overrides.email cc and bcc: Cc in the header and the envelope, Bcc in the envelope only; a refused copy doesn't fail the message, a refused customer stops it before DATA; bad addresses are 422")
+    func copies() async throws {
+        try await withEmailSMTP { d, helpdesk, socket, sink in
+            _ = try await EmailFixture.lmtp(socket, from: "Jane Doe <jane@example.org>", to: ["support@example.test"],
+                                            message: EmailFixture.message(subject: "Invoice", messageID: "<inv.\(UUID().uuidString.prefix(8))@example.org>",
+                                                                          body: "Please send it to accounting too.\n"), dir: d.dir)
+            try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+            let conv = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" }?.data?["conversation_id"]?.stringValue)
+            func reply(_ email: String) async throws -> TestDaemon.HTTPResult {
+                try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"Attached."}],"overrides":{"email":\#(email)}}"#)
+            }
+
+            // Refused before anything is queued.
+            for bad in [#"{"cc":["not an address"]}"#, #"{"bcc":[42]}"#, #"{"cc":"kim@example.org, nobody"}"#,
+                        "{\"cc\":[" + (1...51).map { "\"c\($0)@example.org\"" }.joined(separator: ",") + "]}", #""just text""#] {
+                let r = try await reply(bad)
+                #expect(r.status == 422 && r.json?["code"] == "invalid_request", "\(bad): \(String(decoding: r.body, as: UTF8.self))")
+            }
+            #expect(try await d.runtime.store.counts().messages == 1, "nothing queued")
+
+            let sent = try await reply(#"""
+                {"cc":["Kim Lee <kim@example.org>",{"address":"perm.copy@example.org","name":"Gone"}],"bcc":"audit@example.org, JANE@example.org"}
+                """#)
+            #expect(sent.status == 202, "\(String(decoding: sent.body, as: UTF8.self))")
+            let id = try #require(sent.json?["id"]?.stringValue)
+            try await eventually(timeout: 15, "the mail") { sink.messages.count == 1 }
+            // The customer first; each copy once (Jane is the customer already); the refused copy left out.
+            #expect(sink.messages[0].rcptTos == ["jane@example.org", "kim@example.org", "audit@example.org"])
+            let mail = EmailParser.parse(Array(sink.messages[0].content.utf8))
+            #expect(mail.to.map(\.address) == ["jane@example.org"])
+            #expect(mail.cc == [EmailAddress(address: "kim@example.org", displayName: "Kim Lee"), EmailAddress(address: "perm.copy@example.org", displayName: "Gone")])
+            #expect(mail.headers["Bcc"] == nil && !sink.messages[0].content.contains("audit@"), "Bcc is never written into the message")
+            try await eventually("sent") {
+                helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["message_id"]?.stringValue == id && $0.data?["status"] == "sent" }
+            }
+            let stored = try await d.api("GET", "/v1/messages/\(id)")
+            let email = stored.json?["channel_data"]?["email"]
+            #expect(email?["cc"] == ["kim@example.org", "perm.copy@example.org"])
+            #expect(email?["bcc"] == ["audit@example.org", "jane@example.org"])
+            #expect(email?["refused_recipients"]?["perm.copy@example.org"]?.stringValue?.hasPrefix("550") == true, "\(String(describing: email))")
+
+            // The customer's address refused: the copies get nothing either (a retry would send them twice).
+            let opened = try await d.api("POST", "/v1/conversations", json: """
+                {"channel_id":"mail","address":"perm.customer@example.org","message":{"parts":[{"type":"text","text":"Hello"}],
+                 "overrides":{"email":{"subject":"Hello","cc":["kim@example.org"]}}}}
+                """)
+            #expect(opened.status == 201 || opened.status == 202, "\(String(decoding: opened.body, as: UTF8.self))")
+            try await eventually(timeout: 15, "failed") {
+                helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["status"] == "failed" }
+            }
+            let failed = try #require(helpdesk.events.first { $0.type == "switchboard.message.status" && $0.data?["status"] == "failed" }?.data)
+            #expect(failed["error"]?["code"] == "invalid_recipient")
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(sink.messages.count == 1, "no copy went out without the customer")
+        }
+    }
+
     @Test("a conversation started by the helpdesk gets a first mail with the subject and Auto-Submitted from overrides.email; SMTP 5xx fails it for good")
     func proactiveAndFailures() async throws {
         try await withEmailSMTP { d, helpdesk, socket, sink in

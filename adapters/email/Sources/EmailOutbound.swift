@@ -41,6 +41,10 @@ extension EmailChannelAdapter {
             last = try? JSONDecoder().decode(LastInbound.self, from: Data(s.utf8))
         }
         let override = out.rendered.override?.objectValue ?? [:]
+        let copies: CopyRecipients
+        do { copies = try Self.copyRecipients(override) } catch {
+            throw SendError(code: "invalid_request", message: error.detail, retryable: false)
+        }
         let relayed = out.conversation.channel.id != channel.id
         let chosen = out.message.metadata?["email_subject"]?.stringValue
         // The helpdesk's chosen subject wins over "Re: <the customer's>"; a relaying channel's
@@ -65,15 +69,26 @@ extension EmailChannelAdapter {
         mail.inReplyTo = inReplyTo
         mail.references = references
         mail.attachments = body.attachments
+        mail.cc = copies.cc
         if let auto = override["auto_submitted"]?.stringValue ?? (override["auto_submitted"]?.boolValue == true ? "auto-replied" : nil) {
             mail.autoSubmitted = auto
         }
         let bytes = MIMEBuilder.build(mail)
         let client = SMTPClient(config: smtp)
+        // The envelope: the customer, then each copy once (Bcc only here, never in a header).
+        var envelope = [to]
+        for a in copies.cc + copies.bcc where !envelope.contains(where: { $0.caseInsensitiveCompare(a.address) == .orderedSame }) {
+            envelope.append(a.address)
+        }
         do {
-            let report = try await client.send(from: address, to: [to], message: bytes)
+            let report = try await client.send(from: address, to: envelope, required: envelope.count > 1 ? to : nil, message: bytes)
             var data: JSONObject = ["message_id": .string(messageID), "smtp_response": .string(report.response)]
             if let inReplyTo { data["in_reply_to"] = .string(inReplyTo) }
+            if !copies.cc.isEmpty { data["cc"] = .array(copies.cc.map { .string($0.address) }) }
+            if !copies.bcc.isEmpty { data["bcc"] = .array(copies.bcc.map { .string($0.address) }) }
+            // A copy the server refused doesn't fail the message (the customer has it); the
+            // helpdesk sees which in the sent status.
+            if !report.rejected.isEmpty { data["refused_recipients"] = .object(report.rejected.mapValues { .string($0) }) }
             return SendResult(externalIDs: [messageID], channelData: ["email": .object(data)])
         } catch let e as SMTPError {
             throw Self.classify(e)
@@ -82,6 +97,54 @@ extension EmailChannelAdapter {
         } catch {
             throw SendError(code: "channel_unreachable", message: "SMTP: \(error)", retryable: true)
         }
+    }
+
+    /// Checked before a reply is queued: copy recipients the send could not use are a 422 now,
+    /// not a failed status later.
+    public func validateSend(parts: [Part], override: JSONValue?, conversation: Conversation, context: any AdapterContext) async throws {
+        guard let override else { return }
+        guard let o = override.objectValue else {
+            throw SendRejection(code: "invalid_request", status: 422, detail: "overrides.email must be an object (subject, auto_submitted, cc, bcc)")
+        }
+        do { _ = try Self.copyRecipients(o) } catch { throw SendRejection(code: "invalid_request", status: 422, detail: error.detail) }
+    }
+
+    /// At most this many `cc` and `bcc` addresses together: a reply copies a few colleagues, and
+    /// a long list through the support address is more likely a mistake or abuse.
+    static let maxCopyRecipients = 50
+
+    struct CopyRecipients { var cc: [EmailAddress] = []; var bcc: [EmailAddress] = [] }
+    struct CopyProblem: Error { var detail: String }
+
+    /// `overrides.email.cc` and `.bcc`: each a list of addresses as strings (`kim@example.org`,
+    /// `Kim Lee <kim@example.org>`) or `{"address", "name"}` objects; a single string may hold a
+    /// comma-separated list.
+    static func copyRecipients(_ override: JSONObject) throws(CopyProblem) -> CopyRecipients {
+        func list(_ key: String) throws(CopyProblem) -> [EmailAddress] {
+            guard let v = override[key], v != .null else { return [] }
+            let items = v.arrayValue ?? [v]
+            var out: [EmailAddress] = []
+            for (i, item) in items.enumerated() {
+                let found: [EmailAddress]
+                if let s = item.stringValue {
+                    found = AddressParser.parse(s)
+                } else if let o = item.objectValue, let a = o["address"]?.stringValue {
+                    found = AddressParser.parse(a).map { EmailAddress(address: $0.address, displayName: o["name"]?.stringValue ?? $0.displayName) }
+                } else {
+                    throw CopyProblem(detail: "overrides.email.\(key)[\(i)] must be an address string or {\"address\": …, \"name\": …}")
+                }
+                guard !found.isEmpty, found.allSatisfy({ isAddress($0.address) }) else {
+                    throw CopyProblem(detail: "overrides.email.\(key)[\(i)] is not an email address such as kim@example.org")
+                }
+                out += found
+            }
+            return out
+        }
+        let copies = CopyRecipients(cc: try list("cc"), bcc: try list("bcc"))
+        if copies.cc.count + copies.bcc.count > maxCopyRecipients {
+            throw CopyProblem(detail: "overrides.email: at most \(maxCopyRecipients) cc and bcc addresses together")
+        }
+        return copies
     }
 
     /// SMTP answers as `SendError`s: 4xx and connection trouble are retried, 5xx are final.

@@ -63,12 +63,16 @@ public struct SMTPSendReport: Sendable, Hashable {
 
 /// A small SMTP submission client on SwiftNIO: EHLO, STARTTLS (or implicit TLS), AUTH PLAIN or
 /// LOGIN, MAIL FROM (with SIZE when offered), RCPT TO per recipient (one refusal doesn't stop the
-/// others), DATA with dot-stuffing, QUIT. One connection per message.
+/// others, except a refusal of `required`), DATA with dot-stuffing, QUIT. One connection per
+/// message.
 public struct SMTPClient: Sendable {
     public var config: SMTPClientConfig
     public init(config: SMTPClientConfig) { self.config = config }
 
-    public func send(from: String, to recipients: [String], message: [UInt8]) async throws -> SMTPSendReport {
+    /// `required`: a recipient the message is pointless without (the customer, when others are
+    /// copied). Its refusal ends the exchange before DATA, so nobody gets the message and a
+    /// retry later does not send the copies twice.
+    public func send(from: String, to recipients: [String], required: String? = nil, message: [UInt8]) async throws -> SMTPSendReport {
         let config = self.config
         let sslContext: NIOSSLContext?
         if config.tls != .none {
@@ -102,7 +106,7 @@ public struct SMTPClient: Sendable {
                 try await channel.executeThenClose { inbound, outbound in
                     var conn = SMTPConnection(inbound: inbound.makeAsyncIterator(), outbound: outbound)
                     return try await Self.dialogue(&conn, channel: channel.channel, sslContext: sslContext, serverName: serverName,
-                                                   config: config, from: from, recipients: recipients, message: message)
+                                                   config: config, from: from, recipients: recipients, required: required, message: message)
                 }
             }
         } catch let e as SMTPError {
@@ -114,7 +118,7 @@ public struct SMTPClient: Sendable {
     }
 
     static func dialogue(_ c: inout SMTPConnection, channel: any Channel, sslContext: NIOSSLContext?, serverName: String?,
-                         config: SMTPClientConfig, from: String, recipients: [String], message: [UInt8]) async throws -> SMTPSendReport {
+                         config: SMTPClientConfig, from: String, recipients: [String], required: String?, message: [UInt8]) async throws -> SMTPSendReport {
         try c.expect(try await c.reply(), 220, stage: "greeting")
         var ehlo = try await c.command("EHLO \(config.heloName)")
         if ehlo.code != 250 {
@@ -173,6 +177,10 @@ public struct SMTPClient: Sendable {
             } else {
                 rejected[r] = "\(reply.code) \(reply.text)"
                 let e = SMTPError(code: reply.code, enhanced: reply.enhanced, message: reply.text, stage: "RCPT TO")
+                if r == required {
+                    _ = try? await c.command("QUIT")
+                    throw e
+                }
                 // A temporary refusal decides over a permanent one: the message can still go out later.
                 if lastRefusal == nil || e.isTemporary { lastRefusal = e }
             }
