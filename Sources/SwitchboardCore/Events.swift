@@ -55,10 +55,14 @@ public struct DeliveryStatus: OpenStringEnum {
         }
     }
 
-    /// Whether moving from `current` to this status would go back: a lower step of the
-    /// progress order (`delivered` after `read`), or `failed` after `read`. Unknown statuses
-    /// never count as a regression.
+    /// Whether a receipt with this status, for a message at `current`, would tell the helpdesk
+    /// nothing new or take it back: the same status again (Meta's own `sent` after ours, a
+    /// second part's `delivered`), a lower step of the progress order (`delivered` after
+    /// `read`), anything after `failed` (terminal: a helpdesk was told `final`), or `failed`
+    /// after `read`. Platforms deliver receipts out of order, so status only moves forward.
+    /// Unknown statuses never count as a regression.
     public func isRegression(after current: DeliveryStatus) -> Bool {
+        if current == .failed || self == current { return true }
         if self == .failed { return current == .read }
         guard let new = progress, let old = current.progress else { return false }
         return new < old

@@ -271,8 +271,11 @@ extension Store {
                 SELECT id FROM messages WHERE conversation_id = ? AND channel_id = ? AND direction = 'outbound' AND created_at <= ?
                 AND (status IS NULL OR status != 'read') ORDER BY created_at
                 """), arguments: [conversation.id, channel.id, upTo.milliseconds])
+            // Only messages that get no receipts of their own (echoes) are marked here. The status
+            // of a message we sent is what its `message.status` events told the helpdesk, and the
+            // channel's receipt for it (which follows) moves it forward once.
             if !ids.isEmpty {
-                try db.execute(sql: "UPDATE messages SET status = 'read' WHERE id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
+                try db.execute(sql: "UPDATE messages SET status = 'read' WHERE origin NOT IN ('helpdesk', 'system') AND id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
                                arguments: StatementArguments(ids))
             }
             let data = Open(ConversationReadFields(conversationID: conversation.id, upTo: upTo, messageIDs: ids))

@@ -535,11 +535,19 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 let id2 = try #require(r2.json?["id"]?.stringValue)
                 try await eventually("second sent") { Self.status(helpdesk, id2, "sent") != nil }
                 let wamid2 = try #require(Self.status(helpdesk, id2, "sent")?.data?["external_ids"]?.arrayValue?.first?.stringValue)
+                // Meta's own `sent` receipt after ours tells nothing new: dropped.
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [WAFixture.status(wamid2, "sent")]))).status == 200)
                 let failed = #"{"id":"\#(wamid2)","status":"failed","timestamp":"\#(WAFixture.now)","recipient_id":"16505551234","errors":[{"code":131026,"title":"Message undeliverable","message":"Message undeliverable","error_data":{"details":"Receiver is incapable of receiving this message"}}]}"#
                 #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [failed]))).status == 200)
                 try await eventually("failed") { Self.status(helpdesk, id2, "failed") != nil }
                 let err = Self.status(helpdesk, id2, "failed")?.data?["error"]
                 #expect(err?["code"] == "recipient_unavailable" && err?["channel_code"] == "131026" && err?["retryable"] == false)
+                // `failed` was final: a late `delivered`, `sent` or `read` for the same wamid changes nothing.
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [
+                    WAFixture.status(wamid2, "delivered"), WAFixture.status(wamid2, "sent"), WAFixture.status(wamid2, "read")]))).status == 200)
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(helpdesk.events.filter { $0.type == "switchboard.message.status" && $0.data?["message_id"]?.stringValue == id2 }
+                    .compactMap { $0.data?["status"]?.stringValue } == ["sent", "failed"])
                 #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 1, "no stray conversations from receipts")
 
                 // 4. mark_read and typing use the latest inbound wamid.

@@ -128,17 +128,16 @@ extension MessengerPlatform {
     /// `overrides.messenger` / `overrides.instagram`: a `message` object, an array of them, or
     /// `{"message": {...}}`.
     public static func overrideMessages(_ v: JSONValue, flavor: Flavor) throws -> [Outgoing] {
-        if let a = v.arrayValue {
-            return try a.map { m in
-                guard let o = m.objectValue else { throw badOverride(flavor) }
-                return .message(o)
-            }
+        // Each message must have content the Send API takes; anything else would only fail
+        // later at Graph (error 100), after the helpdesk was told 202.
+        func message(_ v: JSONValue) throws -> Outgoing {
+            guard let o = v.objectValue, o["text"] != nil || o["attachment"] != nil || o["sticker_id"] != nil || o["attachments"] != nil
+            else { throw badOverride(flavor) }
+            return .message(o)
         }
-        if let m = v["message"]?.objectValue { return [.message(m)] }
-        if let o = v.objectValue, o["text"] != nil || o["attachment"] != nil || o["sticker_id"] != nil || o["attachments"] != nil {
-            return [.message(o)]
-        }
-        throw badOverride(flavor)
+        if let a = v.arrayValue, !a.isEmpty { return try a.map(message) }
+        if let m = v["message"] { return [try message(m)] }
+        return [try message(v)]
     }
 
     static func badOverride(_ flavor: Flavor) -> SendError {
