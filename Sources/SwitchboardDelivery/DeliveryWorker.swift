@@ -135,7 +135,11 @@ public final class DeliveryWorker: Service, Sendable {
                     if watchers == 0 || deadline < watchDeadline {
                         watchers += 1
                         watchDeadline = min(watchDeadline, deadline)
-                        let after = generation
+                        // With a poll still owed (the window was too full to read), the news it
+                        // owes is already noted: wait for what comes after now, not after the
+                        // last poll, which would wake at once, again and again, until a slot
+                        // frees (up to the helpdesk's timeout).
+                        let after = needPoll ? signal.generation : generation
                         group.addTask { [signal] in
                             if deadline == .max {
                                 await signal.wait(after: after)
@@ -146,6 +150,7 @@ public final class DeliveryWorker: Service, Sendable {
                         }
                     }
                 }
+                turnCount.add(1, ordering: .relaxed)
                 guard let step = await group.next() else { break }
                 switch step {
                 case .attempted(let item, let outcome):
@@ -177,6 +182,11 @@ public final class DeliveryWorker: Service, Sendable {
             signal.notify()
         }
     }
+
+    /// Turns of the worker's loop (one per step it waits for): lets tests see that an idle or
+    /// saturated worker sleeps.
+    let turnCount = Atomic<Int>(0)
+    var turns: Int { turnCount.load(ordering: .relaxed) }
 
     // Metric handles, made once: the metrics backend looks each one up under a lock.
     private let outCounters = Mutex<[String: Counter]>([:])

@@ -4,6 +4,7 @@ import Testing
 @testable import SwitchboardDelivery
 @testable import SwitchboardRuntime
 @testable import SwitchboardStore
+import Logging
 
 @Suite struct DeliveryTests {
     /// The helpdesk is down while events arrive, then comes back: it receives every event, in
@@ -231,6 +232,49 @@ import Testing
         guard case .success(.committed) = results.first else { Issue.record("not committed: \(results)"); return }
         try await eventually(timeout: 15, "the quiet event") { helpdesk.events.count == 2 }
         #expect(helpdesk.events.last?.data?["text_fallback"]?.stringValue == "quiet")
+    }
+
+    /// A sink whose every answer takes `delay`.
+    struct SlowSink: EventSink {
+        let name = "slow"
+        let delay: Duration
+        func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
+            try? await Task.sleep(for: delay)
+            return .delivered(status: 204)
+        }
+    }
+
+    /// With every slot taken by slow answers, news of another event must not make the worker
+    /// spin: it notes the news and sleeps until a slot frees.
+    @Test func aFullWindowSleepsThroughNews() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let signal = ChangeSignal()
+        let worker = DeliveryWorker(sink: SlowSink(delay: .seconds(3)), store: store, signal: signal, maxInFlight: 2,
+                                    logger: Logger(label: "test"))
+        let ctx = EventContext(source: "urn:switchboard:test", sinks: [SinkSubscription(name: "slow", patterns: ["*"])])
+        let channel = ChannelRef(type: "recording", id: "rec")
+        func commit(_ text: String, from user: String) async throws {
+            let work = InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
+                                                                         peer: Peer(channelUserID: user), dedupeKey: text))
+            _ = try await store.commitInbound([work], ctx: ctx)
+            signal.notify()
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            // conversation.created + message.received for each of two customers: two in flight.
+            try await commit("a", from: "u1")
+            try await commit("b", from: "u2")
+            try await Task.sleep(for: .milliseconds(300))
+            try await commit("c", from: "u3")
+            try await Task.sleep(for: .milliseconds(200))
+            let before = worker.turns
+            try await Task.sleep(for: .seconds(1))
+            let turns = worker.turns - before
+            #expect(turns < 20, "\(turns) loop turns in a second while waiting for slow answers")
+            group.cancelAll()
+        }
     }
 
     @Test func eventFiltersSelectWhatEachSinkGets() async throws {
