@@ -186,7 +186,7 @@ public enum ConfigLoader {
                 let r = h["retry"]
                 r.rejectUnknownKeys(["schedule", "jitter"])
                 let delays = r.stringList("schedule", default: []).compactMap { s -> Double? in
-                    guard let d = ConfigNode.parseDuration(s) else { r["schedule"].problem("bad duration \(s)"); return nil }
+                    guard let d = ConfigNode.parseDuration(s) else { r["schedule"].problem("bad duration \(s) (expected e.g. 30s, 5m, not negative)"); return nil }
                     return d
                 }
                 if !delays.isEmpty { retry.delays = delays }
@@ -246,7 +246,7 @@ public enum ConfigLoader {
         outbound["retry"].rejectUnknownKeys(["schedule", "jitter"])
         var sendRetry = RetrySchedule.outbound
         let sched = outbound["retry"].stringList("schedule", default: []).compactMap { s -> Double? in
-            guard let d = ConfigNode.parseDuration(s) else { outbound["retry"]["schedule"].problem("bad duration \(s)"); return nil }
+            guard let d = ConfigNode.parseDuration(s) else { outbound["retry"]["schedule"].problem("bad duration \(s) (expected e.g. 30s, 5m, not negative)"); return nil }
             return d
         }
         if !sched.isEmpty { sendRetry.delays = sched }

@@ -46,8 +46,26 @@ public struct ConfigNode: Sendable {
             let any = try Yams.load(yaml: yaml)
             return ConfigNode(value: any.map(Self.json) ?? .object([:]), path: "", diagnostics: diagnostics, environment: environment)
         } catch {
-            diagnostics.add("", "not valid YAML or JSON: \(error)")
+            diagnostics.add("", "not valid YAML or JSON: \(Self.describe(error))")
             return ConfigNode(value: .object([:]), path: "", diagnostics: diagnostics, environment: environment)
+        }
+    }
+
+    /// A YAML error on one line, by position only. Yams' own description quotes the offending
+    /// line of the file, which may hold a secret, and spans several lines.
+    static func describe(_ error: any Error) -> String {
+        func at(_ m: Mark) -> String { "line \(m.line), column \(m.column)" }
+        func context(_ c: YamlError.Context?) -> String { c.map { " (\($0.text) at \(at($0.mark)))" } ?? "" }
+        guard let e = error as? YamlError else { return "cannot parse it" }
+        switch e {
+        case .scanner(let c, let problem, let mark, _), .parser(let c, let problem, let mark, _), .composer(let c, let problem, let mark, _):
+            return "\(problem) at \(at(mark))\(context(c))"
+        case .reader(let problem, let offset, _, _):
+            return "\(problem)\(offset.map { " at byte \($0)" } ?? "")"
+        case .duplicatedKeysInMapping(let duplicates, let c):
+            return "duplicate key \(duplicates.sorted().joined(separator: ", ")) at \(at(c.mark))"
+        default:
+            return String(describing: e).split(whereSeparator: \.isNewline).first.map(String.init) ?? "cannot parse it"
         }
     }
 
@@ -156,18 +174,23 @@ public struct ConfigNode: Sendable {
     public func seconds(_ key: String, default def: Double) -> Double {
         let c = child(key)
         guard let v = c.value, v != .null else { return def }
-        if let d = v.doubleValue { return d }
+        if let d = v.doubleValue, d >= 0, d.isFinite { return d }
         if let s = v.stringValue, let d = Self.parseDuration(expand(s, at: c.path)) { return d }
-        c.problem("expected a duration such as 30s, 5m or 2h")
+        c.problem("expected a duration such as 30s, 5m or 2h (not negative)")
         return def
     }
 
+    /// Seconds from `30s`, `500ms`, `5m`, `2h`, `3d` or a plain number; nil for anything else,
+    /// including negative and non-finite values (a negative retry delay would trap later).
     static func parseDuration(_ s: String) -> Double? {
         let t = s.trimmingCharacters(in: .whitespaces).lowercased()
-        for (u, m) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0)] where t.hasSuffix(u) {
-            return Double(t.dropLast(u.count)).map { $0 * m }
+        var value = Double(t)
+        for (u, m) in [("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0), ("d", 86400.0)] where value == nil && t.hasSuffix(u) {
+            value = Double(t.dropLast(u.count)).map { $0 * m }
+            break
         }
-        return Double(t)
+        guard let value, value >= 0, value.isFinite else { return nil }
+        return value
     }
 
     public func stringList(_ key: String, default def: [String]) -> [String] {
@@ -215,7 +238,9 @@ public struct ConfigNode: Sendable {
         guard let p = string(key) else { return nil }
         let resolved = resolvePath(p, credential: true)
         do {
-            let s = try Credentials.readSecret(path: resolved, environment: [:])
+            // The credentials directory lets a missing credential's problem name the
+            // `LoadCredential=` line to add.
+            let s = try Credentials.readSecret(path: resolved, environment: environment.credentialsDirectory.map { ["CREDENTIALS_DIRECTORY": $0] } ?? [:])
             if s.isEmpty { child(key).problem("secret file \(resolved) is empty") }
             return s
         } catch {

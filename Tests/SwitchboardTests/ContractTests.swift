@@ -439,6 +439,37 @@ struct ContractTests {
         }
     }
 
+    /// Problems that used to slip through: a YAML syntax error quoted the offending line (a
+    /// secret, here) over several lines; negative durations passed and trapped at the first
+    /// retry; a missing systemd credential lacked its `LoadCredential=` hint.
+    @Test("YAML syntax errors are one line without the file's text; negative durations and missing credentials are named")
+    func subtleProblems() async throws {
+        let env = ConfigEnvironment(variables: [:], baseDirectory: FileManager.default.temporaryDirectory.path)
+        func problems(_ text: String, env: ConfigEnvironment) -> [String] {
+            switch Daemon.validate(text: text, registry: Self.registry(), environment: env, logger: Self.logger) {
+            case .success: return []
+            case .failure(let p): return p.problems
+            }
+        }
+        let syntax = problems("api: { tokens: [ { name: a, token: Sup3rSecret-0123456789: x } ] }\n", env: env)
+        #expect(syntax.count == 1 && syntax.allSatisfy { !$0.contains("\n") && !$0.contains("Sup3rSecret") && $0.contains("line 1") },
+                "\(syntax)")
+
+        let negative = problems("""
+            helpdesks: [ { name: d, url: "http://127.0.0.1:1/x", secret: "\(testSecret)", timeout: -3s, retry: { schedule: ["1s", "-5s"] } } ]
+            outbound: { retry: { schedule: ["-1m"] } }
+            """, env: env)
+        for path in ["helpdesks[0].timeout", "helpdesks[0].retry.schedule", "outbound.retry.schedule"] {
+            #expect(negative.contains { $0.hasPrefix(path + ": ") }, "no problem for \(path): \(negative)")
+        }
+
+        let creds = TempDir()
+        defer { creds.remove() }
+        let withCreds = ConfigEnvironment(variables: ["CREDENTIALS_DIRECTORY": creds.path], baseDirectory: creds.path)
+        let missing = problems("api: { tokens: [ { name: a, token_file: missing-token } ] }\n", env: withCreds)
+        #expect(missing.contains { $0.hasPrefix("api.tokens[0].token_file: ") && $0.contains("LoadCredential=missing-token:") }, "\(missing)")
+    }
+
     static var binary: URL { root.appendingPathComponent(".build/debug/switchboard") }
 
     @Test("switchboard check-config exits 78 with the problem lines for a broken config")
