@@ -149,7 +149,8 @@ extension Store {
     }
 
     /// Claims due sends for one channel: the oldest unsent message of each conversation only,
-    /// so replies go out in the order the helpdesk wrote them. Per channel: a relayed email
+    /// so replies go out in the order the helpdesk wrote them. Two replies queued in the same
+    /// millisecond are ordered by message id (ULIDs, monotonic within the process). Per channel: a relayed email
     /// follow-up waiting for a down SMTP server doesn't hold up the web chat's own replies.
     public func claimSends(channelID: String, limit: Int, leaseMS: Int64, now: Int64 = Store.nowMS()) async throws -> [SendJob] {
         try await pool.write { db in
@@ -161,8 +162,9 @@ extension Store {
                 JOIN identities i ON i.id = c.identity_id
                 WHERE q.channel_id = ?1 AND q.state = 'pending' AND q.next_attempt_at <= ?2 AND q.lease_until <= ?2
                   AND NOT EXISTS (SELECT 1 FROM send_queue p WHERE p.conversation_id = q.conversation_id AND p.state = 'pending'
-                                  AND p.channel_id = q.channel_id AND p.created_at < q.created_at)
-                ORDER BY q.created_at LIMIT ?3
+                                  AND p.channel_id = q.channel_id
+                                  AND (p.created_at < q.created_at OR (p.created_at = q.created_at AND p.message_id < q.message_id)))
+                ORDER BY q.created_at, q.message_id LIMIT ?3
                 """, arguments: [channelID, now, limit])
             var jobs: [SendJob] = []
             for r in rows {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
+@testable import SwitchboardStore
 
 @Suite struct OutboundTests {
     static func conversation(_ d: TestDaemon, _ channel: String, user: String = "u1") async throws -> String {
@@ -91,6 +92,33 @@ import Testing
             let adapter = TestRegistry.adapter(channel)
             try await eventually { adapter.sent.count == 10 }
             #expect(adapter.sent.map(\.rendered.textFallback) == (0..<10).map { "r\($0)" })
+        }
+    }
+
+    /// Two replies queued in the same millisecond (concurrent requests): one is claimed, the
+    /// first written, and while it waits for a retry the second stays behind it.
+    @Test func repliesQueuedInOneMillisecondKeepTheirOrder() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let conv = try #require(try await d.runtime.store.conversation(try await Self.conversation(d, channel)))
+            let store = d.runtime.store
+            // A channel id no send worker serves, so only this test claims.
+            var parked = conv
+            parked.channel = ChannelRef(type: "recording", id: uniqueID("idle"))
+            let now = Store.nowMS() + 60_000
+            var ids: [String] = []
+            for text in ["first", "second"] {
+                let rendered = try Renderer.render(parts: [.text(text)], fallbackText: nil, capabilities: .init(), channelType: "recording")
+                let accepted = try await store.enqueueOutbound(OutboundRequest(conversation: parked, parts: [.text(text)], rendered: rendered, metadata: nil,
+                                                                               replyTo: nil, sender: nil, idempotency: nil), now: now)
+                ids.append(accepted.id)
+            }
+            let claimed = try await store.claimSends(channelID: parked.channel.id, limit: 16, leaseMS: 1000, now: now)
+            #expect(claimed.map(\.message.id) == [ids[0]])
+            try await store.retrySend(try #require(claimed.first), nextAttemptAt: now + 5000,
+                                      error: SendError(code: "channel_error", message: "try later", retryable: true))
+            #expect(try await store.claimSends(channelID: parked.channel.id, limit: 16, leaseMS: 1000, now: now).isEmpty,
+                    "the second reply waits behind the first")
         }
     }
 
