@@ -112,14 +112,26 @@ extension Store {
     }
 
     /// Creates (or finds) the conversation for a proactive start (`POST /v1/conversations`).
+    /// The name given there is for a new customer: one the channel already knows by name keeps
+    /// it. Anything the address adds to a known identity (a profile key) is announced with
+    /// `identity.updated`, as an inbound change would be.
     public func openConversation(channel: ChannelRef, peer: Peer, thread: String, ctx: EventContext) async throws -> (Conversation, Bool) {
         try await pool.write { db in
             let now = Store.nowMS()
-            let (identity, _) = try Self.upsertIdentity(db, channel: channel, peer: peer, now: now)
+            var peer = peer
+            if let known = try String.fetchOne(db, sql: "SELECT display_name FROM identities WHERE channel_id = ? AND channel_user_id = ?",
+                                               arguments: [channel.id, peer.channelUserID]), !known.isEmpty {
+                peer.displayName = nil
+            }
+            let (identity, changed) = try Self.upsertIdentity(db, channel: channel, peer: peer, now: now)
             let (conv, created) = try Self.findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: thread, now: now)
             if created {
                 try Self.appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conv.id, channel: channel,
                                      dataJSON: JSON.encode(conv), now: now)
+            }
+            if changed {
+                try Self.appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conv.id, channel: channel,
+                                     dataJSON: JSON.encode(identity), now: now)
             }
             return (conv, created)
         }

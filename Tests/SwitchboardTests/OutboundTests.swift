@@ -186,4 +186,26 @@ import Testing
             #expect(unknown.status == 404)
         }
     }
+
+    /// `display_name` names a new customer; one the channel already knows by name keeps it. A
+    /// known customer without a name gets it, and the helpdesk hears of it (`identity.updated`).
+    @Test func proactiveStartsDoNotRenameKnownCustomers() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            _ = try await d.context(channel).customerSays("hi", from: "jane-1", name: "Jane")
+            _ = try await d.context(channel).customerSays("hello", from: "anon-2")
+            func open(_ address: String, _ name: String) async throws -> Identity {
+                let r = try await d.api("POST", "/v1/conversations", json: #"{"channel_id":"\#(channel)","address":"\#(address)","display_name":"\#(name)"}"#)
+                #expect(r.status == 200 || r.status == 201, "\(String(decoding: r.body, as: UTF8.self))")
+                let id = try #require(r.json?["conversation"]?["id"]?.stringValue)
+                let conv = try #require(try await d.runtime.store.conversation(id))
+                return try #require(try await d.runtime.store.identity(conv.identityID))
+            }
+            #expect(try await open("jane-1", "Max").displayName == "Jane")
+            #expect(try await open("anon-2", "Lee").displayName == "Lee")
+            let updates = try await d.api("GET", "/v1/events?after=&types=identity.updated")
+            let lines = String(decoding: updates.body, as: UTF8.self)
+            #expect(lines.contains("\"Lee\"") && !lines.contains("\"Max\""), "\(lines)")
+        }
+    }
 }
