@@ -126,7 +126,7 @@ public final class Runtime: Sendable {
         var log = logger
         log[metadataKey: "sink"] = "\(h.name)"
         let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, schedule: h.retry, maxInFlight: h.maxInFlight, logger: log)
-        supervisor.start(.init(id: "sink:\(h.name)") { try await worker.run() })
+        supervisor.start(.init(id: "sink:\(h.name)", drains: true) { try await worker.run() })
     }
 
     func startChannel(_ adapter: any ChannelAdapter) {
@@ -143,7 +143,7 @@ public final class Runtime: Sendable {
         supervisor.start(.init(id: "channel:\(channel.id)") { try await adapter.run(context: context) })
         let worker = SendWorker(adapter: adapter, context: context, store: store, outboundSignal: outboundSignal, eventSignal: eventSignal,
                                 schedule: config.sendRetry, pipeline: pipeline, hub: hub)
-        supervisor.start(.init(id: "send:\(channel.id)") { try await worker.run() })
+        supervisor.start(.init(id: "send:\(channel.id)", drains: true) { try await worker.run() })
     }
 
     /// A one-line summary for systemd's STATUS=.

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Metrics
+import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardDelivery
 import SwitchboardStore
@@ -18,20 +19,27 @@ struct SendWorker: Sendable {
     let pipeline: IngestPipeline
     let hub: ChannelHub
 
+    /// On graceful shutdown the sends under way finish and their outcomes are recorded before
+    /// `run` returns, so an answered send is never sent again after the restart; nothing new is
+    /// claimed.
     func run() async throws {
         let channelID = adapter.channel.id
-        while !Task.isCancelled {
-            let generation = outboundSignal.generation
-            let jobs = try await store.claimSends(channelID: channelID, limit: 16, leaseMS: 120_000)
-            if jobs.isEmpty {
-                let due = try await store.nextSendDue(channelID: channelID)
-                let wait = due.map { max(10, min($0 - Store.nowMS(), 5000)) } ?? 5000
-                await outboundSignal.wait(after: generation, timeout: .milliseconds(wait))
-                continue
+        try await withGracefulShutdownHandler {
+            while !Task.isCancelled && !Task.isShuttingDownGracefully {
+                let generation = outboundSignal.generation
+                let jobs = try await store.claimSends(channelID: channelID, limit: 16, leaseMS: 120_000)
+                if jobs.isEmpty {
+                    let due = try await store.nextSendDue(channelID: channelID)
+                    let wait = due.map { max(10, min($0 - Store.nowMS(), 5000)) } ?? 5000
+                    await outboundSignal.wait(after: generation, timeout: .milliseconds(wait))
+                    continue
+                }
+                await withTaskGroup(of: Void.self) { group in
+                    for job in jobs { group.addTask { await self.send(job) } }
+                }
             }
-            await withTaskGroup(of: Void.self) { group in
-                for job in jobs { group.addTask { await self.send(job) } }
-            }
+        } onGracefulShutdown: {
+            outboundSignal.notify()
         }
     }
 

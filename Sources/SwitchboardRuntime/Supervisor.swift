@@ -5,16 +5,35 @@ import Synchronization
 
 /// A one-shot stop request for one supervised task.
 final class StopLatch: Sendable {
-    private let state = Mutex<(fired: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    private struct State {
+        var fired = false
+        var nextID = 0
+        var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
+    }
+    private let state = Mutex(State())
     func fire() {
-        let w = state.withLock { s -> [CheckedContinuation<Void, Never>] in s.fired = true; defer { s.waiters = [] }; return s.waiters }
+        let w = state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.fired = true
+            defer { s.waiters = [:] }
+            return Array(s.waiters.values)
+        }
         for c in w { c.resume() }
     }
     var fired: Bool { state.withLock { $0.fired } }
+    /// Returns when the latch fires or the waiting task is cancelled (its unit ended by itself).
     func wait() async {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let now = state.withLock { s -> Bool in if s.fired { return true }; s.waiters.append(c); return false }
-            if now { c.resume() }
+        let id = state.withLock { s -> Int in s.nextID += 1; return s.nextID }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.withLock { s -> Bool in
+                    if s.fired || Task.isCancelled { return true }
+                    s.waiters[id] = c
+                    return false
+                }
+                if now { c.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiters.removeValue(forKey: id) }?.resume()
         }
     }
 }
@@ -25,14 +44,20 @@ final class StopLatch: Sendable {
 public final class Supervisor: Service, Sendable {
     public struct Unit: Sendable {
         public var id: String
+        /// The body finishes its work under way and returns when the daemon shuts down
+        /// gracefully (send and delivery workers: an answered send or delivery must be
+        /// recorded, or it goes out again after the restart). Other units are cancelled at once.
+        public var drains: Bool
         public var body: @Sendable () async throws -> Void
-        public init(id: String, body: @escaping @Sendable () async throws -> Void) { self.id = id; self.body = body }
+        public init(id: String, drains: Bool = false, body: @escaping @Sendable () async throws -> Void) {
+            self.id = id; self.drains = drains; self.body = body
+        }
     }
     enum Command: Sendable { case start(Unit), stop(String) }
 
     private let commands: AsyncStream<Command>
     private let continuation: AsyncStream<Command>.Continuation
-    private let latches = Mutex<[String: StopLatch]>([:])
+    private let latches = Mutex<[String: (latch: StopLatch, drains: Bool)]>([:])
     let logger: Logger
 
     public init(logger: Logger) {
@@ -50,15 +75,18 @@ public final class Supervisor: Service, Sendable {
                 switch command {
                 case .start(let unit):
                     let latch = StopLatch()
-                    let previous = latches.withLock { l -> StopLatch? in defer { l[unit.id] = latch }; return l[unit.id] }
+                    let previous = latches.withLock { l -> StopLatch? in defer { l[unit.id] = (latch, unit.drains) }; return l[unit.id]?.latch }
                     previous?.fire()
                     group.addTask { await self.supervise(unit, latch: latch) }
                 case .stop(let id):
-                    latches.withLock { $0.removeValue(forKey: id) }?.fire()
+                    latches.withLock { $0.removeValue(forKey: id) }?.latch.fire()
                 }
             }
-            // Shutting down: stop every child and let the group wait for them.
-            for l in latches.withLock({ l -> [StopLatch] in defer { l = [:] }; return Array(l.values) }) { l.fire() }
+            // Shutting down: stop the other children now; draining ones see the graceful
+            // shutdown themselves and return when their work under way is recorded (or are
+            // cancelled with everything else when server.shutdown_grace runs out). The group
+            // waits for all of them.
+            for l in latches.withLock({ l -> [StopLatch] in defer { l = [:] }; return l.values.filter { !$0.drains }.map(\.latch) }) { l.fire() }
         }
     }
 
@@ -76,6 +104,8 @@ public final class Supervisor: Service, Sendable {
                 return first
             }
             if latch.fired { break }
+            // A draining unit returns when the daemon shuts down: that is not a failure.
+            if unit.drains && Task.isShuttingDownGracefully { break }
             if ContinuousClock.now - started > .seconds(60) { failures = 0 }
             failures += 1
             let delay = min(60.0, 0.5 * pow(2.0, Double(min(failures, 8)))) * Double.random(in: 0.8...1.2)

@@ -369,12 +369,16 @@ struct ContractTests {
 
     // MARK: - (d) Config/demo.yaml
 
-    @Test("Config/demo.yaml passes Daemon.validate without any environment")
+    @Test("Config/demo.yaml passes Daemon.validate without any environment, and keeps its files in ./.switchboard/ as documented")
     func demoConfigValidates() async throws {
-        let env = ConfigEnvironment(variables: [:], baseDirectory: Self.root.path)
+        // As `switchboard serve --config Config/demo.yaml` reads it: relative to Config/.
+        let env = ConfigEnvironment(variables: [:], baseDirectory: Self.root.appendingPathComponent("Config").path)
         let result = Daemon.validate(text: try Self.text("Config/demo.yaml"), registry: Self.registry(), environment: env, logger: Self.logger)
         switch result {
         case .success(let (config, adapters)):
+            let dotDir = Self.root.appendingPathComponent(".switchboard").standardizedFileURL.path
+            #expect(config.apiSocket.map { URL(fileURLWithPath: $0).standardizedFileURL.path } == dotDir + "/api.sock")
+            #expect(URL(fileURLWithPath: config.storagePath).standardizedFileURL.path == dotDir + "/switchboard.sqlite")
             #expect(config.channels.count == 2)
             #expect(adapters["demo"] != nil)
             #expect(adapters["site"] != nil)

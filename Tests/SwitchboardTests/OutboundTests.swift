@@ -187,6 +187,31 @@ import Testing
         }
     }
 
+    /// A graceful stop lets a send under way finish and records it: the restarted daemon does
+    /// not send it again. (The supervisor used to cancel send workers at once: the answered
+    /// send went unrecorded and out a second time after the restart.)
+    @Test func aSendUnderWayAtShutdownIsRecordedNotRepeated() async throws {
+        let channel = uniqueID("rec")
+        let config = "channels: [ { id: \(channel), type: recording } ]"
+        let d = try await TestDaemon.start(config)
+        let conv = try await Self.conversation(d, channel)
+        let adapter = TestRegistry.adapter(channel)
+        adapter.setBehaviour(.slow(.milliseconds(700)))
+        let r = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"on its way"}]}"#)
+        let id = try #require(r.json?["id"]?.stringValue)
+        try await eventually { adapter.attempts == 1 }
+        await d.stop(keepFiles: true)
+        #expect(adapter.sent.count == 1, "the send under way finished")
+
+        let again = try await TestDaemon.start(config, dir: d.dir)
+        defer { Task { await again.stop() } }
+        let statuses = try await again.api("GET", "/v1/events?after=&types=message.status")
+        #expect(String(decoding: statuses.body, as: UTF8.self).contains(#""status":"sent""#), "the send was recorded before the stop")
+        try await Task.sleep(for: .milliseconds(800))
+        #expect(TestRegistry.adapter(channel).sent.isEmpty, "sent again after the restart")
+        _ = id
+    }
+
     /// `display_name` names a new customer; one the channel already knows by name keeps it. A
     /// known customer without a name gets it, and the helpdesk hears of it (`identity.updated`).
     @Test func proactiveStartsDoNotRenameKnownCustomers() async throws {

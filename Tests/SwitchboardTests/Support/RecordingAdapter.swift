@@ -9,7 +9,7 @@ import WebhookAdapter
 final class RecordingAdapter: ChannelAdapter {
     let channel: ChannelRef
     let capabilities: ChannelCapabilities
-    enum Behaviour: Sendable { case succeed, failRetryable(times: Int), failPermanent, rejectWindow }
+    enum Behaviour: Sendable { case succeed, failRetryable(times: Int), failPermanent, rejectWindow, slow(Duration) }
     private let state = Mutex<(sent: [OutboundMessage], attempts: Int, behaviour: Behaviour, activities: [ActivityKind])>(([], 0, .succeed, []))
 
     init(channel: ChannelRef, capabilities: ChannelCapabilities) { self.channel = channel; self.capabilities = capabilities }
@@ -26,6 +26,12 @@ final class RecordingAdapter: ChannelAdapter {
     }
 
     func send(_ message: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
+        if case .slow(let d) = state.withLock({ $0.behaviour }) {
+            state.withLock { $0.attempts += 1 }
+            try await Task.sleep(for: d)
+            state.withLock { $0.sent.append(message) }
+            return SendResult(externalIDs: ["ext-\(message.message.id)"])
+        }
         let outcome: Result<Void, SendError> = state.withLock { s in
             s.attempts += 1
             switch s.behaviour {
