@@ -309,17 +309,21 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         let body = Array(#"""
             {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"smb_message_echoes","value":{
               "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
-              "message_echoes":[{"from":"15550783881","to":"16505551234","id":"wamid.ECHO1","timestamp":"1739321024","type":"text","text":{"body":"Sent from the app"}}]}}]},
+              "message_echoes":[{"from":"15550783881","to":"16505551234","id":"wamid.ECHO1","timestamp":"1739321024","type":"text","text":{"body":"Sent from the app"}},
+                                {"from":"15550783881","to":"16505551234","id":"wamid.ECHO2","timestamp":"1739321025","type":"reaction","reaction":{"message_id":"wamid.IN9","emoji":"👍"}}]}}]},
              {"id":"102290129340398","changes":[{"field":"user_preferences","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"106540352242922"},
               "user_preferences":[{"wa_id":"16505551234","category":"marketing_messages","value":"stop","timestamp":1739321024}]}}]}]}
             """#.utf8)
         var notes: [String] = []
         let items = WhatsAppChannelAdapter.translate(try JSONValue.parse(Data(body)), rawBody: body, phoneNumberID: WAFixture.phoneID, note: { notes.append($0) })
-        #expect(items.count == 1)
+        #expect(items.count == 2)
         let item = try #require(items.first)
         guard case .message(let m) = item.event.kind else { Issue.record("echo"); return }
         #expect(m.origin == .echo && m.externalID == "wamid.ECHO1" && m.parts == [.text("Sent from the app")])
         #expect(item.event.peer.channelUserID == "16505551234" && item.customerMessageAt == nil)
+        // A reaction the business sent from the app is an echo too, not the customer's reaction.
+        guard case .message(let r) = items[1].event.kind else { Issue.record("reaction echo: \(items[1].event.kind)"); return }
+        #expect(r.origin == .echo && r.parts == [.reaction(Open(ReactionFields(emoji: "👍", action: "add", targetExternalID: "wamid.IN9")))])
         #expect(notes == ["webhook field user_preferences is not handled by this adapter"], "logged, not silently dropped")
     }
 

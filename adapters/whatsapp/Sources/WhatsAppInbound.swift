@@ -180,6 +180,13 @@ extension WhatsAppChannelAdapter {
             // A quick-reply button of a template we sent (not `interactive`).
             let b = m["button"]
             parts = [.interaction(Open(InteractionFields(kind: .quickReply, payload: b?["payload"]?.stringValue, title: b?["text"]?.stringValue)))]
+        case "reaction" where echo:
+            // The business reacted from the WhatsApp Business app (coexistence): an echo whose
+            // part is the reaction, not the customer's `message.reaction`.
+            let r = m["reaction"]
+            let emoji = r?["emoji"]?.stringValue ?? ""
+            parts = [.reaction(Open(ReactionFields(emoji: emoji, action: emoji.isEmpty ? "remove" : "add",
+                                                   targetExternalID: r?["message_id"]?.stringValue)))]
         case "reaction":
             let r = m["reaction"]
             let emoji = r?["emoji"]?.stringValue ?? ""
