@@ -175,14 +175,32 @@ public final class Daemon: Sendable {
             _ = notifier.ready(status: "reload failed (\(p.problems.count) problems); running the previous configuration")
         case .success(let (config, adapters)):
             let old = runtime.config
-            if old.listen != config.listen || old.apiListen != config.apiListen || old.apiSocket != config.apiSocket
-                || old.storagePath != config.storagePath || old.mediaPath != config.mediaPath {
-                logger.warning("listener, storage or media path changes take effect after a restart")
+            let restartOnly = Self.restartOnlyChanges(old, config)
+            if !restartOnly.isEmpty {
+                logger.warning("changes that take effect only after a restart", metadata: ["keys": "\(restartOnly.joined(separator: ", "))"])
             }
             runtime.apply(config, adapters: adapters)
             logger.info("configuration reloaded", metadata: ["channels": "\(config.channels.count)", "helpdesks": "\(config.helpdesks.count)"])
             _ = notifier.ready(status: await runtime.statusLine())
         }
+    }
+}
+
+extension Daemon {
+    /// Keys a reload cannot apply: listeners and the store are opened once, logging is set up
+    /// once. Named in the reload's log line so nobody waits for a change that needs a restart.
+    static func restartOnlyChanges(_ old: SwitchboardConfig, _ new: SwitchboardConfig) -> [String] {
+        var keys: [String] = []
+        if old.listen != new.listen { keys.append("server.listen") }
+        if old.shutdownGraceSeconds != new.shutdownGraceSeconds { keys.append("server.shutdown_grace") }
+        if old.apiListen != new.apiListen { keys.append("api.listen") }
+        if old.apiSocket != new.apiSocket || old.apiSocketMode != new.apiSocketMode { keys.append("api.socket") }
+        if old.storagePath != new.storagePath { keys.append("storage.path") }
+        if old.durability != new.durability { keys.append("storage.durability") }
+        if old.mediaPath != new.mediaPath { keys.append("media.path") }
+        if old.mediaMaxBytes != new.mediaMaxBytes { keys.append("media.max_bytes") }
+        if old.logLevel != new.logLevel { keys.append("logging.level") }
+        return keys
     }
 }
 

@@ -94,7 +94,7 @@ public final class Runtime: Sendable {
         sinkNames.withLock { $0 = wanted }
 
         // Channels.
-        let newFingerprints = Dictionary(uniqueKeysWithValues: config.channels.map { ($0.id, Self.fingerprint($0)) })
+        let newFingerprints = Dictionary(uniqueKeysWithValues: config.channels.map { ($0.id, Self.fingerprint($0, in: config)) })
         let old = channelConfigs.withLock { $0 }
         for id in old.keys where newFingerprints[id] == nil {
             supervisor.stop("channel:\(id)")
@@ -108,7 +108,30 @@ public final class Runtime: Sendable {
         channelConfigs.withLock { $0 = newFingerprints }
     }
 
-    static func fingerprint(_ c: ChannelConfig) -> String { JSON.string(c.node.value) }
+    /// What a running channel was built from: its own mapping, the contents of the secret files
+    /// it names (a rotated token behind the same `*_file` path must restart it), and the
+    /// settings its context and send worker take from elsewhere (`server.public_url`,
+    /// `outbound.retry`). A reload restarts the channel when any of it changed.
+    static func fingerprint(_ c: ChannelConfig, in config: SwitchboardConfig) -> String {
+        var files = Hasher()
+        func walk(_ v: JSONValue?, _ node: ConfigNode) {
+            switch v {
+            case .object(let o)?:
+                for k in o.keys.sorted() {
+                    if k.hasSuffix("_file"), let path = o[k]?.stringValue {
+                        files.combine(k)
+                        files.combine(FileManager.default.contents(atPath: node.resolvePath(path, credential: true)))
+                    } else {
+                        walk(o[k], node)
+                    }
+                }
+            case .array(let a)?: for e in a { walk(e, node) }
+            default: break
+            }
+        }
+        walk(c.node.value, c.node)
+        return [JSON.string(c.node.value), config.publicURL, "\(config.sendRetry)", String(files.finalize())].joined(separator: "\n")
+    }
 
     static func same(_ a: HelpdeskConfig, _ b: HelpdeskConfig) -> Bool {
         a.kind == b.kind && a.secret == b.secret && a.events == b.events && a.timeout == b.timeout && a.maxInFlight == b.maxInFlight
