@@ -25,6 +25,23 @@ public struct EventType: OpenStringEnum {
     /// The CloudEvents `type` attribute.
     public var cloudEventType: String { "switchboard." + rawValue }
 
+    /// The families of the built-in types (`message`, `conversation`, …). Adapters add types
+    /// of their own within them (`conversation.referred`, `conversation.handover`).
+    public static let families: Set<String> = Set(all.map { String($0.rawValue.prefix { $0 != "." }) })
+
+    /// Whether `pattern` can match anything: `*`, a known family (`message.*`), or a type in a
+    /// known family (`message.status`, or an adapter's `conversation.referred`). A typo such as
+    /// `mesage.*` cannot, and is better refused than silently matching nothing.
+    public static func isValidPattern(_ pattern: String) -> Bool {
+        if pattern == "*" { return true }
+        guard let dot = pattern.firstIndex(of: ".") else { return false }
+        let family = String(pattern[..<dot]), name = pattern[pattern.index(after: dot)...]
+        guard families.contains(family) else { return false }
+        if name == "*" { return true }
+        return !name.isEmpty && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_" || $0 == ".") }
+            && !name.hasPrefix(".") && !name.hasSuffix(".")
+    }
+
     /// Matches a sink's `events:` filter entry: exact (`message.status`), a family
     /// (`message.*`) or everything (`*`).
     public func matches(_ pattern: String) -> Bool {

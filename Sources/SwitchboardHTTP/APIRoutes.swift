@@ -229,8 +229,7 @@ public enum APIRoutes {
         return try q.split(separator: ",").map { raw in
             var t = raw.trimmingCharacters(in: .whitespaces)
             if t.hasPrefix("switchboard.") { t.removeFirst("switchboard.".count) }
-            let family = t.hasSuffix(".*") ? String(t.dropLast(2)) : nil
-            guard t == "*" || family.map({ f in EventType.all.contains { $0.rawValue.hasPrefix(f + ".") } }) ?? EventType.all.contains(EventType(rawValue: t)) else {
+            guard EventType.isValidPattern(t) else {
                 throw APIProblem.invalid("types: unknown event type \(raw) (use *, a family such as message.*, or a type such as message.status)")
             }
             return t

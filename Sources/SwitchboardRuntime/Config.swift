@@ -178,8 +178,8 @@ public enum ConfigLoader {
                 kind = .console
             }
             let events = h.stringList("events", default: ["*"])
-            for (i, e) in events.enumerated() where !(e == "*" || e.hasSuffix(".*") || EventType.all.contains(EventType(rawValue: e))) {
-                diagnostics.add("\(h["events"].path)[\(i)]", "unknown event type \(e)")
+            for (i, e) in events.enumerated() where !EventType.isValidPattern(e) {
+                diagnostics.add("\(h["events"].path)[\(i)]", "unknown event type \(e) (use *, a family such as message.*, or a type such as message.status)")
             }
             var retry = RetrySchedule.standard
             if h["retry"].isPresent {

@@ -124,6 +124,11 @@ import Testing
             #expect(prefixed.json?["events"]?.arrayValue?.count == 1)
             #expect(try await d.api("GET", "/v1/events?types=message*").status == 400)
             #expect(try await d.api("GET", "/v1/events?types=nonsense.thing").status == 400)
+            #expect(try await d.api("GET", "/v1/events?types=mesage.*").status == 400, "a typo'd family")
+            // A type an adapter adds to a known family (Messenger's conversation.referred) can be asked for by name.
+            _ = try await d.context(channel).emit(InboundEvent(.custom("conversation.referred", ["ref": "ad-7"]), peer: Peer(channelUserID: "u1"), dedupeKey: "ref-1"))
+            let referred = try await d.api("GET", "/v1/events?after=&types=conversation.referred")
+            #expect(referred.status == 200 && referred.json?["events"]?.arrayValue?.count == 1, "\(String(decoding: referred.body, as: UTF8.self))")
         }
     }
 
