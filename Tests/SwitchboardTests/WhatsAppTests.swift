@@ -305,6 +305,22 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         #expect(raw["messages"]?.arrayValue?.count == 1 && raw["metadata"]?["phone_number_id"]?.stringValue == WAFixture.phoneID)
     }
 
+    /// WhatsApp's interactive bodies and captions take 1024 characters: a longer text goes out
+    /// whole as text messages, never cut to fit.
+    @Test func longTextsAreNeverCut() {
+        let long = String(repeating: "Lorem ipsum dolor sit amet. ", count: 60)
+        let actions = [Action(ActionFields(type: .reply, title: "Yes", id: "y", payload: "y")), Action(ActionFields(type: .reply, title: "No", id: "n", payload: "n"))]
+        let buttons = WhatsAppChannelAdapter.buttonsMessages(text: long, actions: actions, header: nil)
+        #expect(buttons.count == 2)
+        #expect(buttons.first?["text"]?["body"]?.stringValue == long)
+        #expect(buttons.last?["interactive"]?["body"]?["text"] == "Please choose:")
+        #expect(WhatsAppChannelAdapter.buttonsMessages(text: "Shall we?", actions: actions, header: nil).first?["interactive"]?["body"]?["text"] == "Shall we?")
+        let image: JSONObject = ["type": "image", "image": ["link": "https://cdn.example/p.jpg"]]
+        let captioned = WhatsAppChannelAdapter.captioned(image, type: "image", caption: long)
+        #expect(captioned.count == 2 && captioned[0]["image"]?["caption"] == nil && captioned[1]["text"]?["body"]?.stringValue == long)
+        #expect(WhatsAppChannelAdapter.captioned(image, type: "image", caption: "Our shop").first?["image"]?["caption"] == "Our shop")
+    }
+
     @Test func coexistenceEchoesAreEchoesToTheCustomer() throws {
         let body = Array(#"""
             {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"smb_message_echoes","value":{

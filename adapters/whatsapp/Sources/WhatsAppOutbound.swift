@@ -94,7 +94,7 @@ extension WhatsAppChannelAdapter {
         case .contactCard(let c):
             return [["type": "contacts", "contacts": [Self.contact(c)]]]
         case .buttons(let b):
-            return [Self.buttonsMessage(text: b.text, actions: b.actions, header: nil)]
+            return Self.buttonsMessages(text: b.text, actions: b.actions, header: nil)
         case .list(let l):
             return [Self.listMessage(l)]
         case .card(let c):
@@ -106,7 +106,7 @@ extension WhatsAppChannelAdapter {
         case .quickReplies(let q):
             // Not declared as native; kept for safety: reply buttons.
             let actions = q.options.map { Action(ActionFields(type: .reply, title: $0.title, id: $0.id, payload: $0.payload)) }
-            return [Self.buttonsMessage(text: q.text, actions: Array(actions.prefix(3)), header: nil)]
+            return Self.buttonsMessages(text: q.text, actions: Array(actions.prefix(3)), header: nil)
         case .template(let t):
             return [Self.templateMessage(t)]
         case .reaction(let r):
@@ -163,15 +163,24 @@ extension WhatsAppChannelAdapter {
     }
 
     /// An interactive reply-button message (≤ 3 buttons, titles ≤ 20, body ≤ 1024), with an
-    /// optional header (text or media object).
-    static func buttonsMessage(text: String, actions: [Action], header: JSONValue?) -> JSONObject {
+    /// optional header (text or media object). A longer text goes first as text messages of its
+    /// own, whole, and the buttons follow under a short prompt: nothing the agent wrote is cut.
+    static func buttonsMessages(text: String, actions: [Action], header: JSONValue?) -> [JSONObject] {
+        let (lead, body) = leadAndBody(text)
         let buttons: [JSONValue] = actions.prefix(3).map { a in
             ["type": "reply", "reply": ["id": .string(truncate(a.payload ?? a.id ?? a.title, 256)), "title": .string(truncate(a.title, maxButtonTitle))]]
         }
-        var interactive: JSONObject = ["type": "button", "body": ["text": .string(truncate(text.isEmpty ? "Please choose:" : text, maxBodyText))],
-                                       "action": ["buttons": .array(buttons)]]
+        var interactive: JSONObject = ["type": "button", "body": ["text": .string(body)], "action": ["buttons": .array(buttons)]]
         if let header { interactive["header"] = header }
-        return ["type": "interactive", "interactive": .object(interactive)]
+        return lead + [["type": "interactive", "interactive": .object(interactive)]]
+    }
+
+    /// The body of an interactive message (≤ 1024 characters), and the text messages that go
+    /// before it when the text is longer.
+    static func leadAndBody(_ text: String) -> (lead: [JSONObject], body: String) {
+        if text.isEmpty { return ([], "Please choose:") }
+        if text.count <= maxBodyText { return ([], text) }
+        return (textMessages(text), "Please choose:")
     }
 
     /// An interactive list (≤ 10 rows; button ≤ 20, row title ≤ 24, description ≤ 72, header ≤ 60).
@@ -217,34 +226,31 @@ extension WhatsAppChannelAdapter {
         var lines = [c.title] + [c.subtitle].compactMap { $0 }
         if actions.isEmpty {
             if let h = header, let image = h["image"]?.objectValue {
-                var img = image
-                img["caption"] = .string(Self.truncate(lines.joined(separator: "\n"), Self.maxCaption))
-                return [["type": "image", "image": .object(img)]]
+                return Self.captioned(["type": "image", "image": .object(image)], type: "image", caption: lines.joined(separator: "\n"))
             }
             return Self.textMessages(lines.joined(separator: "\n"))
         }
         if replies.isEmpty && links.count == 1 {
             for a in actions where a.type == .call { lines.append("\(a.title): \(a.phone ?? "")") }
+            let (lead, body) = Self.leadAndBody(lines.joined(separator: "\n"))
             var interactive: JSONObject = [
-                "type": "cta_url", "body": ["text": .string(Self.truncate(lines.joined(separator: "\n"), Self.maxBodyText))],
+                "type": "cta_url", "body": ["text": .string(body)],
                 "action": ["name": "cta_url", "parameters": ["display_text": .string(Self.truncate(links[0].title, Self.maxButtonTitle)),
                                                              "url": .string(links[0].url ?? "")]],
             ]
             if let header { interactive["header"] = .object(header) }
-            return [["type": "interactive", "interactive": .object(interactive)]]
+            return lead + [["type": "interactive", "interactive": .object(interactive)]]
         }
         for a in actions where a.type != .reply && a.type != .postback {
             if let l = a.type == .link ? a.url : a.phone { lines.append("\(a.title): \(l)") }
         }
         if replies.isEmpty {
             if let h = header, let image = h["image"]?.objectValue {
-                var img = image
-                img["caption"] = .string(Self.truncate(lines.joined(separator: "\n"), Self.maxCaption))
-                return [["type": "image", "image": .object(img)]]
+                return Self.captioned(["type": "image", "image": .object(image)], type: "image", caption: lines.joined(separator: "\n"))
             }
             return Self.textMessages(lines.joined(separator: "\n"))
         }
-        return [Self.buttonsMessage(text: lines.joined(separator: "\n"), actions: replies, header: header.map { .object($0) })]
+        return Self.buttonsMessages(text: lines.joined(separator: "\n"), actions: replies, header: header.map { .object($0) })
     }
 
     // MARK: media
@@ -262,17 +268,22 @@ extension WhatsAppChannelAdapter {
         default: type = "document"
         }
         var (object, storedName) = try await mediaObject(mediaID: m.mediaID, url: m.url, context: context)
-        var after: [JSONObject] = []
-        if let caption = m.caption, !caption.isEmpty {
-            if type == "audio" || type == "sticker" {
-                after = Self.textMessages(caption) // WhatsApp allows no caption here
-            } else {
-                object["caption"] = .string(Self.truncate(caption, Self.maxCaption))
-            }
-        }
         if type == "document", let f = m.filename ?? storedName { object["filename"] = .string(f) }
         if m.kind == .voice { object["voice"] = true }
-        return [["type": .string(type), .init(stringLiteral: type): .object(object)]] + after
+        return Self.captioned(["type": .string(type), .init(stringLiteral: type): .object(object)], type: type, caption: m.caption ?? "")
+    }
+
+    /// A media message with its caption: on the media when WhatsApp allows one there and it
+    /// fits (≤ 1024), else as text messages right after it, whole.
+    static func captioned(_ message: JSONObject, type: String, caption: String) -> [JSONObject] {
+        guard !caption.isEmpty else { return [message] }
+        guard type != "audio" && type != "sticker" && caption.count <= maxCaption, var object = message[type]?.objectValue else {
+            return [message] + textMessages(caption)
+        }
+        object["caption"] = .string(caption)
+        var out = message
+        out[type] = .object(object)
+        return [out]
     }
 
     /// `{"id": …}` (uploaded) or `{"link": …}`, and the stored file's name when known.
