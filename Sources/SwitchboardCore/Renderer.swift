@@ -175,6 +175,36 @@ public enum Renderer {
 
         func quickRepliesFit(_ count: Int) -> Bool { caps.maxQuickReplies > 0 && count <= caps.maxQuickReplies }
 
+        /// A card the channel shows as it is: cards at all, few enough actions, each of a kind
+        /// its buttons take (links always: card templates carry URL buttons), titles that fit.
+        func cardFits(_ c: Card) -> Bool {
+            guard caps.cards else { return false }
+            let actions = c.actions ?? []
+            return actions.count <= max(caps.maxButtons, 3) && actions.allSatisfy { a in
+                (caps.buttonActions.contains(a.type) || a.type == .link) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true)
+            }
+        }
+
+        /// Why a card can't go out as it is, for the degradation report.
+        func cardShortfall(_ c: Card) -> (reason: String, detail: String?) {
+            guard caps.cards else { return ("channel_unsupported", nil) }
+            let actions = c.actions ?? []
+            if let bad = actions.first(where: { !caps.buttonActions.contains($0.type) && $0.type != .link }) {
+                return ("channel_unsupported", "\(bad.type.rawValue) actions are not supported on cards")
+            }
+            if actions.count > max(caps.maxButtons, 3) { return ("over_limit", "\(actions.count) actions on one card") }
+            return ("over_limit", "an action title is longer than \(caps.maxButtonTitle ?? 0) characters")
+        }
+
+        /// A card that doesn't fit, as the parts that carry all of it.
+        mutating func degradedCard(_ c: Card, index i: Int) {
+            let actions = c.actions ?? []
+            let to = actions.isEmpty ? "text" : (buttonsFit(actions) ? "buttons" : "numbered_text")
+            let (reason, detail) = cardShortfall(c)
+            degrade(i, "card", to, reason, detail)
+            cardAsParts(c)
+        }
+
         mutating func render(_ part: Part, index i: Int) throws(RenderRejection) {
             switch part {
             case .text(var t):
@@ -246,18 +276,21 @@ public enum Renderer {
                 degrade(i, "quick_replies", "numbered_text", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit")
                 numbered(q.text, q.options.map { ($0.title, $0.payload ?? $0.id ?? $0.title) })
             case .card(let c):
-                let actions = c.actions ?? []
-                if caps.cards && actions.count <= max(caps.maxButtons, 3) { emit(.card(c)); return }
-                let to = actions.isEmpty ? "text" : (buttonsFit(actions) ? "buttons" : "numbered_text")
-                degrade(i, "card", to, caps.cards ? "over_limit" : "channel_unsupported",
-                        caps.cards ? "\(actions.count) actions on one card" : nil)
-                cardAsParts(c)
+                if cardFits(c) { emit(.card(c)); return }
+                degradedCard(c, index: i)
             case .carousel(let car):
-                if caps.cards && caps.maxCarouselCards >= car.cards.count { emit(.carousel(car)); return }
-                degrade(i, "carousel", caps.cards ? "card" : "text", caps.cards ? "over_limit" : "channel_unsupported",
-                        caps.cards ? "\(car.cards.count) cards; the channel allows \(caps.maxCarouselCards)" : nil)
+                let fitting = car.cards.allSatisfy(cardFits)
+                if caps.cards && caps.maxCarouselCards >= car.cards.count && fitting { emit(.carousel(car)); return }
+                if !caps.cards {
+                    degrade(i, "carousel", "text", "channel_unsupported")
+                    for c in car.cards { cardAsParts(c) }
+                    return
+                }
+                // One card at a time; each that doesn't fit either is reported on its own.
+                degrade(i, "carousel", "card", "over_limit", caps.maxCarouselCards >= car.cards.count
+                        ? "a card the channel can't show as it is" : "\(car.cards.count) cards; the channel allows \(caps.maxCarouselCards)")
                 for c in car.cards {
-                    if caps.cards { emit(.card(c)) } else { cardAsParts(c) }
+                    if cardFits(c) { emit(.card(c)) } else { degradedCard(c, index: i) }
                 }
             case .list(let l):
                 let rows = l.sections.flatMap(\.rows)

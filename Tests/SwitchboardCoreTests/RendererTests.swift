@@ -338,3 +338,29 @@ struct MatchReplyTests {
         #expect(JSON.string(part) == #"{"index":2,"kind":"index_reply","payload":"SIZE_M","source_message_id":"msg_01JTB2M0A1B2C3D4E5F6G7H8J9","title":"M","type":"interaction"}"#)
     }
 }
+
+/// Cards are checked action by action, in a carousel too: nothing is dropped without a report.
+@Suite struct CardLimitTests {
+    static let caps = ChannelCapabilities(mediaKinds: [.image], maxButtons: 3, maxButtonTitle: 20, buttonActions: [.reply, .postback, .link],
+                                          maxQuickReplies: 13, cards: true, maxCarouselCards: 10)
+
+    @Test func aCarouselCardWithTooManyActionsIsReported() throws {
+        let four = Card(CardFields(title: "Chair", actions: (1...4).map { Sample.reply("Option \($0)", "O\($0)") }))
+        let fine = Card(CardFields(title: "Table", actions: [Sample.reply("Buy", "BUY")]))
+        let r = try Renderer.render(parts: [.carousel(Open(CarouselFields(cards: [fine, four])))], fallbackText: nil,
+                                    capabilities: Self.caps, channelType: "test")
+        #expect(r.parts.first == .card(fine))
+        #expect(!r.parts.contains(.card(four)), "the 4-action card is not sent as a card the channel would cut")
+        #expect(r.parts.textFallback.contains("Option 4"), "\(r.parts)")
+        #expect(r.degradations.map(\.from) == ["carousel", "card"])
+    }
+
+    @Test func anActionTheChannelHasNoButtonForBecomesText() throws {
+        let call = Card(CardFields(title: "Chair", actions: [Sample.reply("Buy", "BUY"),
+                                                            Action(ActionFields(type: .call, title: "Call us", phone: "+4930123456"))]))
+        let r = try Renderer.render(parts: [.card(call)], fallbackText: nil, capabilities: Self.caps, channelType: "test")
+        #expect(!r.parts.contains(.card(call)))
+        #expect(r.parts.textFallback.contains("+4930123456"), "\(r.parts)")
+        #expect(r.degradations.first?.reason == "channel_unsupported")
+    }
+}
