@@ -60,6 +60,11 @@ extension Runtime {
             throw APIProblem.invalid("metadata must be at most 4 KiB of JSON")
         }
         guard let conversation = try await store.conversation(conversationID) else { throw APIProblem.notFound("conversation \(conversationID)") }
+        // Empty parts only with a native payload for this conversation's channel type: one for
+        // another type is ignored here, which would leave nothing to send.
+        guard !request.parts.isEmpty || request.overrides?[conversation.channel.type] != nil else {
+            throw APIProblem.invalid("parts must not be empty (overrides has no entry for \(conversation.channel.type))")
+        }
         guard let entry = hub.entry(conversation.channel.id) else {
             throw APIProblem(409, "channel_unavailable", "channel \(conversation.channel.id) is not configured")
         }

@@ -156,6 +156,9 @@ import Testing
             let r = try await d.api("POST", "/v1/conversations/\(conv)/messages",
                                     json: #"{"parts":[{"type":"text","text":"plain"}],"overrides":{"recording":{"native":true}}}"#)
             #expect(r.status == 202)
+            // Empty parts need a native payload for this channel's type, not another's.
+            let other = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[],"overrides":{"whatsapp":{"type":"text"}}}"#)
+            #expect(other.status == 400 && other.json?["code"] == "invalid_request", "\(String(decoding: other.body, as: UTF8.self))")
             let adapter = TestRegistry.adapter(channel)
             try await eventually { adapter.sent.count == 1 }
             #expect(adapter.sent[0].rendered.override?["native"] == .bool(true))
