@@ -76,6 +76,12 @@ public struct InboundEvent: Sendable {
     /// proving the link (the email channel's HMAC-tagged address and the recipient's address); an
     /// unknown id falls back to the peer's own conversation.
     public var conversationID: String? = nil
+    /// For a `.status`: our message id, when the platform echoes back what we attached to the
+    /// send (WhatsApp's `biz_opaque_callback_data`). A receipt can arrive before the send that
+    /// produced its external id is recorded (the first part of a message still being sent);
+    /// the runtime then finds the message by this id, on this channel, and learns the
+    /// external id from the receipt.
+    public var ourMessageID: String? = nil
 
     public init(_ kind: Kind, peer: Peer, sender: Peer? = nil, thread: String = "*", dedupeKey: String? = nil,
                 occurredAt: Timestamp? = nil, raw: RawPayload? = nil, channelData: JSONObject? = nil) {

@@ -167,7 +167,8 @@ extension Store {
         let channel = work.channel
         // A receipt for a message that isn't ours changes nothing: check before creating any
         // identity or conversation for it (or using up its dedupe key).
-        if case .status(let externalID, _, _) = ev.kind, try ourMessage(db, channel: channel, externalID: externalID) == nil {
+        if case .status(let externalID, _, _) = ev.kind,
+           try ourMessage(db, channel: channel, externalID: externalID, hint: ev.ourMessageID) == nil {
             return .ignored(reason: "status for unknown message \(externalID)")
         }
         if let key = ev.dedupeKey {
@@ -233,7 +234,7 @@ extension Store {
                                             touch: .init(lastInboundAt: m.origin == .customer ? now : nil)))
 
         case .status(let externalID, let status, let error):
-            guard let target = try ourMessage(db, channel: channel, externalID: externalID) else {
+            guard let target = try ourMessage(db, channel: channel, externalID: externalID, hint: ev.ourMessageID) else {
                 return .ignored(reason: "status for unknown message \(externalID)")
             }
             // Platforms deliver receipts out of order (WhatsApp's `delivered` can come after its
@@ -341,11 +342,26 @@ extension Store {
 
     struct OwnMessage { var id: String; var conversationID: String; var metadata: JSONObject?; var status: DeliveryStatus? }
 
-    static func ourMessage(_ db: Database, channel: ChannelRef, externalID: String) throws -> OwnMessage? {
-        guard let row = try Row.fetchOne(db.cachedStatement(sql: """
+    /// Our message with this external id on this channel. `hint`: our message id as the
+    /// platform echoed it back (`InboundEvent.ourMessageID`), used when the external id is not
+    /// known yet — only for an outbound message we send on this channel, whose external id is
+    /// then recorded.
+    static func ourMessage(_ db: Database, channel: ChannelRef, externalID: String, hint: String? = nil) throws -> OwnMessage? {
+        var found = try Row.fetchOne(db.cachedStatement(sql: """
             SELECT m.id, m.conversation_id, m.body, m.status FROM message_external_ids x JOIN messages m ON m.id = x.message_id
             WHERE x.channel_id = ? AND x.external_id = ?
-            """), arguments: [channel.id, externalID]) else { return nil }
+            """), arguments: [channel.id, externalID])
+        if found == nil, let hint, !externalID.isEmpty {
+            found = try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT id, conversation_id, body, status FROM messages
+                WHERE id = ? AND channel_id = ? AND direction = 'outbound' AND origin IN ('helpdesk', 'system')
+                """), arguments: [hint, channel.id])
+            if let row = found {
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)")
+                    .execute(arguments: [channel.id, externalID, row["id"] as String])
+            }
+        }
+        guard let row = found else { return nil }
         let body: String = row["body"]
         let message = try? JSON.decode(Message.self, from: Data(body.utf8))
         let status: String? = row["status"]

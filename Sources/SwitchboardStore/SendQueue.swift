@@ -200,12 +200,18 @@ extension Store {
             var updated = m
             updated.externalID = result.externalIDs.first
             if let cd = result.channelData { updated.channelData = (updated.channelData ?? [:]).merging(cd) { _, n in n } }
-            try db.execute(sql: "UPDATE messages SET status = 'sent', external_id = ?, body = ? WHERE id = ?",
-                           arguments: [updated.externalID, try JSON.encode(updated).utf8String, m.id])
+            // A receipt can beat the end of the send (a split message's first part is delivered
+            // while the rest goes out): then the status has moved on already, and `sent` would
+            // take it back.
+            let current = try String.fetchOne(db, sql: "SELECT status FROM messages WHERE id = ?", arguments: [m.id]).map(DeliveryStatus.init(rawValue:))
+            let overtaken = current.map { DeliveryStatus.sent.isRegression(after: $0) && $0 != .sent } ?? false
+            try db.execute(sql: "UPDATE messages SET status = ?, external_id = ?, body = ? WHERE id = ?",
+                           arguments: [overtaken ? current?.rawValue : "sent", updated.externalID, try JSON.encode(updated).utf8String, m.id])
             for ext in result.externalIDs {
                 try db.execute(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)",
                                arguments: [m.channel.id, ext, m.id])
             }
+            if overtaken { return }
             let status = MessageStatus(MessageStatusFields(
                 messageID: m.id, conversationID: m.conversationID, status: .sent, externalIDs: result.externalIDs,
                 attempt: job.attempts + 1, metadata: m.metadata, at: Timestamp(milliseconds: now)))

@@ -215,6 +215,37 @@ import Testing
         _ = id
     }
 
+    /// A receipt that names our message (WhatsApp echoes our id back) counts even when it beats
+    /// the end of the send; the send's own `sent` then does not take the status back.
+    @Test func aReceiptBeforeTheSendIsRecordedCounts() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let conv = try await Self.conversation(d, channel)
+            let adapter = TestRegistry.adapter(channel)
+            adapter.setBehaviour(.slow(.milliseconds(800)))
+            let r = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"two parts"}]}"#)
+            let id = try #require(r.json?["id"]?.stringValue)
+            try await eventually { adapter.attempts == 1 }
+            func receipt(_ status: DeliveryStatus, hint: String?) async throws -> EmitResult {
+                var e = InboundEvent(.status(externalID: "early-part-1", status: status, error: nil), peer: Peer(channelUserID: "u1"),
+                                     dedupeKey: "status:early-part-1:\(status.rawValue)")
+                e.ourMessageID = hint
+                return try await d.context(channel).emit(e)
+            }
+            // Not ours: a hint naming an inbound message, or another channel's, finds nothing.
+            guard case .ignored = try await receipt(.delivered, hint: "msg_01M81SCQHA03BB129VE588XTBY") else { Issue.record("unknown id taken"); return }
+            guard case .committed = try await receipt(.delivered, hint: id) else { Issue.record("early receipt not taken"); return }
+            try await eventually(timeout: 5) { adapter.sent.count == 1 }
+            try await Task.sleep(for: .milliseconds(300))
+            // The external id was learnt: a later receipt without the hint finds the message.
+            guard case .committed = try await receipt(.read, hint: nil) else { Issue.record("later receipt not taken"); return }
+            let events = try await d.api("GET", "/v1/events?after=&types=message.status")
+            let statuses = (events.json?["events"]?.arrayValue ?? []).filter { $0["data"]?["message_id"]?.stringValue == id }
+                .compactMap { $0["data"]?["status"]?.stringValue }
+            #expect(statuses == ["delivered", "read"], "no `sent` after `delivered`")
+        }
+    }
+
     /// `display_name` names a new customer; one the channel already knows by name keeps it. A
     /// known customer without a name gets it, and the helpdesk hears of it (`identity.updated`).
     @Test func proactiveStartsDoNotRenameKnownCustomers() async throws {

@@ -321,6 +321,16 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         #expect(WhatsAppChannelAdapter.captioned(image, type: "image", caption: "Our shop").first?["image"]?["caption"] == "Our shop")
     }
 
+    /// Our message id comes back in every status (`biz_opaque_callback_data`): the receipt carries
+    /// it, so it finds the message even before the send that returned the wamid is recorded.
+    @Test func statusesCarryOurMessageID() throws {
+        let ours = ID.make(.message)
+        let s = try JSONValue.parse(Data(#"{"id":"wamid.P1","status":"delivered","timestamp":"1739321024","recipient_id":"16505551234","biz_opaque_callback_data":"\#(ours)"}"#.utf8))
+        #expect(WhatsAppChannelAdapter.status(s, raw: .json(Data())).event.ourMessageID == ours)
+        let other = try JSONValue.parse(Data(#"{"id":"wamid.P2","status":"delivered","timestamp":"1739321024","recipient_id":"1","biz_opaque_callback_data":"campaign-7"}"#.utf8))
+        #expect(WhatsAppChannelAdapter.status(other, raw: .json(Data())).event.ourMessageID == nil, "someone else's callback data")
+    }
+
     @Test func coexistenceEchoesAreEchoesToTheCustomer() throws {
         let body = Array(#"""
             {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"smb_message_echoes","value":{

@@ -304,8 +304,12 @@ extension WhatsAppChannelAdapter {
         let peer = Peer(channelUserID: s["recipient_id"]?.stringValue ?? s["recipient_user_id"]?.stringValue ?? "unknown")
         var channelData: JSONObject = ["whatsapp_status": .string(name)]
         for k in ["pricing", "conversation", "biz_opaque_callback_data", "recipient_user_id"] { if let v = s[k] { channelData[k] = v } }
-        return WhatsAppItem(event: InboundEvent(.status(externalID: id, status: status, error: error), peer: peer,
-                                                dedupeKey: "status:\(id):\(name)", occurredAt: MetaWebhook.seconds(s["timestamp"]),
-                                                raw: raw, channelData: channelData))
+        var event = InboundEvent(.status(externalID: id, status: status, error: error), peer: peer,
+                                 dedupeKey: "status:\(id):\(name)", occurredAt: MetaWebhook.seconds(s["timestamp"]),
+                                 raw: raw, channelData: channelData)
+        // We put our message id there on every send: it finds the message even before the
+        // send that returned this wamid is recorded.
+        if let ours = s["biz_opaque_callback_data"]?.stringValue, ID.isValid(ours, kind: .message) { event.ourMessageID = ours }
+        return WhatsAppItem(event: event)
     }
 }
