@@ -25,21 +25,28 @@ public struct EventType: OpenStringEnum {
     /// The CloudEvents `type` attribute.
     public var cloudEventType: String { "switchboard." + rawValue }
 
-    /// The families of the built-in types (`message`, `conversation`, …). Adapters add types
-    /// of their own within them (`conversation.referred`, `conversation.handover`).
+    /// The types the bundled adapters add within the built-in families (documented in their
+    /// READMEs). ContractTests keeps this list in step with what adapters/ emits.
+    public static let adapterTypes: Set<EventType> = [
+        "conversation.referred", "conversation.opted_in", "conversation.handover", // Messenger, Instagram
+        "conversation.welcome_requested", // WhatsApp
+        "conversation.followed", "conversation.unfollowed", "conversation.joined", "conversation.left",
+        "conversation.member_joined", "conversation.member_left", // LINE
+    ]
+
+    /// Every type a filter may name exactly.
+    public static let known: Set<EventType> = Set(all).union(adapterTypes)
+
+    /// The families of the built-in types (`message`, `conversation`, …).
     public static let families: Set<String> = Set(all.map { String($0.rawValue.prefix { $0 != "." }) })
 
-    /// Whether `pattern` can match anything: `*`, a known family (`message.*`), or a type in a
-    /// known family (`message.status`, or an adapter's `conversation.referred`). A typo such as
-    /// `mesage.*` cannot, and is better refused than silently matching nothing.
+    /// Whether `pattern` can match anything: `*`, a known family (`message.*`), or a known type
+    /// (`message.status`, or an adapter's `conversation.referred`). A typo (`mesage.*`,
+    /// `message.recieved`) cannot, and is better refused than silently matching nothing.
     public static func isValidPattern(_ pattern: String) -> Bool {
         if pattern == "*" { return true }
-        guard let dot = pattern.firstIndex(of: ".") else { return false }
-        let family = String(pattern[..<dot]), name = pattern[pattern.index(after: dot)...]
-        guard families.contains(family) else { return false }
-        if name == "*" { return true }
-        return !name.isEmpty && name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "_" || $0 == ".") }
-            && !name.hasPrefix(".") && !name.hasSuffix(".")
+        if pattern.hasSuffix(".*") { return families.contains(String(pattern.dropLast(2))) }
+        return known.contains(EventType(rawValue: pattern))
     }
 
     /// Matches a sink's `events:` filter entry: exact (`message.status`), a family
@@ -77,7 +84,8 @@ public struct DeliveryStatus: OpenStringEnum {
     /// second part's `delivered`), a lower step of the progress order (`delivered` after
     /// `read`), anything after `failed` (terminal: a helpdesk was told `final`), or `failed`
     /// after `read`. Platforms deliver receipts out of order, so status only moves forward.
-    /// Unknown statuses never count as a regression.
+    /// A status this version does not know counts as a step back only when it repeats or follows
+    /// `failed`.
     public func isRegression(after current: DeliveryStatus) -> Bool {
         if current == .failed || self == current { return true }
         if self == .failed { return current == .read }

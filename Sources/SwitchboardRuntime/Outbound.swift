@@ -121,7 +121,8 @@ extension Runtime {
         var peer = resolved.peer
         if peer.displayName == nil { peer.displayName = req.displayName }
         let result = try await store.openConversation(channel: entry.adapter.channel, peer: peer, thread: resolved.thread, ctx: pipeline.eventContext)
-        if result.1 { eventSignal.notify() }
+        // A new conversation, or an identity that gained a name: events for the sinks.
+        eventSignal.notify()
         return result
     }
 }

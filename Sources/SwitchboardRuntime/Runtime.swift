@@ -112,15 +112,22 @@ public final class Runtime: Sendable {
     /// it names (a rotated token behind the same `*_file` path must restart it), and the
     /// settings its context and send worker take from elsewhere (`server.public_url`,
     /// `outbound.retry`). A reload restarts the channel when any of it changed.
+    /// Files an adapter reads each time it needs them (an OAuth token refreshed by another
+    /// process): a new one needs no restart.
+    static let readAtUse: Set<String> = ["oauth_token_file"]
+
     static func fingerprint(_ c: ChannelConfig, in config: SwitchboardConfig) -> String {
         var files = Hasher()
         func walk(_ v: JSONValue?, _ node: ConfigNode) {
             switch v {
             case .object(let o)?:
                 for k in o.keys.sorted() {
-                    if k.hasSuffix("_file"), let path = o[k]?.stringValue {
+                    if k.hasSuffix("_file"), !Self.readAtUse.contains(k), let path = o[k]?.stringValue {
+                        // Secrets resolve under $CREDENTIALS_DIRECTORY, other files (ca_file) next
+                        // to the config: whichever exists.
+                        let secret = node.resolvePath(path, credential: true)
                         files.combine(k)
-                        files.combine(FileManager.default.contents(atPath: node.resolvePath(path, credential: true)))
+                        files.combine(FileManager.default.contents(atPath: secret) ?? FileManager.default.contents(atPath: node.resolvePath(path)))
                     } else {
                         walk(o[k], node)
                     }

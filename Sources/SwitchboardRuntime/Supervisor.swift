@@ -84,9 +84,13 @@ public final class Supervisor: Service, Sendable {
             }
             // Shutting down: stop the other children now; draining ones see the graceful
             // shutdown themselves and return when their work under way is recorded (or are
-            // cancelled with everything else when server.shutdown_grace runs out). The group
-            // waits for all of them.
-            for l in latches.withLock({ l -> [StopLatch] in defer { l = [:] }; return l.values.filter { !$0.drains }.map(\.latch) }) { l.fire() }
+            // cancelled with everything else when server.shutdown_grace runs out). Cancelled
+            // outright (a service failed, the grace ran out): stop every child. The group waits
+            // for all of them.
+            let cancelled = Task.isCancelled
+            for l in latches.withLock({ l -> [StopLatch] in defer { l = [:] }; return l.values.filter { cancelled || !$0.drains }.map(\.latch) }) {
+                l.fire()
+            }
         }
     }
 
@@ -104,18 +108,25 @@ public final class Supervisor: Service, Sendable {
                 return first
             }
             if latch.fired { break }
-            // A draining unit returns when the daemon shuts down: that is not a failure.
-            if unit.drains && Task.isShuttingDownGracefully { break }
+            // A draining unit returns when the daemon shuts down: that is not a failure. Nor is
+            // returning because the whole group was cancelled.
+            if Task.isCancelled || (unit.drains && Task.isShuttingDownGracefully) { break }
             if ContinuousClock.now - started > .seconds(60) { failures = 0 }
             failures += 1
             let delay = min(60.0, 0.5 * pow(2.0, Double(min(failures, 8)))) * Double.random(in: 0.8...1.2)
             logger.error("task stopped; restarting", metadata: [
                 "task": "\(unit.id)", "error": "\(error.map { "\($0)" } ?? "returned")", "restart_in_s": "\(String(format: "%.1f", delay))"])
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { try? await Task.sleep(for: .seconds(delay)) }
-                group.addTask { await latch.wait() }
-                await group.next()
-                group.cancelAll()
+            // The wait before the restart ends early for a stop, and for a shutdown: a draining
+            // unit waiting here has nothing under way to finish.
+            await withGracefulShutdownHandler {
+                await withTaskGroup(of: Void.self) { group in
+                    group.addTask { try? await Task.sleep(for: .seconds(delay)) }
+                    group.addTask { await latch.wait() }
+                    await group.next()
+                    group.cancelAll()
+                }
+            } onGracefulShutdown: {
+                latch.fire()
             }
         }
     }

@@ -245,7 +245,9 @@ extension Store {
             try db.cachedStatement(sql: "UPDATE messages SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, target.id])
             let data = MessageStatus(MessageStatusFields(
                 messageID: target.id, conversationID: target.conversationID, status: status, externalIDs: [externalID], error: error,
-                final: status == .read || (status == .failed && !(error?.retryable ?? false)), metadata: target.metadata,
+                // Nothing follows `read` or `failed` (a status only moves forward). A retryable
+                // failure means the helpdesk may send again, as a new message.
+                final: status == .read || status == .failed, metadata: target.metadata,
                 at: ev.occurredAt ?? work.receivedAt))
             eventIDs.append(try appendEvent(db, ctx: ctx, type: .messageStatus, conversationID: target.conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))

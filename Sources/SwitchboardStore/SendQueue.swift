@@ -200,11 +200,11 @@ extension Store {
             var updated = m
             updated.externalID = result.externalIDs.first
             if let cd = result.channelData { updated.channelData = (updated.channelData ?? [:]).merging(cd) { _, n in n } }
-            // A receipt can beat the end of the send (a split message's first part is delivered
-            // while the rest goes out): then the status has moved on already, and `sent` would
-            // take it back.
+            // A receipt can beat the end of the send (a split message's first part is sent or
+            // delivered while the rest goes out): then the helpdesk has that status already, and
+            // `sent` would repeat it or take it back.
             let current = try String.fetchOne(db, sql: "SELECT status FROM messages WHERE id = ?", arguments: [m.id]).map(DeliveryStatus.init(rawValue:))
-            let overtaken = current.map { DeliveryStatus.sent.isRegression(after: $0) && $0 != .sent } ?? false
+            let overtaken = current.map { DeliveryStatus.sent.isRegression(after: $0) } ?? false
             try db.execute(sql: "UPDATE messages SET status = ?, external_id = ?, body = ? WHERE id = ?",
                            arguments: [overtaken ? current?.rawValue : "sent", updated.externalID, try JSON.encode(updated).utf8String, m.id])
             for ext in result.externalIDs {

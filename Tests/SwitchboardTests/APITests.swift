@@ -125,6 +125,7 @@ import Testing
             #expect(try await d.api("GET", "/v1/events?types=message*").status == 400)
             #expect(try await d.api("GET", "/v1/events?types=nonsense.thing").status == 400)
             #expect(try await d.api("GET", "/v1/events?types=mesage.*").status == 400, "a typo'd family")
+            #expect(try await d.api("GET", "/v1/events?types=message.recieved").status == 400, "a typo'd type")
             // A type an adapter adds to a known family (Messenger's conversation.referred) can be asked for by name.
             _ = try await d.context(channel).emit(InboundEvent(.custom("conversation.referred", ["ref": "ad-7"]), peer: Peer(channelUserID: "u1"), dedupeKey: "ref-1"))
             let referred = try await d.api("GET", "/v1/events?after=&types=conversation.referred")

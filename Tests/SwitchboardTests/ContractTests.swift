@@ -474,6 +474,20 @@ struct ContractTests {
         #expect(missing.contains { $0.hasPrefix("api.tokens[0].token_file: ") && $0.contains("LoadCredential=missing-token:") }, "\(missing)")
     }
 
+    @Test("every event type an adapter emits is known to the event filters")
+    func adapterEventTypesAreKnown() throws {
+        let adapters = Self.root.appendingPathComponent("adapters")
+        var found: Set<String> = []
+        let files = FileManager.default.enumerator(atPath: adapters.path)?.compactMap { $0 as? String }.filter { $0.hasSuffix(".swift") } ?? []
+        let pattern = try Regex(#"custom\("([a-z_]+\.[a-z_.]+)""#)
+        for f in files {
+            let text = try String(contentsOf: adapters.appendingPathComponent(f), encoding: .utf8)
+            for m in text.matches(of: pattern) { if let s = m.output[1].substring { found.insert(String(s)) } }
+        }
+        #expect(found.count >= 10, "\(found)")
+        for t in found { #expect(EventType.known.contains(EventType(rawValue: t)), "\(t) is emitted but a filter can't name it") }
+    }
+
     static var binary: URL { root.appendingPathComponent(".build/debug/switchboard") }
 
     @Test("switchboard check-config exits 78 with the problem lines for a broken config")

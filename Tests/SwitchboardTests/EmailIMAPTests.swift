@@ -39,6 +39,19 @@ final class TestDovecot: Sendable {
     /// `oauthIntrospection`: a token introspection URL; the server then also offers XOAUTH2
     /// (Dovecot's oauth2 passdb POSTs `token=…` there and wants `{"active": true, "username": …}`).
     static func start(tls: (cert: String, key: String)? = nil, users: [String] = [user], oauthIntrospection: String? = nil) async throws -> TestDovecot {
+        // A free port can be taken by another test between freePort() and Dovecot's bind:
+        // then try again with new ports.
+        for attempt in 1... {
+            do {
+                return try await startOnce(tls: tls, users: users, oauthIntrospection: oauthIntrospection)
+            } catch let e as DaemonError where attempt < 3 && e.message.contains("Address already in use") {
+                continue
+            }
+        }
+        fatalError("unreachable")
+    }
+
+    private static func startOnce(tls: (cert: String, key: String)?, users: [String], oauthIntrospection: String?) async throws -> TestDovecot {
         let dir = TempDir()
         chmod(dir.path, 0o755)
         let imap = freePort(), lmtp = freePort(), imaps = tls == nil ? 0 : freePort()

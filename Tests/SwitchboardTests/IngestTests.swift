@@ -182,7 +182,7 @@ import WebhookAdapter
             api: { socket: /run/x.sock, socket_mode: 0660, tokenz: [] }
             server: { listen_file: x }
             outbound: { retry: { schedule: [5s, soon], jitter: 3 } }
-            helpdesks: [ { name: a, url: "https://x", secret: "${MISSING}", events: ["conversation.handover", "mesage.*"] } ]
+            helpdesks: [ { name: a, url: "https://x", secret: "${MISSING}", events: ["conversation.handover", "mesage.*", "message.recieved"] } ]
             """)
         #expect(p.contains { $0.hasPrefix("api.socket_mode: quote the mode") })
         #expect(p.contains("api.tokenz: unknown key (did you mean tokens?)"))
@@ -190,6 +190,7 @@ import WebhookAdapter
         #expect(p.contains { $0.hasPrefix("outbound.retry.schedule: bad duration soon") })
         #expect(p.contains { $0.hasPrefix("helpdesks[0].events[1]: unknown event type mesage.*") }, "a typo'd family matches nothing")
         #expect(!p.contains { $0.hasPrefix("helpdesks[0].events[0]") }, "an adapter's type in a known family is fine")
+        #expect(p.contains { $0.hasPrefix("helpdesks[0].events[2]: unknown event type message.recieved") }, "a typo'd type matches nothing")
         #expect(p.contains { $0.hasPrefix("outbound.retry.jitter:") })
         #expect(p.contains("helpdesks[0].secret: environment variable MISSING is not set"))
     }

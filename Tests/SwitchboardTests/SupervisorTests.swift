@@ -25,4 +25,25 @@ import Testing
             group.cancelAll()
         }
     }
+
+    /// Cancelled outright (a listener failed to bind), draining units stop too: they are not
+    /// started again and again until the process is killed.
+    @Test func cancellationStopsDrainingUnits() async throws {
+        let supervisor = Supervisor(logger: Logger(label: "test"))
+        let runs = Atomic<Int>(0)
+        let task = Task {
+            try await supervisor.run()
+        }
+        supervisor.start(.init(id: "worker", drains: true) {
+            runs.add(1, ordering: .relaxed)
+            while !Task.isCancelled { try? await Task.sleep(for: .seconds(60)) }
+        })
+        try await eventually { runs.load(ordering: .relaxed) == 1 }
+        task.cancel()
+        let clock = ContinuousClock()
+        let started = clock.now
+        _ = try? await task.value
+        #expect(clock.now - started < .seconds(2))
+        #expect(runs.load(ordering: .relaxed) == 1, "started again while cancelled")
+    }
 }
