@@ -14,6 +14,9 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
     public var buttonActions: Set<ActionType>
     public var maxQuickReplies: Int
     public var cards: Bool
+    /// Which action types a card carries without loss, when that differs from `buttonActions`
+    /// plus `link` (WhatsApp writes a card's call and extra link actions into its body).
+    public var cardActions: Set<ActionType>?
     public var maxCarouselCards: Int
     public var maxListRows: Int
     public var location: Bool
@@ -28,7 +31,8 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
                 maxButtons: Int = 0, maxButtonTitle: Int? = nil, buttonActions: Set<ActionType> = [.reply, .postback],
                 maxQuickReplies: Int = 0, cards: Bool = false, maxCarouselCards: Int = 0, maxListRows: Int = 0,
                 location: Bool = false, contactCard: Bool = false, reactions: Bool = false, typing: Bool = false,
-                markRead: Bool = false, templates: Set<String> = []) {
+                markRead: Bool = false, templates: Set<String> = [], cardActions: Set<ActionType>? = nil) {
+        self.cardActions = cardActions
         self.textFormats = textFormats; self.maxTextLength = maxTextLength; self.mediaKinds = mediaKinds
         self.maxButtons = maxButtons; self.maxButtonTitle = maxButtonTitle; self.buttonActions = buttonActions
         self.maxQuickReplies = maxQuickReplies; self.cards = cards; self.maxCarouselCards = maxCarouselCards
@@ -44,6 +48,6 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
         case textFormats = "text_formats", maxTextLength = "max_text_length", mediaKinds = "media_kinds"
         case maxButtons = "max_buttons", maxButtonTitle = "max_button_title", buttonActions = "button_actions"
         case maxQuickReplies = "max_quick_replies", maxCarouselCards = "max_carousel_cards", maxListRows = "max_list_rows"
-        case contactCard = "contact_card", markRead = "mark_read"
+        case contactCard = "contact_card", markRead = "mark_read", cardActions = "card_actions"
     }
 }

@@ -175,13 +175,17 @@ public enum Renderer {
 
         func quickRepliesFit(_ count: Int) -> Bool { caps.maxQuickReplies > 0 && count <= caps.maxQuickReplies }
 
+        /// Action types a card carries: the channel's own list, else its buttons' plus links
+        /// (card templates carry URL buttons).
+        var cardActions: Set<ActionType> { caps.cardActions ?? caps.buttonActions.union([.link]) }
+
         /// A card the channel shows as it is: cards at all, few enough actions, each of a kind
-        /// its buttons take (links always: card templates carry URL buttons), titles that fit.
+        /// it carries, titles that fit.
         func cardFits(_ c: Card) -> Bool {
             guard caps.cards else { return false }
             let actions = c.actions ?? []
             return actions.count <= max(caps.maxButtons, 3) && actions.allSatisfy { a in
-                (caps.buttonActions.contains(a.type) || a.type == .link) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true)
+                cardActions.contains(a.type) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true)
             }
         }
 
@@ -189,7 +193,7 @@ public enum Renderer {
         func cardShortfall(_ c: Card) -> (reason: String, detail: String?) {
             guard caps.cards else { return ("channel_unsupported", nil) }
             let actions = c.actions ?? []
-            if let bad = actions.first(where: { !caps.buttonActions.contains($0.type) && $0.type != .link }) {
+            if let bad = actions.first(where: { !cardActions.contains($0.type) }) {
                 return ("channel_unsupported", "\(bad.type.rawValue) actions are not supported on cards")
             }
             if actions.count > max(caps.maxButtons, 3) { return ("over_limit", "\(actions.count) actions on one card") }

@@ -355,6 +355,15 @@ struct MatchReplyTests {
         #expect(r.degradations.map(\.from) == ["carousel", "card"])
     }
 
+    @Test func aChannelThatCarriesCallsOnCardsKeepsTheCard() throws {
+        var caps = Self.caps
+        caps.cardActions = [.reply, .postback, .link, .call]
+        let call = Card(CardFields(title: "Chair", actions: [Sample.reply("Buy", "BUY"),
+                                                            Action(ActionFields(type: .call, title: "Call us", phone: "+4930123456"))]))
+        let r = try Renderer.render(parts: [.card(call)], fallbackText: nil, capabilities: caps, channelType: "test")
+        #expect(r.parts == [.card(call)] && r.degradations.isEmpty)
+    }
+
     @Test func anActionTheChannelHasNoButtonForBecomesText() throws {
         let call = Card(CardFields(title: "Chair", actions: [Sample.reply("Buy", "BUY"),
                                                             Action(ActionFields(type: .call, title: "Call us", phone: "+4930123456"))]))

@@ -38,7 +38,9 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         textFormats: [.plain], maxTextLength: 4096, mediaKinds: [.image, .video, .audio, .voice, .sticker, .file],
         maxButtons: 3, maxButtonTitle: 20, buttonActions: [.reply, .postback],
         maxQuickReplies: 0, cards: true, maxCarouselCards: 0, maxListRows: 10,
-        location: true, contactCard: true, reactions: true, typing: true, markRead: true, templates: ["whatsapp"])
+        location: true, contactCard: true, reactions: true, typing: true, markRead: true, templates: ["whatsapp"],
+        // A card's call actions, and links beside reply buttons, go into its body as lines.
+        cardActions: [.reply, .postback, .link, .call])
 
     public let channel: ChannelRef
     public var capabilities: ChannelCapabilities { Self.whatsappCapabilities }
