@@ -108,14 +108,14 @@ public final class Runtime: Sendable {
         channelConfigs.withLock { $0 = newFingerprints }
     }
 
-    /// What a running channel was built from: its own mapping, the contents of the secret files
-    /// it names (a rotated token behind the same `*_file` path must restart it), and the
-    /// settings its context and send worker take from elsewhere (`server.public_url`,
-    /// `outbound.retry`). A reload restarts the channel when any of it changed.
     /// Files an adapter reads each time it needs them (an OAuth token refreshed by another
     /// process): a new one needs no restart.
     static let readAtUse: Set<String> = ["oauth_token_file"]
 
+    /// What a running channel was built from: its own mapping, the contents of the files it
+    /// names (a rotated token behind the same `*_file` path must restart it), and the
+    /// settings its context and send worker take from elsewhere (`server.public_url`,
+    /// `outbound.retry`). A reload restarts the channel when any of it changed.
     static func fingerprint(_ c: ChannelConfig, in config: SwitchboardConfig) -> String {
         var files = Hasher()
         func walk(_ v: JSONValue?, _ node: ConfigNode) {
