@@ -200,9 +200,18 @@ public protocol AdapterStateStore: Sendable {
     /// `after`, oldest first: a log kept under zero-padded sequence numbers, read from a
     /// position without loading the rest.
     func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)]
+    /// Reads and rewrites one value at once: `transform` gets the current value (nil when
+    /// absent) and returns the new one (nil deletes). Two tasks updating the same key never
+    /// lose each other's change, as a `get` then `set` can.
+    func update(_ key: String, _ transform: @escaping @Sendable (String?) -> String?) async throws
 }
 
 extension AdapterStateStore {
+    /// Not atomic: for stores with a single user of each key. The runtime's store overrides it.
+    public func update(_ key: String, _ transform: @escaping @Sendable (String?) -> String?) async throws {
+        try await set(key, transform(try await get(key)))
+    }
+
     public func entries(prefix: String, after: String?, last limit: Int) async throws -> [(key: String, value: String)] {
         Self.last(limit, of: try await entries(prefix: prefix), after: after)
     }

@@ -109,16 +109,26 @@ public struct StoreAdapterState: AdapterStateStore {
         return String(scalars)
     }
 
+    /// In one write transaction: the single writer makes the read and the write one step.
+    public func update(_ key: String, _ transform: @escaping @Sendable (String?) -> String?) async throws {
+        try await store.pool.write { [channelID] db in
+            let current = try String.fetchOne(db, sql: "SELECT value FROM adapter_state WHERE channel_id = ? AND key = ?", arguments: [channelID, key])
+            try Self.write(db, channelID: channelID, key: key, value: transform(current))
+        }
+    }
+
     public func set(_ key: String, _ value: String?) async throws {
-        try await store.pool.write { db in
-            if let value {
-                try db.execute(sql: """
-                    INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES (?, ?, ?, ?)
-                    ON CONFLICT(channel_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
-                    """, arguments: [channelID, key, value, Store.nowMS()])
-            } else {
-                try db.execute(sql: "DELETE FROM adapter_state WHERE channel_id = ? AND key = ?", arguments: [channelID, key])
-            }
+        try await store.pool.write { [channelID] db in try Self.write(db, channelID: channelID, key: key, value: value) }
+    }
+
+    static func write(_ db: Database, channelID: String, key: String, value: String?) throws {
+        if let value {
+            try db.execute(sql: """
+                INSERT INTO adapter_state (channel_id, key, value, updated_at) VALUES (?, ?, ?, ?)
+                ON CONFLICT(channel_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
+                """, arguments: [channelID, key, value, Store.nowMS()])
+        } else {
+            try db.execute(sql: "DELETE FROM adapter_state WHERE channel_id = ? AND key = ?", arguments: [channelID, key])
         }
     }
 }

@@ -45,3 +45,24 @@ import Testing
         }
     }
 }
+
+/// `update` reads and rewrites a value in one step: concurrent updates of one key keep every
+/// change (a get-then-set loses some).
+@Suite struct AdapterStateUpdateTests {
+    @Test func concurrentUpdatesLoseNothing() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let state = StoreAdapterState(store: store, channelID: "c")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<40 {
+                group.addTask { try await state.update("book") { ($0 ?? "") + "\(i)," } }
+            }
+            try await group.waitForAll()
+        }
+        let items = try #require(try await state.get("book")).split(separator: ",")
+        #expect(Set(items).count == 40, "\(items.count) of 40 updates kept")
+        try await state.update("book") { _ in nil }
+        #expect(try await state.get("book") == nil)
+    }
+}

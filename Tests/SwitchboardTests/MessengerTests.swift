@@ -391,7 +391,7 @@ extension MessengerWebhookTests {
             core.inflight.withLock { $0[MP.psid] = 1 }
             async let judged = core.isOwnEcho(echo, customer: MP.psid, context: ctx)
             try await Task.sleep(for: .milliseconds(150))
-            await core.saveBook([.init(m: "m_race", t: MP.now, s: 0)], customer: MP.psid, context: ctx)
+            await core.updateBook(customer: MP.psid, context: ctx) { $0.append(.init(m: "m_race", t: MP.now, s: 0)) }
             core.inflight.withLock { $0[MP.psid] = nil }
             #expect(await judged == true)
             #expect(await core.isOwnEcho(MessengerPlatform.Echo(mid: "m_other", appID: nil, metadata: "switchboard:msg_1"),

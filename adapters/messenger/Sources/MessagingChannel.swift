@@ -252,8 +252,15 @@ public struct MessagingChannel: Sendable {
         return book
     }
 
-    func saveBook(_ book: [SentRecord], customer: String, context: any AdapterContext) async {
-        try? await context.state.set(Self.sentKey(customer), JSON.string(Array(book.suffix(Self.sentBookSize))))
+    /// Changes the stored book in one step: a send adding mids and a receipt marking them can
+    /// run at once for the same customer, and neither may write back a stale copy over the
+    /// other's change.
+    func updateBook(customer: String, context: any AdapterContext, _ change: @escaping @Sendable (inout [SentRecord]) -> Void) async {
+        try? await context.state.update(Self.sentKey(customer)) { current in
+            var book = current.flatMap { try? JSON.decode([SentRecord].self, from: Data($0.utf8)) } ?? []
+            change(&book)
+            return JSON.string(Array(book.suffix(Self.sentBookSize)))
+        }
     }
 
     /// Delivery and read receipts: `message.status` on each of our messages the receipt covers
@@ -293,7 +300,11 @@ public struct MessagingChannel: Sendable {
             }
         }
         for e in events { _ = try await context.emit(e) }
-        await saveBook(book, customer: customer, context: context)
+        // Only the progress this receipt made, onto the book as it is now.
+        let progress = Dictionary(book.map { ($0.m, $0.s) }, uniquingKeysWith: max)
+        await updateBook(customer: customer, context: context) { current in
+            for i in current.indices { if let s = progress[current[i].m], s > current[i].s { current[i].s = s } }
+        }
     }
 
     // MARK: background work

@@ -86,10 +86,15 @@ extension MessagingChannel {
         let firstMessage = outgoing.firstIndex { if case .action = $0 { return false } else { return true } }
 
         inflight.withLock { $0[customer, default: 0] += 1 }
-        var book = await sentBook(customer, context: context)
-        let before = book.count
+        // The mids this send adds to the customer's book (for receipts and echoes).
+        var added: [SentRecord] = []
         func finish() async {
-            if book.count != before { await saveBook(book, customer: customer, context: context) }
+            if !added.isEmpty {
+                let new = added
+                await updateBook(customer: customer, context: context) { current in
+                    current += new.filter { a in !current.contains { $0.m == a.m } }
+                }
+            }
             inflight.withLock { $0[customer] = max(0, ($0[customer] ?? 1) - 1); if $0[customer] == 0 { $0[customer] = nil } }
         }
         do {
@@ -119,7 +124,7 @@ extension MessagingChannel {
                 let answer = try await call(path, body: body)
                 if let mid = answer["message_id"]?.stringValue {
                     progress.ids.append(mid)
-                    book.append(SentRecord(m: mid, t: started, s: 0))
+                    added.append(SentRecord(m: mid, t: started, s: 0))
                 }
                 progress.done = i + 1
                 if outgoing.count > 1 && i < outgoing.count - 1 {
