@@ -367,17 +367,26 @@ E2E_BADSIG=$(kv bad_signatures "$E2E_HD"); E2E_SUBJECTS=$(kv subjects "$E2E_HD")
 
 # --- 4. WhatsApp webhook ingest, and pywa on uvicorn with the same notifications --------------------
 
+# whatsapp_load NAME URL [PID]: signed WhatsApp notifications to URL, output in NAME.txt; sets
+# LOAD (the RESULT line), LOAD_RPS, LOAD_SENT and, given the server's PID, LOAD_CPU_PER_REQ
+# (µs of its CPU per request sent).
+whatsapp_load() {
+    local name=$1 url=$2 pid=${3:-} cpu0=0 cpu1=0
+    [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
+    run_load "$LOG_DIR/$name.txt" --url "$url" --secret "$WA_APP_SECRET" --format whatsapp --phone-number-id "$WA_PHONE_ID" \
+        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
+    LOAD=$(result_of "$LOG_DIR/$name.txt")
+    [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid")
+    LOAD_RPS=$(kv committed_rps "$LOAD"); LOAD_RPS=${LOAD_RPS:-0}
+    LOAD_SENT=$(kv sent_total "$LOAD"); LOAD_SENT=${LOAD_SENT:-0}
+    LOAD_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $LOAD_SENT > 0 ? ($cpu1 - $cpu0) * 1e6 / $CLK_TCK / $LOAD_SENT : 0)")
+}
+
 log "4/6 WhatsApp ingest: signed Cloud API notifications, verified, normalized, committed, 200; $CONNECTIONS connections, ${DURATION}s"
 start_daemon_phase whatsapp whatsapp
-CPU0=$(cpu_ticks "$DPID")
-run_load "$LOG_DIR/load-whatsapp.txt" --url "http://127.0.0.1:$DPORT/webhooks/wa" --secret "$WA_APP_SECRET" --format whatsapp \
-    --phone-number-id "$WA_PHONE_ID" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
-WA=$(result_of "$LOG_DIR/load-whatsapp.txt")
-CPU1=$(cpu_ticks "$DPID")
-WA_RPS=$(kv committed_rps "$WA"); WA_RPS=${WA_RPS:-0}
-WA_SENT=$(kv sent_total "$WA"); WA_SENT=${WA_SENT:-0}
+whatsapp_load load-whatsapp "http://127.0.0.1:$DPORT/webhooks/wa" "$DPID"
+WA=$LOAD; WA_RPS=$LOAD_RPS; WA_CPU_PER_REQ=$LOAD_CPU_PER_REQ
 WA_TOTAL=$(kv committed_total "$WA"); WA_TOTAL=${WA_TOTAL:-0}
-WA_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $WA_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $WA_SENT : 0)")
 WA_DRAIN=$(wait_delivered "$HPORT" "$WA_TOTAL" 30)
 WA_DELIVERED=$(kv bench_unique "$(helpdesk_stats "$HPORT")"); WA_DELIVERED=${WA_DELIVERED:-0}
 stop "$DPID"; stop "$HPID"
@@ -389,14 +398,8 @@ WA_RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $WA_RPS / $BARE_RPS : 0)")
 # each event also costs the daemon a delivery POST and the receiver its CPU on these cores.
 log "4/6 WhatsApp ingest again, no helpdesk configured (nothing delivered); $CONNECTIONS connections, ${DURATION}s"
 NO_HELPDESK=1 start_daemon_phase whatsapp-nohd whatsapp
-CPU0=$(cpu_ticks "$DPID")
-run_load "$LOG_DIR/load-whatsapp-nohd.txt" --url "http://127.0.0.1:$DPORT/webhooks/wa" --secret "$WA_APP_SECRET" --format whatsapp \
-    --phone-number-id "$WA_PHONE_ID" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
-WAN=$(result_of "$LOG_DIR/load-whatsapp-nohd.txt")
-CPU1=$(cpu_ticks "$DPID")
-WAN_RPS=$(kv committed_rps "$WAN"); WAN_RPS=${WAN_RPS:-0}
-WAN_SENT=$(kv sent_total "$WAN"); WAN_SENT=${WAN_SENT:-0}
-WAN_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $WAN_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $WAN_SENT : 0)")
+whatsapp_load load-whatsapp-nohd "http://127.0.0.1:$DPORT/webhooks/wa" "$DPID"
+WAN=$LOAD; WAN_RPS=$LOAD_RPS; WAN_CPU_PER_REQ=$LOAD_CPU_PER_REQ
 stop "$DPID"; stop "$HPID"
 WAN_ERRORS=$(daemon_errors "$DLOG"); WAN_WARNINGS=$(daemon_warnings "$DLOG")
 WAN_RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $WAN_RPS / $BARE_RPS : 0)")
@@ -410,10 +413,8 @@ if [[ $PYWA == 1 ]]; then
         PYWA_PID=$PID
         wait_ready "$LOG_DIR/pywa.log" "$PYWA_PID" >/dev/null || die "the pywa server did not start"
         wait_http "http://127.0.0.1:$PYWA_PORT/stats" "$PYWA_PID" || die "the pywa server did not answer"
-        run_load "$LOG_DIR/load-pywa.txt" --url "http://127.0.0.1:$PYWA_PORT/webhooks/wa" --secret "$WA_APP_SECRET" --format whatsapp \
-            --phone-number-id "$WA_PHONE_ID" --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
-        PYWA_RESULT=$(result_of "$LOG_DIR/load-pywa.txt")
-        PYWA_RPS=$(kv committed_rps "$PYWA_RESULT"); PYWA_RPS=${PYWA_RPS:-0}
+        whatsapp_load load-pywa "http://127.0.0.1:$PYWA_PORT/webhooks/wa"
+        PYWA_RESULT=$LOAD; PYWA_RPS=$LOAD_RPS
         PYWA_HANDLED=$(curl -fsS --max-time 5 "http://127.0.0.1:$PYWA_PORT/stats" | grep -o '[0-9]*' | head -n1)
         PYWA_NOTE="$PYWA_RPS req/s answered 200 (p50 $(kv p50_ms "$PYWA_RESULT") ms, p99 $(kv p99_ms "$PYWA_RESULT") ms); handler called ${PYWA_HANDLED:-?} times; pywa $(python3 -c 'import pywa; print(pywa.__version__)'), uvicorn 1 worker"
         stop "$PYWA_PID"

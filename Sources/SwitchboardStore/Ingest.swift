@@ -372,12 +372,16 @@ extension Store {
     }
 
     /// Creates the identity, or refreshes its display name/profile; reports whether an existing
-    /// identity changed (→ `identity.updated`).
-    static func upsertIdentity(_ db: Database, channel: ChannelRef, peer: Peer, now: Int64) throws -> (Identity, Bool) {
+    /// identity changed (→ `identity.updated`). `keepKnownName`: the peer's name only fills an
+    /// empty one (a helpdesk's name for a customer the channel already named).
+    static func upsertIdentity(_ db: Database, channel: ChannelRef, peer: Peer, now: Int64, keepKnownName: Bool = false) throws -> (Identity, Bool) {
         if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE channel_id = ? AND channel_user_id = ?"), arguments: [channel.id, peer.channelUserID]) {
             var identity = try identityFrom(row)
             var changed = false
-            if let name = peer.displayName, !name.isEmpty, name != identity.displayName { identity.displayName = name; changed = true }
+            if let name = peer.displayName, !name.isEmpty, name != identity.displayName,
+               !keepKnownName || (identity.displayName ?? "").isEmpty {
+                identity.displayName = name; changed = true
+            }
             if let profile = peer.profile {
                 let merged = (identity.profile ?? [:]).merging(profile) { _, new in new }
                 if merged != (identity.profile ?? [:]) { identity.profile = merged; changed = true }

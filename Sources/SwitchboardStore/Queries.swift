@@ -118,12 +118,7 @@ extension Store {
     public func openConversation(channel: ChannelRef, peer: Peer, thread: String, ctx: EventContext) async throws -> (Conversation, Bool) {
         try await pool.write { db in
             let now = Store.nowMS()
-            var peer = peer
-            if let known = try String.fetchOne(db, sql: "SELECT display_name FROM identities WHERE channel_id = ? AND channel_user_id = ?",
-                                               arguments: [channel.id, peer.channelUserID]), !known.isEmpty {
-                peer.displayName = nil
-            }
-            let (identity, changed) = try Self.upsertIdentity(db, channel: channel, peer: peer, now: now)
+            let (identity, changed) = try Self.upsertIdentity(db, channel: channel, peer: peer, now: now, keepKnownName: true)
             let (conv, created) = try Self.findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: thread, now: now)
             if created {
                 try Self.appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conv.id, channel: channel,
