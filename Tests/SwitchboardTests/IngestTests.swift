@@ -51,7 +51,9 @@ import WebhookAdapter
             let status = try await d.runtime.store.pool.read { db in
                 try String.fetchOne(db, sql: "SELECT status FROM messages WHERE id = ?", arguments: [relayed])
             }
-            #expect(status == "accepted")
+            // Not read. (Channel a's send worker may have sent it meanwhile: its next poll is up
+            // to 5 s away, and on a slow machine the test can take that long.)
+            #expect(status == "accepted" || status == "sent", "\(status ?? "nil")")
         }
     }
 
