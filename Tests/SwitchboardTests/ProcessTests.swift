@@ -163,16 +163,27 @@ import WebhookAdapter
         let dir = TempDir()
         defer { dir.remove() }
         let path = dir.file("switchboard.yaml")
-        let port = Int.random(in: 20000...40000)
-        try Self.config(dir: dir, helpdesks: "[ { name: console, type: console } ]")
-            .replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:\(port)")
-            .replacingOccurrences(of: "channels: [ { id: hooks, type: webhook, secret: \"\(Self.secret)\" } ]", with: """
-                channels:
-                  - { id: site, type: webchat, identity_secret: "simulate-identity-secret-0123", prechat: { fields: [ { name: name, required: true } ] } }
-                """)
-            .write(toFile: path, atomically: true, encoding: .utf8)
-        let d = try DaemonProcess(arguments: ["serve", "--config", path])
-        _ = try await d.address(of: "public")
+        // `simulate` reads the public address from the file, so the port is fixed in it: a free
+        // one, and another if something took it before the daemon bound it.
+        var started: DaemonProcess? = nil
+        for attempt in 1...3 where started == nil {
+            try Self.config(dir: dir, helpdesks: "[ { name: console, type: console } ]")
+                .replacingOccurrences(of: "127.0.0.1:0", with: "127.0.0.1:\(freePort())")
+                .replacingOccurrences(of: "channels: [ { id: hooks, type: webhook, secret: \"\(Self.secret)\" } ]", with: """
+                    channels:
+                      - { id: site, type: webchat, identity_secret: "simulate-identity-secret-0123", prechat: { fields: [ { name: name, required: true } ] } }
+                    """)
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            let p = try DaemonProcess(arguments: ["serve", "--config", path])
+            do {
+                _ = try await p.address(of: "public")
+                started = p
+            } catch where attempt < 3 {
+                p.signal(SIGTERM)
+                _ = await p.waitForExit()
+            }
+        }
+        let d = try #require(started)
         for text in ["first visit", "second visit"] {
             let sim = try DaemonProcess(arguments: ["simulate", "site", "--config", path, "--from", "alice", "--name", "Alice A", "--text", text])
             #expect(await sim.waitForExit() == 0, "\(sim.log)")
