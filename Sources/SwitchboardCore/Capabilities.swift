@@ -19,6 +19,11 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
     public var cardActions: Set<ActionType>?
     public var maxCarouselCards: Int
     public var maxListRows: Int
+    /// The longest list row title, and section title, the channel shows (WhatsApp: 24).
+    public var maxListRowTitle: Int?
+    /// The longest list row description the channel shows (WhatsApp: 72; nil: no limit, or
+    /// descriptions written out as text).
+    public var maxListRowDescription: Int?
     public var location: Bool
     public var contactCard: Bool
     public var reactions: Bool
@@ -31,8 +36,10 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
                 maxButtons: Int = 0, maxButtonTitle: Int? = nil, buttonActions: Set<ActionType> = [.reply, .postback],
                 maxQuickReplies: Int = 0, cards: Bool = false, maxCarouselCards: Int = 0, maxListRows: Int = 0,
                 location: Bool = false, contactCard: Bool = false, reactions: Bool = false, typing: Bool = false,
-                markRead: Bool = false, templates: Set<String> = [], cardActions: Set<ActionType>? = nil) {
+                markRead: Bool = false, templates: Set<String> = [], cardActions: Set<ActionType>? = nil,
+                maxListRowTitle: Int? = nil, maxListRowDescription: Int? = nil) {
         self.cardActions = cardActions
+        self.maxListRowTitle = maxListRowTitle; self.maxListRowDescription = maxListRowDescription
         self.textFormats = textFormats; self.maxTextLength = maxTextLength; self.mediaKinds = mediaKinds
         self.maxButtons = maxButtons; self.maxButtonTitle = maxButtonTitle; self.buttonActions = buttonActions
         self.maxQuickReplies = maxQuickReplies; self.cards = cards; self.maxCarouselCards = maxCarouselCards
@@ -49,5 +56,6 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
         case maxButtons = "max_buttons", maxButtonTitle = "max_button_title", buttonActions = "button_actions"
         case maxQuickReplies = "max_quick_replies", maxCarouselCards = "max_carousel_cards", maxListRows = "max_list_rows"
         case contactCard = "contact_card", markRead = "mark_read", cardActions = "card_actions"
+        case maxListRowTitle = "max_list_row_title", maxListRowDescription = "max_list_row_description"
     }
 }

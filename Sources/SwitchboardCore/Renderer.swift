@@ -127,12 +127,15 @@ public enum Renderer {
 
         mutating func text(_ s: String) { if !s.isEmpty { pendingText.append(s) } }
 
-        mutating func numbered(_ intro: String, _ choices: [(title: String, payload: String?)], extraLines: [String] = []) {
+        /// `notes`: a line's detail after its title (a list row's description), by choice.
+        mutating func numbered(_ intro: String, _ choices: [(title: String, payload: String?)], extraLines: [String] = [],
+                               notes: [String?] = []) {
             var lines = intro.isEmpty ? [] : [intro]
-            for c in choices {
+            for (k, c) in choices.enumerated() {
                 let n = options.count + 1
                 options.append(NumberedOption(index: n, title: c.title, payload: c.payload))
-                lines.append("\(n). \(c.title)")
+                let note = k < notes.count ? notes[k] ?? "" : ""
+                lines.append(note.isEmpty ? "\(n). \(c.title)" : "\(n). \(c.title) — \(note)")
             }
             lines += extraLines
             text(lines.joined(separator: "\n"))
@@ -198,6 +201,28 @@ public enum Renderer {
             }
             if actions.count > max(caps.maxButtons, 3) { return ("over_limit", "\(actions.count) actions on one card") }
             return ("over_limit", "an action title is longer than \(caps.maxButtonTitle ?? 0) characters")
+        }
+
+        /// A list the channel shows as it is: lists at all, few enough rows, and every title
+        /// (rows', sections', the opening button's) and description within the channel's limits.
+        func listFits(_ l: Open<ListFields>) -> Bool { listShortfall(l).reason.isEmpty }
+
+        /// Why a list can't go out as it is ("" when it can), for the degradation report.
+        func listShortfall(_ l: Open<ListFields>) -> (reason: String, detail: String?) {
+            let rows = l.sections.flatMap(\.rows)
+            if caps.maxListRows == 0 { return ("channel_unsupported", nil) }
+            if rows.count > caps.maxListRows { return ("over_limit", "\(rows.count) rows; the channel allows \(caps.maxListRows)") }
+            if let max = caps.maxListRowTitle,
+               rows.contains(where: { $0.title.count > max }) || l.sections.contains(where: { ($0.title ?? "").count > max }) {
+                return ("over_limit", "a row or section title is longer than \(max) characters")
+            }
+            if let max = caps.maxListRowDescription, rows.contains(where: { ($0.description ?? "").count > max }) {
+                return ("over_limit", "a row description is longer than \(max) characters")
+            }
+            if let max = caps.maxButtonTitle, let b = l.buttonText, b.count > max {
+                return ("over_limit", "the button text is longer than \(max) characters")
+            }
+            return ("", nil)
         }
 
         /// A card that doesn't fit, as the parts that carry all of it.
@@ -297,16 +322,21 @@ public enum Renderer {
                     if cardFits(c) { emit(.card(c)) } else { degradedCard(c, index: i) }
                 }
             case .list(let l):
+                if listFits(l) { emit(.list(l)); return }
                 let rows = l.sections.flatMap(\.rows)
-                if caps.maxListRows > 0 && rows.count <= caps.maxListRows { emit(.list(l)); return }
+                let intro = [l.header, l.text].compactMap { $0 }.filter { !$0.isEmpty }.joined(separator: "\n")
+                let (reason, detail) = listShortfall(l)
                 let asActions = rows.map { Action(ActionFields(type: .reply, title: $0.title, id: $0.id, payload: $0.id)) }
                 if buttonsFit(asActions) {
-                    degrade(i, "list", "buttons", caps.maxListRows == 0 ? "channel_unsupported" : "over_limit")
-                    emit(.buttons(Open(ButtonsFields(text: l.text, actions: asActions))))
+                    // Buttons have no room for a row's description: those go into the text, one
+                    // line per row that has one.
+                    let described = rows.compactMap { r in r.description.flatMap { $0.isEmpty ? nil : "• \(r.title): \($0)" } }
+                    degrade(i, "list", "buttons", reason, detail)
+                    emit(.buttons(Open(ButtonsFields(text: ([intro] + described).filter { !$0.isEmpty }.joined(separator: "\n"), actions: asActions))))
                     return
                 }
-                degrade(i, "list", "numbered_text", caps.maxListRows == 0 ? "channel_unsupported" : "over_limit")
-                numbered([l.header, l.text].compactMap { $0 }.joined(separator: "\n"), rows.map { ($0.title, $0.id) })
+                degrade(i, "list", "numbered_text", reason, detail)
+                numbered(intro, rows.map { ($0.title, $0.id) }, notes: rows.map(\.description))
             case .template(let t):
                 guard caps.templates.contains(t.channel) else {
                     throw RenderRejection(code: "capability_unsupported",

@@ -120,7 +120,7 @@ struct RendererTests {
 
     @Test func listBecomesNumberedTextWhenTheRowsDoNotFit() throws {
         let r = try render([Sample.list], .textOnly)
-        #expect(texts(r) == ["Support\nWhat do you need help with?\n1. Track my order\n2. Return an item\n3. Something else"])
+        #expect(texts(r) == ["Support\nWhat do you need help with?\n1. Track my order — Where is my parcel?\n2. Return an item\n3. Something else"])
         #expect(r.numberedOptions == [NumberedOption(index: 1, title: "Track my order", payload: "track"),
                                       NumberedOption(index: 2, title: "Return an item", payload: "return"),
                                       NumberedOption(index: 3, title: "Something else", payload: "other")])
@@ -130,7 +130,50 @@ struct RendererTests {
         var caps = ChannelCapabilities.textOnly
         caps.maxListRows = 2
         let over = try render([Sample.list], caps)
-        #expect(over.degradations == [Degradation(part: 0, from: "list", to: "numbered_text", reason: "over_limit")])
+        #expect(over.degradations == [Degradation(part: 0, from: "list", to: "numbered_text", reason: "over_limit",
+                                                  detail: "3 rows; the channel allows 2")])
+    }
+
+    /// A list whose titles or descriptions are longer than the channel shows is not cut: it goes
+    /// out as numbered text with every word, reported.
+    @Test func listWithTextTooLongForTheChannelIsNotCut() throws {
+        var caps = ChannelCapabilities.textOnly
+        caps.maxListRows = 10; caps.maxListRowTitle = 24; caps.maxListRowDescription = 72; caps.maxButtonTitle = 20
+        let longTitle = "Returns and exchanges for orders"
+        let longDescription = String(repeating: "Everything about sending an item back. ", count: 3)
+        func list(title: String = "Returns", description: String? = nil, section: String? = nil, button: String? = nil) -> Part {
+            .list(Open(ListFields(text: "Pick a topic", sections: [ListSection(title: section, rows: [
+                ListRow(id: "billing", title: "Billing"), ListRow(id: "returns", title: title, description: description)])],
+                buttonText: button)))
+        }
+        // Within the limits: native.
+        let fits = try render([list(description: "Send an item back")], caps)
+        #expect(fits.parts == [list(description: "Send an item back")] && fits.degradations.isEmpty)
+
+        let cases: [(Part, String)] = [
+            (list(title: longTitle), "a row or section title is longer than 24 characters"),
+            (list(section: "Everything about your orders"), "a row or section title is longer than 24 characters"),
+            (list(description: longDescription), "a row description is longer than 72 characters"),
+            (list(button: "See all of the options"), "the button text is longer than 20 characters"),
+        ]
+        for (part, detail) in cases {
+            let r = try render([part], caps)
+            #expect(r.degradations == [Degradation(part: 0, from: "list", to: "numbered_text", reason: "over_limit", detail: detail)])
+            guard case .list(let l) = part else { continue }
+            let row = l.sections[0].rows[1]
+            let line = row.description.map { "2. \(row.title) — \($0)" } ?? "2. \(row.title)"
+            #expect(texts(r) == ["Pick a topic\n1. Billing\n\(line)"])
+        }
+    }
+
+    /// Reply buttons in place of a list keep the header, and the rows' descriptions as lines.
+    @Test func listAsButtonsKeepsHeaderAndDescriptions() throws {
+        let r = try render([Sample.list], Caps.threeButtons)
+        #expect(r.parts == [.buttons(Open(ButtonsFields(text: "Support\nWhat do you need help with?\n• Track my order: Where is my parcel?", actions: [
+            Action(ActionFields(type: .reply, title: "Track my order", id: "track", payload: "track")),
+            Action(ActionFields(type: .reply, title: "Return an item", id: "return", payload: "return")),
+            Action(ActionFields(type: .reply, title: "Something else", id: "other", payload: "other")),
+        ])))])
     }
 
     @Test func cardBecomesImageAndButtonsWithoutNativeCards() throws {

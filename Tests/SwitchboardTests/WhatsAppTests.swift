@@ -655,6 +655,36 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         }
     }
 
+    /// WhatsApp's list limits (row title ≤ 24, description ≤ 72, header ≤ 60) never cut what
+    /// the agent wrote: a list that doesn't fit goes out as numbered text, reported; a long
+    /// header moves into the body.
+    @Test func listsTooLongForWhatsAppAreNotCut() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("hi", id: "wamid.IN8")]))).status == 200)
+            let conversation = try #require(try await d.runtime.store.conversations(channelID: channel, limit: 1, cursor: nil).0.first?.id)
+            let header = "Everything you can do with an order placed in our online shop"
+            let longHeader = #"{"parts":[{"type":"list","header":"\#(header)","text":"Pick one","sections":[{"rows":[{"id":"a","title":"Track"}]}]}]}"#
+            let r1 = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: longHeader)
+            #expect(r1.status == 202 && r1.json?["render"]?["degradations"]?.arrayValue == [])
+            let longRow = #"""
+                {"parts":[{"type":"list","text":"Pick one","sections":[{"rows":[
+                  {"id":"a","title":"Track"},{"id":"b","title":"Returns and exchanges for orders","description":"Send it back"}]}]}]}
+                """#
+            let r2 = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: longRow)
+            #expect(r2.status == 202)
+            #expect(r2.json?["render"]?["degradations"] == [["part": 0, "from": "list", "to": "numbered_text", "reason": "over_limit",
+                                                              "detail": "a row or section title is longer than 24 characters"]])
+            try await eventually("two sends") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 2 }
+            let bodies = graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").map { $0.json ?? .null }
+            #expect(bodies[0]["interactive"]?["header"] == nil)
+            #expect(bodies[0]["interactive"]?["body"]?["text"] == .string(header + "\nPick one"))
+            #expect(bodies[1]["type"] == "text")
+            #expect(bodies[1]["text"]?["body"] == "Pick one\n1. Track\n2. Returns and exchanges for orders — Send it back")
+            #expect(graph.violations.isEmpty, "\(graph.violations)")
+        }
+    }
+
     @Test func outsideTheWindowOnlyTemplatesGoOut() async throws {
         let channel = uniqueID("wa")
         try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in

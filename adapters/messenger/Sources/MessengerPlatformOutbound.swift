@@ -30,13 +30,17 @@ extension MessengerPlatform {
                 textFormats: [.plain], maxTextLength: Limits.messengerText, mediaKinds: [.image, .video, .audio, .voice, .file, .sticker],
                 maxButtons: Limits.buttons, maxButtonTitle: Limits.buttonTitle, buttonActions: [.reply, .postback, .link, .call],
                 maxQuickReplies: Limits.quickReplies, cards: true, maxCarouselCards: Limits.genericElements, maxListRows: Limits.quickReplies,
-                location: false, contactCard: false, reactions: true, typing: true, markRead: true)
+                location: false, contactCard: false, reactions: true, typing: true, markRead: true,
+                // Rows become quick replies; descriptions go into the text.
+                maxListRowTitle: Limits.quickReplyTitle)
         case .instagram:
             return ChannelCapabilities(
                 textFormats: [.plain], maxTextLength: Limits.instagramText, mediaKinds: [.image, .video, .audio, .voice],
                 maxButtons: Limits.buttons, maxButtonTitle: Limits.buttonTitle, buttonActions: [.reply, .postback, .link],
                 maxQuickReplies: Limits.quickReplies, cards: true, maxCarouselCards: Limits.genericElements, maxListRows: Limits.quickReplies,
-                location: false, contactCard: false, reactions: true, typing: true, markRead: true)
+                location: false, contactCard: false, reactions: true, typing: true, markRead: true,
+                // Rows become quick replies; descriptions go into the text.
+                maxListRowTitle: Limits.quickReplyTitle)
         }
     }
 

@@ -30,7 +30,7 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
 
     /// What WhatsApp shows natively (reference §2.8): text up to 4096 characters; images, video,
     /// audio, voice notes, stickers and documents; up to 3 reply buttons with titles of at most 20
-    /// characters; lists of up to 10 rows; location; contact cards; reactions; templates. Quick
+    /// characters; lists of up to 10 rows (titles ≤ 24, descriptions ≤ 72); location; contact cards; reactions; templates. Quick
     /// replies have no native form and become reply buttons (≤ 3) through the renderer. A card
     /// becomes one interactive message (image header, body, ≤ 3 reply buttons or one URL button);
     /// a carousel becomes its cards one by one.
@@ -40,7 +40,10 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         maxQuickReplies: 0, cards: true, maxCarouselCards: 0, maxListRows: 10,
         location: true, contactCard: true, reactions: true, typing: true, markRead: true, templates: ["whatsapp"],
         // A card's call actions, and links beside reply buttons, go into its body as lines.
-        cardActions: [.reply, .postback, .link, .call])
+        cardActions: [.reply, .postback, .link, .call],
+        // List rows (and section titles) ≤ 24 characters, descriptions ≤ 72: longer ones make
+        // the renderer send the list as numbered text rather than cut it.
+        maxListRowTitle: WhatsAppChannelAdapter.maxRowTitle, maxListRowDescription: WhatsAppChannelAdapter.maxRowDescription)
 
     public let channel: ChannelRef
     public var capabilities: ChannelCapabilities { Self.whatsappCapabilities }

@@ -8,6 +8,7 @@ extension WhatsAppChannelAdapter {
     static let maxRowTitle = 24
     static let maxRowDescription = 72
     static let maxHeaderText = 60
+    static let maxListBodyText = 4096
     static let maxCaption = 1024
 
     var messagesPath: String { "\(phoneNumberID)/messages" }
@@ -96,7 +97,7 @@ extension WhatsAppChannelAdapter {
         case .buttons(let b):
             return Self.buttonsMessages(text: b.text, actions: b.actions, header: nil)
         case .list(let l):
-            return [Self.listMessage(l)]
+            return Self.listMessage(l)
         case .card(let c):
             return try await cardMessages(c, context: context)
         case .carousel(let car):
@@ -184,7 +185,9 @@ extension WhatsAppChannelAdapter {
     }
 
     /// An interactive list (≤ 10 rows; button ≤ 20, row title ≤ 24, description ≤ 72, header ≤ 60).
-    static func listMessage(_ l: Open<ListFields>) -> JSONObject {
+    /// The renderer sends lists whose titles don't fit as numbered text, so the cuts below only
+    /// guard the API's limits; a header too long for the header goes at the top of the body.
+    static func listMessage(_ l: Open<ListFields>) -> [JSONObject] {
         let many = l.sections.count > 1
         let sections: [JSONValue] = l.sections.enumerated().map { i, s in
             var o: JSONObject = ["rows": .array(s.rows.map { r in
@@ -196,12 +199,18 @@ extension WhatsAppChannelAdapter {
             if let t = s.title ?? (many ? "Options \(i + 1)" : nil) { o["title"] = .string(truncate(t, maxRowTitle)) }
             return .object(o)
         }
+        var text = l.text
+        let header = l.header ?? ""
+        if header.count > maxHeaderText { text = text.isEmpty ? header : header + "\n" + text }
+        // A body over the list's 4,096 characters goes first as text messages, whole.
+        let lead = text.count > maxListBodyText ? textMessages(text) : []
+        if !lead.isEmpty { text = "" }
         var interactive: JSONObject = [
-            "type": "list", "body": ["text": .string(truncate(l.text.isEmpty ? "Please choose:" : l.text, 4096))],
+            "type": "list", "body": ["text": .string(text.isEmpty ? "Please choose:" : text)],
             "action": ["button": .string(truncate(l.buttonText ?? "Choose", maxButtonTitle)), "sections": .array(sections)],
         ]
-        if let h = l.header, !h.isEmpty { interactive["header"] = ["type": "text", "text": .string(truncate(h, maxHeaderText))] }
-        return ["type": "interactive", "interactive": .object(interactive)]
+        if !header.isEmpty, header.count <= maxHeaderText { interactive["header"] = ["type": "text", "text": .string(header)] }
+        return lead + [["type": "interactive", "interactive": .object(interactive)]]
     }
 
     static func templateMessage(_ t: Open<TemplateFields>) -> JSONObject {
