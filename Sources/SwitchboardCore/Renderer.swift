@@ -56,13 +56,15 @@ public enum Renderer {
 
     public static func render(parts: [Part], fallbackText: String?, override: JSONValue? = nil,
                               capabilities caps: ChannelCapabilities, channelType: String,
-                              policy: DegradePolicy = .allow) throws(RenderRejection) -> RenderedMessage {
+                              policy: DegradePolicy = .allow,
+                              mediaLink: ((String) -> String?)? = nil) throws(RenderRejection) -> RenderedMessage {
         if let override {
             // The helpdesk spoke the channel's language itself: send it untouched.
             let text = fallbackText ?? parts.textFallback
             return RenderedMessage(parts: parts, textFallback: text, override: override)
         }
         var state = State(caps: caps, channelType: channelType)
+        state.mediaLink = mediaLink
         for (i, part) in parts.enumerated() {
             try state.render(part, index: i)
         }
@@ -105,6 +107,10 @@ public enum Renderer {
         /// Consecutive text is merged into one text part, so numbered options and the question
         /// they answer arrive as one message.
         var pendingText: [String] = []
+
+        /// A public link to a stored media file, for a customer to open (nil: the daemon has
+        /// none to give, e.g. without an https `server.public_url`).
+        var mediaLink: ((String) -> String?)? = nil
 
         init(caps: ChannelCapabilities, channelType: String) { self.caps = caps; self.channelType = channelType }
 
@@ -267,8 +273,16 @@ public enum Renderer {
                     emit(.media(m))
                 } else {
                     let label = m.caption ?? m.filename ?? m.kind.rawValue
-                    degrade(i, "media/\(m.kind.rawValue)", "link", "channel_unsupported")
-                    text(m.url.map { "\(label): \($0)" } ?? "[\(label)]")
+                    // A stored file goes out as a link to our copy; with no link to give, the
+                    // customer gets its name and the helpdesk is told nothing was attached.
+                    if let link = m.url ?? m.mediaID.flatMap({ mediaLink?($0) }) {
+                        degrade(i, "media/\(m.kind.rawValue)", "link", "channel_unsupported")
+                        text("\(label): \(link)")
+                    } else {
+                        degrade(i, "media/\(m.kind.rawValue)", "text", "channel_unsupported",
+                                "a stored file has no public link to send (server.public_url is not https)")
+                        text("[\(label)]")
+                    }
                 }
             case .location(let l):
                 if caps.location { emit(.location(l)); return }

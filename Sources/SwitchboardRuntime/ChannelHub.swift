@@ -17,6 +17,16 @@ public struct ChannelInfo: Codable, Sendable, Hashable {
     enum CodingKeys: String, CodingKey { case id, type, state, detail, since, capabilities }
 }
 
+extension AdapterContext {
+    /// For the renderer: a link a customer can open to a stored file the channel can't attach
+    /// (signed, valid 30 days), when the public URL is https — a plain-http or loopback address
+    /// is no link to give a customer.
+    var customerMediaLink: @Sendable (String) -> String? {
+        let context = self
+        return { id in context.publicURL.hasPrefix("https://") ? context.publicMediaURL(id, validFor: 30 * 86400) : nil }
+    }
+}
+
 /// The context handed to each adapter: everything it may use, nothing more.
 public struct RuntimeAdapterContext: AdapterContext {
     public let channel: ChannelRef
@@ -74,7 +84,8 @@ public struct RuntimeAdapterContext: AdapterContext {
         let rendered: RenderedMessage
         do {
             rendered = try Renderer.render(parts: request.parts, fallbackText: nil, override: nil, capabilities: target.adapter.capabilities,
-                                           channelType: target.adapter.channel.type, policy: .allow)
+                                           channelType: target.adapter.channel.type, policy: .allow,
+                                           mediaLink: target.context.customerMediaLink)
         } catch {
             throw RelayError("cannot render the message for \(request.channelID): \(error.detail)")
         }

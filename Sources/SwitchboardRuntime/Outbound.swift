@@ -79,7 +79,8 @@ extension Runtime {
             rendered = try Renderer.render(parts: request.parts, fallbackText: request.fallbackText,
                                            override: request.overrides?[conversation.channel.type],
                                            capabilities: entry.adapter.capabilities, channelType: conversation.channel.type,
-                                           policy: request.policy?.degrade == "deny" ? .deny : .allow)
+                                           policy: request.policy?.degrade == "deny" ? .deny : .allow,
+                                           mediaLink: entry.context.customerMediaLink)
         } catch {
             throw APIProblem(error.code == "invalid_request" ? 400 : 422, error.code, error.detail)
         }

@@ -294,6 +294,18 @@ struct RendererTests {
         let asLink = try render([image], .textOnly)
         #expect(texts(asLink) == ["Receipt: https://files.example/receipt.png"])
         #expect(asLink.degradations == [Degradation(part: 0, from: "media/image", to: "link", reason: "channel_unsupported")])
+
+        // A stored file (media_id only) goes out as a link to our copy when the daemon can give
+        // one; without, its name, and the helpdesk is told no link went out.
+        let file = Part.media(Open(MediaFields(kind: .file, mediaID: Sample.mediaID, filename: "invoice.pdf")))
+        let linked = try Renderer.render(parts: [file], fallbackText: nil, capabilities: .textOnly, channelType: "test",
+                                         mediaLink: { "https://sb.example/media/\($0)?sig=x" })
+        #expect(texts(linked) == ["invoice.pdf: https://sb.example/media/\(Sample.mediaID)?sig=x"])
+        #expect(linked.degradations == [Degradation(part: 0, from: "media/file", to: "link", reason: "channel_unsupported")])
+        let unlinked = try Renderer.render(parts: [file], fallbackText: nil, capabilities: .textOnly, channelType: "test", mediaLink: { _ in nil })
+        #expect(texts(unlinked) == ["[invoice.pdf]"])
+        #expect(unlinked.degradations == [Degradation(part: 0, from: "media/file", to: "text", reason: "channel_unsupported",
+                                                      detail: "a stored file has no public link to send (server.public_url is not https)")])
     }
 
     @Test func locationAndContactCardBecomeText() throws {

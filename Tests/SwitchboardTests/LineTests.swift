@@ -35,8 +35,8 @@ enum LineFixture {
 
     /// One event with the common envelope; `fields` is the type-specific JSON (without braces).
     static func event(_ type: String, source: String = userSource(), replyToken: String? = "nHuyWiB7yP5Zw52FIkcQobQuGDXCTA",
-                      id: String = eventID(), redelivery: Bool = false, _ fields: String = "") -> String {
-        var s = #"{"type":"\#(type)","mode":"active","timestamp":\#(Timestamp.now().milliseconds),"webhookEventId":"\#(id)","deliveryContext":{"isRedelivery":\#(redelivery)},"source":\#(source)"#
+                      id: String = eventID(), redelivery: Bool = false, at: Int64? = nil, _ fields: String = "") -> String {
+        var s = #"{"type":"\#(type)","mode":"active","timestamp":\#(at ?? Timestamp.now().milliseconds),"webhookEventId":"\#(id)","deliveryContext":{"isRedelivery":\#(redelivery)},"source":\#(source)"#
         if let replyToken { s += #","replyToken":"\#(replyToken)""# }
         if !fields.isEmpty { s += "," + fields }
         return s + "}"
@@ -66,10 +66,11 @@ enum LineFixture {
 }
 
 /// Runs `body` with a fake LINE API and a daemon that knows the `line` channel type.
-func withLine<T: Sendable>(_ yaml: @Sendable (FakeLineAPI) -> String, _ body: (TestDaemon, FakeLineAPI) async throws -> T) async throws -> T {
+func withLine<T: Sendable>(_ yaml: @Sendable (FakeLineAPI) -> String, publicURL: String = "http://127.0.0.1:1",
+                           _ body: (TestDaemon, FakeLineAPI) async throws -> T) async throws -> T {
     let api = try await FakeLineAPI.start()
     do {
-        let r = try await withDaemon(yaml(api), registry: LineFixture.registry()) { try await body($0, api) }
+        let r = try await withDaemon(yaml(api), registry: LineFixture.registry(), publicURL: publicURL) { try await body($0, api) }
         await api.stop()
         return r
     } catch {
@@ -577,6 +578,63 @@ extension TestDaemon {
             #expect(groupTyping.status == 422 && groupTyping.json?["code"]?.stringValue == "capability_unsupported")
             #expect(try await d.api("POST", "/v1/conversations/\(direct)/activity", json: #"{"type":"mark_read"}"#).status == 204)
             #expect(api.requests("/v2/bot/chat/markAsRead").first?.body?["markAsReadToken"]?.stringValue == "30yhdy232")
+            #expect(api.violations.isEmpty, "\(api.violations)")
+        }
+    }
+
+    /// LINE delivers events out of order: the older message's tokens, arriving last, must not
+    /// replace the newer one's (mark-as-read with them would leave the newer message unread).
+    @Test func tokensOfAnOlderEventArrivingLateAreNotKept() async throws {
+        let channel = uniqueID("line")
+        try await withLine({ "channels: [ \(LineFixture.channelYAML(channel, api: $0)) ]" }) { d, api in
+            func message(_ id: String, token: String, at: Int64) -> String {
+                LineFixture.event("message", replyToken: "reply-\(token)", at: at,
+                                  #""message":{"id":"\#(id)","type":"text","markAsReadToken":"\#(token)","text":"m\#(id)"}"#)
+            }
+            let now = Timestamp.now().milliseconds
+            #expect(try await LineFixture.post(d, channel, LineFixture.body([message("502", token: "newer", at: now)])).status == 200)
+            #expect(try await LineFixture.post(d, channel, LineFixture.body([message("501", token: "older", at: now - 5000)])).status == 200)
+            let conversation = try #require(try await d.lineConversations(channel).first?.id)
+            #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"mark_read"}"#).status == 204)
+            #expect(api.requests("/v2/bot/chat/markAsRead").map { $0.body?["markAsReadToken"]?.stringValue } == ["newer"])
+            _ = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"hello"}]}"#)
+            try await eventually("reply") { api.requests("/v2/bot/message/reply").count == 1 }
+            #expect(api.requests("/v2/bot/message/reply").first?.body?["replyToken"]?.stringValue == "reply-newer")
+        }
+    }
+
+    /// Uploaded files go out as signed links to our copy (LINE has no file message), a card's
+    /// uploaded picture as its hero image, and quick replies sit on the last object, where LINE
+    /// shows them.
+    @Test func uploadedFilesAndCardPicturesGoOutAsSignedLinks() async throws {
+        let channel = uniqueID("line")
+        try await withLine({ "channels: [ \(LineFixture.channelYAML(channel, api: $0)) ]" }, publicURL: "https://sb.example") { d, api in
+            #expect(try await LineFixture.post(d, channel, LineFixture.body([LineFixture.text("hi", replyToken: nil)])).status == 200)
+            let conversation = try #require(try await d.lineConversations(channel).first?.id)
+            func upload(_ name: String, _ type: String) async throws -> String {
+                let r = try await http("POST", d.apiBase + "/v1/media?filename=\(name)", body: Array("data of \(name)".utf8),
+                                       headers: ["authorization": "Bearer \(TestDaemon.token)", "content-type": type])
+                return try #require(r.json?["id"]?.stringValue, "upload: \(r.status)")
+            }
+            let file = try await upload("invoice.pdf", "application/pdf")
+            let picture = try await upload("chair.png", "image/png")
+            let request = """
+                {"parts":[
+                  {"type":"quick_replies","text":"Anything else?","options":[{"title":"No","payload":"NO"}]},
+                  {"type":"media","kind":"file","media_id":"\(file)","filename":"invoice.pdf"},
+                  {"type":"card","title":"Oak chair","media_id":"\(picture)","actions":[{"type":"postback","title":"Buy","payload":"BUY"}]}
+                ]}
+                """
+            let r = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: request)
+            #expect(r.status == 202, "\(String(decoding: r.body, as: UTF8.self))")
+            #expect(r.json?["render"]?["degradations"] == [["part": 1, "from": "media/file", "to": "link", "reason": "channel_unsupported"]])
+            try await eventually("push") { api.requests("/v2/bot/message/push").count == 1 }
+            let sent = api.requests("/v2/bot/message/push").first?.body?["messages"]?.arrayValue ?? []
+            #expect(sent.map { $0["type"]?.stringValue } == ["text", "text", "flex"])
+            let link = try #require(sent[1]["text"]?.stringValue)
+            #expect(link.hasPrefix("invoice.pdf: https://sb.example/media/\(file)"), "\(link)")
+            #expect(sent[2]["contents"]?["hero"]?["url"]?.stringValue?.hasPrefix("https://sb.example/media/\(picture)") == true)
+            #expect(sent.map { $0["quickReply"] != nil } == [false, false, true])
             #expect(api.violations.isEmpty, "\(api.violations)")
         }
     }

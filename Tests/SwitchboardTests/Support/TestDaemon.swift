@@ -44,11 +44,11 @@ final class TestDaemon: Sendable {
     /// channels, …).
     /// `dir`: reuse a previous daemon's files (a restart).
     static func start(_ body: String, registry: AdapterRegistry = TestRegistry.make(), heartbeat: String = "15s",
-                      dir existing: TempDir? = nil) async throws -> TestDaemon {
+                      dir existing: TempDir? = nil, publicURL: String = "http://127.0.0.1:1") async throws -> TestDaemon {
         let dir = existing ?? TempDir()
         let yaml = """
             instance: test
-            server: { listen: "127.0.0.1:0", public_url: "http://127.0.0.1:1" }
+            server: { listen: "127.0.0.1:0", public_url: "\(publicURL)" }
             api:
               listen: "127.0.0.1:0"
               socket: "\(dir.file("api.sock"))"

@@ -176,14 +176,17 @@ public struct LineChannelAdapter: ChannelAdapter {
         return .ok
     }
 
-    /// Keeps the reply token and the mark-as-read token of the chat's latest event.
+    /// Keeps the reply token and the mark-as-read token of the chat's latest event. LINE
+    /// delivers events out of order: versioned by the event's timestamp, an older event's token
+    /// never replaces a newer one's (mark-as-read would leave the newer message unread).
     func tokenUpdates(_ t: Translation, receivedMS: Int64) -> [StateUpdate] {
         var out: [StateUpdate] = []
+        let version = t.event.occurredAt?.milliseconds ?? receivedMS
         if let token = t.replyToken, !token.isEmpty, token != "00000000000000000000000000000000", token != "ffffffffffffffffffffffffffffffff" {
-            out.append(StateUpdate(key: Self.replyKey(t.chatID), value: "\(receivedMS) \(token)"))
+            out.append(StateUpdate(key: Self.replyKey(t.chatID), value: "\(receivedMS) \(token)", version: version))
         }
         if let read = t.markAsReadToken {
-            out.append(StateUpdate(key: Self.readKey(t.chatID), value: read))
+            out.append(StateUpdate(key: Self.readKey(t.chatID), value: read, version: version))
         }
         return out
     }

@@ -234,9 +234,10 @@ extension LineChannelAdapter {
             case .buttons(let b):
                 out.append(buttonsMessage(b))
             case .card(let c):
-                out.append(["type": "flex", "altText": .string(truncate(c.title, maxAltText)), "contents": bubble(c)])
+                out.append(["type": "flex", "altText": .string(truncate(c.title, maxAltText)),
+                            "contents": bubble(c, image: heroImage(c, publicURL: publicURL, mediaLink: mediaLink))])
             case .carousel(let car):
-                let bubbles = car.cards.prefix(12).map { bubble($0) }
+                let bubbles = car.cards.prefix(12).map { bubble($0, image: heroImage($0, publicURL: publicURL, mediaLink: mediaLink)) }
                 let alt = car.cards.map(\.title).joined(separator: " / ")
                 out.append(["type": "flex", "altText": .string(truncate(alt.isEmpty ? "Carousel" : alt, maxAltText)),
                             "contents": ["type": "carousel", "contents": .array(Array(bubbles))]])
@@ -246,7 +247,29 @@ extension LineChannelAdapter {
                 if let t = part.textFallback, !t.isEmpty { text(t) }
             }
         }
+        return quickReplyLast(out)
+    }
+
+    /// LINE shows the quick reply of the last message of a call only: whatever follows the
+    /// quick replies (an image after the question), they move to the very last object (the
+    /// last one asked for, when there are several).
+    static func quickReplyLast(_ objects: [JSONValue]) -> [JSONValue] {
+        var out = objects
+        guard let last = out.lastIndex(where: { $0["quickReply"] != nil }), last != out.count - 1,
+              case .object(var from) = out[last], case .object(var to) = out[out.count - 1] else { return out }
+        to["quickReply"] = from["quickReply"]
+        from["quickReply"] = nil
+        out[last] = .object(from)
+        out[out.count - 1] = .object(to)
         return out
+    }
+
+    /// A card's picture as LINE fetches it: its own https URL, or our stored copy as a signed
+    /// public link (needs an https `server.public_url`).
+    static func heroImage(_ c: Card, publicURL: String, mediaLink: (String) -> String) -> String? {
+        if let u = c.imageURL, u.hasPrefix("https://") { return u }
+        if let id = c.mediaID, publicURL.hasPrefix("https://") { return mediaLink(id) }
+        return nil
     }
 
     static func idString(_ v: JSONValue) -> String? { v.stringValue ?? v.intValue.map { String($0) } }
@@ -337,11 +360,10 @@ extension LineChannelAdapter {
         return ["type": "flex", "altText": .string(alt), "contents": flexBubble(hero: nil, body: body, actions: b.actions)]
     }
 
-    static func bubble(_ c: Card) -> JSONValue {
+    static func bubble(_ c: Card, image: String?) -> JSONValue {
         var body: [JSONValue] = [["type": "text", "text": .string(c.title.isEmpty ? " " : c.title), "weight": "bold", "size": "lg", "wrap": true]]
         if let s = c.subtitle, !s.isEmpty { body.append(["type": "text", "text": .string(s), "size": "sm", "color": "#666666", "wrap": true]) }
-        let hero = c.imageURL.flatMap { $0.hasPrefix("https://") ? $0 : nil }
-        return flexBubble(hero: hero, body: body, actions: c.actions ?? [])
+        return flexBubble(hero: image, body: body, actions: c.actions ?? [])
     }
 
     static func flexBubble(hero: String?, body: [JSONValue], actions: [Action]) -> JSONValue {
