@@ -215,7 +215,7 @@ public final class DeliveryWorker: Service, Sendable {
             case .retry(let error, let retryAfter):
                 let attempts = item.attempts + 1
                 retries.increment()
-                if let delay = schedule.delay(afterAttempts: attempts, retryAfter: retryAfter) {
+                if let delay = schedule.delay(afterAttempts: attempts, retryAfter: retryAfter, elapsed: Double(now - item.createdAt) / 1000) {
                     logger.warning("delivery failed; will retry", metadata: [
                         "sink": "\(sink.name)", "event": "\(item.eventID)", "attempt": "\(attempts)", "error": "\(error)",
                         "retry_in_s": "\(Int(delay))"])

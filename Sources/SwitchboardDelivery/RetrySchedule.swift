@@ -17,12 +17,24 @@ public struct RetrySchedule: Sendable, Hashable {
     public static let outbound = RetrySchedule(delays: [2, 10, 30, 60, 300, 600, 1800, 3600])
 
     /// The delay before the next attempt after `attempts` failed ones, or nil to give up.
-    /// A receiver's `Retry-After` wins over the schedule (capped at a day).
-    public func delay(afterAttempts attempts: Int, retryAfter: Double? = nil) -> Double? {
-        guard attempts >= 1, attempts <= delays.count else { return nil }
-        if let retryAfter { return min(retryAfter, 86400) }
+    /// A receiver's `Retry-After` wins over the schedule (capped at a day). `elapsed`: seconds
+    /// since the item was queued. A short `Retry-After` must not use the schedule up in a
+    /// moment (a helpdesk in maintenance answering `503 Retry-After: 1` for ten minutes): past
+    /// the schedule's last step, an item the receiver asked to retry is retried — no sooner than
+    /// the schedule's first step — until as much time has passed as the whole schedule spans.
+    public func delay(afterAttempts attempts: Int, retryAfter: Double? = nil, elapsed: Double = 0) -> Double? {
+        guard attempts >= 1 else { return nil }
+        if attempts > delays.count {
+            guard let retryAfter else { return nil }
+            let wait = max(min(retryAfter, 86400), delays.first ?? 1)
+            return elapsed + wait <= span ? wait : nil
+        }
+        if let retryAfter { return min(max(retryAfter, 0), 86400) }
         let base = delays[attempts - 1]
         let spread = base * jitter
         return max(0, base + Double.random(in: -spread...spread))
     }
+
+    /// How long the schedule keeps trying, in seconds.
+    public var span: Double { delays.reduce(0, +) }
 }

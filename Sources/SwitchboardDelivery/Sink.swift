@@ -59,6 +59,9 @@ public struct HTTPSink: EventSink {
             switch code {
             case 200..<300: return .delivered(status: code)
             case 410: return .disable(reason: "the receiver answered 410 Gone")
+            case 300..<400:
+                let to = head.headers.first(name: "location").map { " to \(Self.redactQuery($0))" } ?? ""
+                return .retry(error: "HTTP \(code) redirect\(to), not followed: configure the final URL", retryAfter: nil)
             default:
                 let after = head.headers.first(name: "retry-after").flatMap(Self.parseRetryAfter)
                 return .retry(error: "HTTP \(code)", retryAfter: after)
@@ -89,20 +92,44 @@ public struct HTTPSink: EventSink {
         }
     }
 
-    /// `Retry-After` is either delta-seconds or an HTTP date.
+    /// `Retry-After` is either delta-seconds (digits only) or an HTTP date in any of the three
+    /// forms RFC 9110 §5.6.7 has a recipient accept: IMF-fixdate, RFC 850 and asctime.
     static func parseRetryAfter(_ v: String) -> Double? {
-        if let s = Double(v.trimmingCharacters(in: .whitespaces)) { return max(0, s) }
+        let t = v.trimmingCharacters(in: .whitespaces)
+        if !t.isEmpty, t.utf8.allSatisfy({ (48...57).contains($0) }) { return Double(t) }
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "GMT")
-        f.dateFormat = "EEE, dd MMM yyyy HH:mm:ss zzz"
-        return f.date(from: v).map { max(0, $0.timeIntervalSinceNow) }
+        for format in ["EEE, dd MMM yyyy HH:mm:ss zzz", "EEEE, dd-MMM-yy HH:mm:ss zzz", "EEE MMM d HH:mm:ss yyyy"] {
+            f.dateFormat = format
+            // asctime pads a one-digit day with a space ("Nov  6").
+            if let date = f.date(from: t.replacingOccurrences(of: "  ", with: " ")) { return max(0, date.timeIntervalSinceNow) }
+        }
+        return nil
+    }
+
+    /// A URL for a log line or error: without its query, which can carry a token.
+    static func redactQuery(_ url: String) -> String {
+        String(url.prefix { $0 != "?" }.prefix(200))
     }
 
     static func describe(_ error: any Error) -> String {
         let s = String(describing: error)
         return s.count > 300 ? String(s.prefix(300)) : s
     }
+}
+
+extension HTTPSink {
+    /// The client HTTP sinks share: `HTTPClient.shared`'s settings, except that it never
+    /// follows a redirect. Following a 301/302/303 turns the POST into a GET without the event
+    /// (an auth proxy's login page would then answer 200 and the event count as delivered), and
+    /// a 307/308 would send the signature and configured headers to another origin. A 3xx is a
+    /// failed attempt, retried like a 503, and logged with its status.
+    public static let client: HTTPClient = {
+        var configuration = HTTPClient.Configuration.singletonConfiguration
+        configuration.redirectConfiguration = .disallow
+        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+    }()
 }
 
 /// Prints each event as one readable line (the demo's "helpdesk"). Goes through the same

@@ -257,6 +257,10 @@ public enum APIRoutes {
     static func redactURL(_ url: String) -> String {
         guard var c = URLComponents(string: url) else { return url }
         if c.password != nil { c.password = "redacted" }
+        // A query can carry a token (`?api_key=…`): names stay, values go.
+        if let items = c.queryItems, !items.isEmpty {
+            c.queryItems = items.map { URLQueryItem(name: $0.name, value: $0.value == nil ? nil : "redacted") }
+        }
         return c.string ?? url
     }
 }

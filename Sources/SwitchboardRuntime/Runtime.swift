@@ -151,7 +151,7 @@ public final class Runtime: Sendable {
         case .console: sink = ConsoleSink(name: h.name)
         case .http(let url):
             sink = HTTPSink(name: h.name, url: url, signer: h.secret.flatMap { try? WebhookSigner(secrets: $0) }, headers: h.headers,
-                            timeout: .milliseconds(Int64(h.timeout * 1000)), client: httpClient)
+                            timeout: .milliseconds(Int64(h.timeout * 1000)), client: HTTPSink.client)
         }
         var log = logger
         log[metadataKey: "sink"] = "\(h.name)"

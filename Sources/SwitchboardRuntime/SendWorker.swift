@@ -50,7 +50,7 @@ struct SendWorker: Sendable {
         let ctx = pipeline.eventContext
         do {
             let result = try await adapter.send(out, context: context)
-            try await store.completeSend(job, result: result, ctx: ctx)
+            await recordSent(job, result: result, ctx: ctx)
             Counter(label: "switchboard_sends_total", dimensions: [("channel", channel.id), ("result", "sent")]).increment()
         } catch {
             let sendError = (error as? SendError)
@@ -62,7 +62,8 @@ struct SendWorker: Sendable {
             }
             let attempts = job.attempts + 1
             do {
-                if sendError.retryable, let delay = schedule.delay(afterAttempts: attempts, retryAfter: sendError.retryAfter) {
+                if sendError.retryable, let delay = schedule.delay(afterAttempts: attempts, retryAfter: sendError.retryAfter,
+                                                                  elapsed: Double(Timestamp.now().milliseconds - job.message.receivedAt.milliseconds) / 1000) {
                     context.logger.warning("send failed; will retry", metadata: [
                         "channel": "\(channel.id)", "message": "\(job.message.id)", "attempt": "\(attempts)", "error": "\(sendError)"])
                     try await store.retrySend(job, nextAttemptAt: Store.nowMS() + Int64(delay * 1000), error: sendError)
@@ -76,5 +77,24 @@ struct SendWorker: Sendable {
             }
         }
         eventSignal.notify()
+    }
+
+    /// The platform has the message: record that, retrying the write — never the send — while
+    /// the store refuses it (a full disk, a locked database). A failed write treated as a failed
+    /// send would send the message again, and again each time its lease ran out. Only a stop
+    /// ends the attempts early; the message is then sent again after the restart.
+    func recordSent(_ job: SendJob, result: SendResult, ctx: EventContext) async {
+        var pause = 0.2
+        while true {
+            do {
+                try await store.completeSend(job, result: result, ctx: ctx)
+                return
+            } catch {
+                context.logger.error("sent, but cannot record it; trying the record again (not the send)", metadata: [
+                    "channel": "\(adapter.channel.id)", "message": "\(job.message.id)", "error": "\(error)"])
+            }
+            do { try await Task.sleep(for: .milliseconds(Int64(pause * 1000))) } catch { return }
+            pause = min(pause * 2, 10)
+        }
     }
 }

@@ -189,6 +189,20 @@ import Testing
         return lines
     }
 
+    /// Credentials in a sink URL — a password, or a token in the query — never show in
+    /// `GET /v1/helpdesks`.
+    @Test func helpdeskURLsAreShownWithoutCredentials() async throws {
+        try await withDaemon("""
+            helpdesks: [ { name: desk, url: "https://bot:hunter2@desk.example/hook?api_key=sekrit-token&tenant=acme", secret: "\(testSecret)" } ]
+            """) { d in
+            let r = try await d.api("GET", "/v1/helpdesks")
+            let text = String(decoding: r.body, as: UTF8.self)
+            #expect(r.status == 200)
+            #expect(!text.contains("hunter2") && !text.contains("sekrit-token") && !text.contains("acme"), "\(text)")
+            #expect(r.json?["helpdesks"]?.arrayValue?.first?["url"] == "https://bot:redacted@desk.example/hook?api_key=redacted&tenant=redacted")
+        }
+    }
+
     @Test func metricsAreExposed() async throws {
         let channel = uniqueID("wh")
         try await withHelpdesk { helpdesk in

@@ -73,6 +73,48 @@ import Logging
         #expect(gap >= .milliseconds(950), "retried after \(gap)")
     }
 
+    /// A redirect is a failed attempt, never followed: following a 302 turns the POST into a
+    /// GET without the event, and the login page's 200 behind an auth proxy would count as
+    /// delivered.
+    @Test func redirectsAreNotFollowed() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.redirectToLogin)
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [20ms, 20ms, 20ms, 20ms, 20ms, 20ms, 20ms, 20ms, 20ms, 20ms] } } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("hi", from: "u1")
+        try await eventually("attempts") { helpdesk.attempts.count >= 3 }
+        #expect(helpdesk.loginPageViews == 0)
+        let stats = try await d.runtime.store.sinkStats("desk")
+        #expect(stats.pending + stats.failed == 1, "not counted as delivered: \(stats)")
+        helpdesk.setMode(.up)
+        try await eventually(timeout: 5, "delivered once the receiver answers") { helpdesk.deliveries.count == 1 }
+    }
+
+    /// A receiver answering `Retry-After: 0` (or 1) over and over doesn't run through the whole
+    /// schedule in a moment: its retries go on for as long as the schedule spans.
+    @Test func aShortRetryAfterDoesNotUseTheScheduleUp() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.tooMany(retryAfter: 0))
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [300ms, 300ms, 300ms], jitter: 0 } } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        _ = try await d.context(channel).customerSays("hi", from: "u1")
+        try await eventually(timeout: 10, "parked") { try await d.runtime.store.sinkStats("desk").failed == 1 }
+        let attempts = helpdesk.attempts
+        // 1 + 3 at once (the receiver said 0 s), then every 300 ms until 0.9 s have passed.
+        #expect(attempts.count >= 5, "\(attempts.count) attempts")
+        #expect(attempts.last! - attempts.first! >= .milliseconds(500), "retried for \(attempts.last! - attempts.first!)")
+    }
+
     @Test func goneDisablesTheSinkUntilRecovered() async throws {
         let helpdesk = try await TestHelpdesk.start()
         defer { Task { await helpdesk.stop() } }
@@ -302,8 +344,18 @@ import Logging
         #expect(Set(d1).count > 1, "jitter spreads retries")
         #expect(s.delay(afterAttempts: 3) == nil)
         #expect(s.delay(afterAttempts: 1, retryAfter: 42) == 42)
+        // A short Retry-After doesn't use the schedule up: past its last step the receiver's
+        // retries go on (no sooner than the first step) for as long as the schedule spans.
+        #expect(s.delay(afterAttempts: 3, retryAfter: 1, elapsed: 5) == 10)
+        #expect(s.delay(afterAttempts: 9, retryAfter: 1, elapsed: 20) == 10)
+        #expect(s.delay(afterAttempts: 9, retryAfter: 1, elapsed: 21) == nil)
+        #expect(s.delay(afterAttempts: 3, retryAfter: nil, elapsed: 5) == nil)
         #expect(RetrySchedule.standard.delays.reduce(0, +) > 2.5 * 86400, "retries span days")
         #expect(HTTPSink.parseRetryAfter("120") == 120)
         #expect(HTTPSink.parseRetryAfter("Wed, 21 Oct 2099 07:28:00 GMT")! > 1000)
+        #expect(HTTPSink.parseRetryAfter("Wednesday, 21-Oct-99 07:28:00 GMT") != nil, "RFC 850")
+        #expect(HTTPSink.parseRetryAfter("Wed Oct 21 07:28:00 2099")! > 1000, "asctime")
+        #expect(HTTPSink.parseRetryAfter("Sun Nov  6 08:49:37 1994") == 0, "asctime, padded day, in the past")
+        #expect(HTTPSink.parseRetryAfter("1e3") == nil && HTTPSink.parseRetryAfter("nan") == nil && HTTPSink.parseRetryAfter("-5") == nil)
     }
 }

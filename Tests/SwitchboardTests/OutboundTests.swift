@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
@@ -78,6 +79,39 @@ import Testing
                 let stored = try await d.api("GET", "/v1/messages/\(failedID)")
                 #expect(stored.json?["metadata"]?["k"]?.stringValue == "w")
             }
+        }
+    }
+
+    /// The platform took the message but the store refuses to record it for a while (a full
+    /// disk): the record is retried, the message is not sent again.
+    @Test func aSendTheStoreCannotRecordIsNotSentAgain() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("""
+            channels: [ { id: \(channel), type: recording } ]
+            outbound: { retry: { schedule: [50ms, 50ms, 50ms, 50ms] } }
+            """) { d in
+            let conv = try await Self.conversation(d, channel)
+            // Another connection to the same database makes removing the send from the queue
+            // fail, as a full disk would, until the test lets it.
+            let db = try DatabaseQueue(path: d.dir.file("db.sqlite"))
+            try await db.write { db in
+                try db.execute(sql: """
+                    CREATE TABLE refuse (on_ INTEGER);
+                    INSERT INTO refuse VALUES (1);
+                    CREATE TRIGGER refuse_send_done BEFORE DELETE ON send_queue WHEN (SELECT on_ FROM refuse) = 1
+                    BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;
+                    """)
+            }
+            let r = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"once"}]}"#)
+            let id = try #require(r.json?["id"]?.stringValue)
+            let adapter = TestRegistry.adapter(channel)
+            try await eventually("sent") { adapter.sent.count == 1 }
+            try await Task.sleep(for: .milliseconds(800))
+            #expect(adapter.attempts == 1, "sent \(adapter.attempts) times while the record failed")
+            try await db.write { db in try db.execute(sql: "UPDATE refuse SET on_ = 0") }
+            try await eventually("recorded") { try await d.runtime.store.message(id)?.externalID != nil }
+            #expect(adapter.attempts == 1)
+            try await db.write { db in try db.execute(sql: "DROP TRIGGER refuse_send_done; DROP TABLE refuse") }
         }
     }
 

@@ -20,11 +20,13 @@ final class TestHelpdesk: Sendable {
     }
     enum Mode: Sendable {
         case up, upWithBody(Int), down, tooMany(retryAfter: Int), gone, hang
+        /// 302 to `/login`, whose GET answers 200 (an auth proxy in front of the helpdesk).
+        case redirectToLogin
         /// Hangs (30 s) on events whose body contains the text, takes the others.
         case hangOn(String)
     }
 
-    private let state = Mutex<(deliveries: [Delivery], attempts: [ContinuousClock.Instant], mode: Mode)>(([], [], .up))
+    private let state = Mutex<(deliveries: [Delivery], attempts: [ContinuousClock.Instant], mode: Mode, loginPageViews: Int)>(([], [], .up, 0))
     let group: ServiceGroup
     let task: Task<Void, any Error>
     let url: String
@@ -33,6 +35,7 @@ final class TestHelpdesk: Sendable {
     var deliveries: [Delivery] { state.withLock { $0.deliveries } }
     var events: [CloudEvent] { deliveries.compactMap(\.event) }
     var attempts: [ContinuousClock.Instant] { state.withLock { $0.attempts } }
+    var loginPageViews: Int { state.withLock { $0.loginPageViews } }
     func setMode(_ m: Mode) { state.withLock { $0.mode = m } }
 
     /// `socketPath` nil: TCP on an ephemeral port.
@@ -60,10 +63,15 @@ final class TestHelpdesk: Sendable {
             case .down: return Response(status: .serviceUnavailable)
             case .tooMany(let after): return Response(status: .tooManyRequests, headers: [.retryAfter: String(after)])
             case .gone: return Response(status: .gone)
+            case .redirectToLogin: return Response(status: .found, headers: [.location: "/login"])
             case .hang:
                 try await Task.sleep(for: .seconds(30))
                 return Response(status: .noContent)
             }
+        }
+        router.get("/login") { _, _ -> Response in
+            box.withLock { $0 }!.state.withLock { $0.loginPageViews += 1 }
+            return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(string: "<html>sign in</html>")))
         }
         let address: BindAddress = socketPath.map { .unixDomainSocket(path: $0) } ?? .hostname("127.0.0.1", port: 0)
         var logger = Logger(label: "helpdesk")
