@@ -85,24 +85,30 @@ extension Store {
     /// ids over them. Anything decided inside the transaction that changes the body (a numbered
     /// reply matched, a stored display name, a quoted message to look up) takes the slow path
     /// and encodes there.
+    ///
+    /// The message id is a placeholder too: it is made inside the transaction, so message ids
+    /// follow commit order (ULIDs are monotonic within the process). Made when the webhook
+    /// arrived, an id could sort before one committed earlier, and a client paging messages
+    /// with `after=` the later one would never see it.
     struct PreparedBody: Sendable {
         var inlineRaw: JSONValue?
-        var messageID: String?
         var senderName: String?
         var body: [UInt8]?
         var conversationAt: Int?
         var identityAt: Int?
+        /// Where the message id goes: its `id`, and a raw payload's `/v1/messages/{id}/raw`.
+        var messageAt: [Int] = []
 
         static let conversationPlaceholder = ID.make(.conversation, at: Timestamp(milliseconds: 0)).replacingOccurrences(of: "0", with: "Z")
         static let identityPlaceholder = ID.make(.identity, at: Timestamp(milliseconds: 0)).replacingOccurrences(of: "0", with: "Z")
+        static let messagePlaceholder = ID.make(.message, at: Timestamp(milliseconds: 0)).replacingOccurrences(of: "0", with: "Z")
 
         init(_ work: InboundWork) {
             inlineRaw = Store.inlineRaw(work.event.raw)
             guard case .message(let m) = work.event.kind, work.event.sender == nil, m.replyToExternalID == nil else { return }
             let isEcho = m.origin == .echo
             guard isEcho || !(work.event.peer.displayName ?? "").isEmpty else { return }
-            let id = ID.make(.message, at: work.receivedAt)
-            messageID = id
+            let id = Self.messagePlaceholder
             senderName = isEcho ? nil : work.event.peer.displayName
             let sender = Participant(role: "customer", identityID: Self.identityPlaceholder, channelUserID: work.event.peer.channelUserID,
                                      displayName: work.event.peer.displayName)
@@ -110,12 +116,31 @@ extension Store {
                                         replyTo: nil, parts: m.parts, inlineRaw: inlineRaw)
             guard let bytes = try? JSON.bytes(message) else { return }
             guard let c = Self.onlyOffset(of: Self.conversationPlaceholder, in: bytes) else { return }
+            let messageOffsets = Self.offsets(of: Self.messagePlaceholder, in: bytes)
+            guard !messageOffsets.isEmpty else { return }
             if !isEcho {
                 guard let i = Self.onlyOffset(of: Self.identityPlaceholder, in: bytes) else { return }
                 identityAt = i
             }
             conversationAt = c
+            messageAt = messageOffsets
             body = bytes
+        }
+
+        /// Every offset of `needle` (the occurrences don't overlap).
+        static func offsets(of needle: String, in bytes: [UInt8]) -> [Int] {
+            let n = Array(needle.utf8)
+            var found: [Int] = []
+            var i = 0
+            while i + n.count <= bytes.count {
+                if bytes[i] == n[0] && bytes[i + 1] == n[1] && bytes[i..<(i + n.count)].elementsEqual(n) {
+                    found.append(i)
+                    i += n.count
+                } else {
+                    i += 1
+                }
+            }
+            return found
         }
 
         /// The offset of the one occurrence of `needle`, or nil when it occurs zero or several times.
@@ -137,11 +162,14 @@ extension Store {
 
         /// The prepared body with the real ids copied in, or nil when there is none (or an id
         /// has an unexpected length).
-        func filled(conversationID: String, identityID: String?) -> [UInt8]? {
+        func filled(messageID: String, conversationID: String, identityID: String?) -> [UInt8]? {
             guard var out = body, let c = conversationAt else { return nil }
             let conv = Array(conversationID.utf8)
             guard conv.count == Self.conversationPlaceholder.utf8.count else { return nil }
             out.replaceSubrange(c..<(c + conv.count), with: conv)
+            let msg = Array(messageID.utf8)
+            guard msg.count == Self.messagePlaceholder.utf8.count else { return nil }
+            for m in messageAt { out.replaceSubrange(m..<(m + msg.count), with: msg) }
             if let i = identityAt {
                 guard let identityID else { return nil }
                 let ident = Array(identityID.utf8)
@@ -202,14 +230,14 @@ extension Store {
                 interaction = try matchNumberedReply(db, conversationID: conversation.id, parts: parts, now: now)
                 if let interaction { parts.append(.interaction(interaction)) }
             }
-            let id = prepared.messageID ?? ID.make(.message, at: work.receivedAt)
+            let id = ID.make(.message, at: work.receivedAt)
             messageID = id
             let isEcho = m.origin == .echo
             // The body encoded before the transaction, with our ids filled in, when nothing
             // decided inside it changes the message (see PreparedBody).
             var body: [UInt8]
             if interaction == nil, isEcho || sender.displayName == prepared.senderName,
-               let filled = prepared.filled(conversationID: conversation.id, identityID: isEcho ? nil : sender.identityID) {
+               let filled = prepared.filled(messageID: id, conversationID: conversation.id, identityID: isEcho ? nil : sender.identityID) {
                 body = filled
             } else {
                 var replyTo: MessageRef? = nil

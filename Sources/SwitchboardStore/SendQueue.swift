@@ -149,8 +149,9 @@ extension Store {
     }
 
     /// Claims due sends for one channel: the oldest unsent message of each conversation only,
-    /// so replies go out in the order the helpdesk wrote them. Two replies queued in the same
-    /// millisecond are ordered by message id (ULIDs, monotonic within the process). Per channel: a relayed email
+    /// so replies go out in the order the helpdesk wrote them: by message id, a ULID made inside
+    /// the queueing transaction and monotonic within the process, so it follows commit order
+    /// even when the wall clock steps back (`created_at` would not). Per channel: a relayed email
     /// follow-up waiting for a down SMTP server doesn't hold up the web chat's own replies.
     public func claimSends(channelID: String, limit: Int, leaseMS: Int64, now: Int64 = Store.nowMS()) async throws -> [SendJob] {
         try await pool.write { db in
@@ -163,8 +164,8 @@ extension Store {
                 WHERE q.channel_id = ?1 AND q.state = 'pending' AND q.next_attempt_at <= ?2 AND q.lease_until <= ?2
                   AND NOT EXISTS (SELECT 1 FROM send_queue p WHERE p.conversation_id = q.conversation_id AND p.state = 'pending'
                                   AND p.channel_id = q.channel_id
-                                  AND (p.created_at < q.created_at OR (p.created_at = q.created_at AND p.message_id < q.message_id)))
-                ORDER BY q.created_at, q.message_id LIMIT ?3
+                                  AND p.message_id < q.message_id)
+                ORDER BY q.message_id LIMIT ?3
                 """, arguments: [channelID, now, limit])
             var jobs: [SendJob] = []
             for r in rows {

@@ -247,6 +247,40 @@ import WebhookAdapter
 }
 
 @Suite struct StoreDurabilityTests {
+    /// Message ids follow commit order: a webhook prepared before another message commits, and
+    /// committed after it, still sorts after it, so a client paging with `after=` sees both.
+    /// The prepared body (ids filled in at commit) is what is stored, raw payload link included.
+    @Test func messageIDsFollowCommitOrder() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("s.sqlite"), durability: .normal)
+        let ctx = EventContext(source: "urn:t", sinks: [])
+        let channel = ChannelRef(type: "recording", id: "r")
+        func inbound(_ text: String, raw: Int = 2) -> InboundWork {
+            let body = "{\"t\":\"" + String(repeating: "x", count: raw) + "\"}"
+            return InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
+                                                                     peer: Peer(channelUserID: "u1", displayName: "Kim"), dedupeKey: text,
+                                                                     raw: .json(Data(body.utf8))))
+        }
+        _ = try await store.commitInbound([inbound("first")], ctx: ctx)
+        // Prepared as webhook handlers do, before waiting for the writer…
+        let late = Store.PreparedInbound(inbound("late", raw: 20_000))
+        try await Task.sleep(for: .milliseconds(5))
+        // …while another message commits first.
+        _ = try await store.commitInbound([inbound("meanwhile")], ctx: ctx)
+        let results = try await store.commitInbound([late], ctx: ctx)
+        guard case .success(.committed(_, let lateID?, let conversationID?)) = results.first else {
+            Issue.record("not committed: \(results)")
+            return
+        }
+        let all = try await store.messages(conversationID: conversationID, after: nil, limit: 10)
+        #expect(all.map(\.textFallback) == ["first", "meanwhile", "late"])
+        #expect(try await store.messages(conversationID: conversationID, after: all[1].id, limit: 10).map(\.id) == [lateID])
+        let stored = try #require(all.last)
+        #expect(stored.id == lateID && stored.conversationID == conversationID && stored.sender?.displayName == "Kim")
+        #expect(stored.raw?.ref == "/v1/messages/\(lateID)/raw")
+    }
+
     /// Stopping the ingest writer (cancellation here; graceful shutdown takes the same path):
     /// every event queued before it is committed and answered, none is left waiting, later
     /// emits are refused at once, and `run` returns only after the writer thread has ended.
