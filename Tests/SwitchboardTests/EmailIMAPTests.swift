@@ -329,6 +329,31 @@ struct EmailIMAPTests {
             try await eventually("moved") { dovecot.files().isEmpty && dovecot.files("Processed").count == 1 }
         }
     }
+
+    @Test("a processed_folder that doesn't exist yet is created, its non-ASCII name sent in modified UTF-7")
+    func createsTheProcessedFolder() async throws {
+        try await withDovecotDaemon(processedFolder: "\"Traité\"") { d, helpdesk, dovecot in
+            try await dovecot.deliver(EmailFixture.message(messageID: "<move2@example.org>", body: "Move me too.\n"))
+            try await eventually(timeout: 15, "message") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+            // Dovecot keeps the folder's name as it came over IMAP: modified UTF-7.
+            try await eventually("moved") { dovecot.files().isEmpty && dovecot.files("Trait&AOk-").count == 1 }
+        }
+    }
+
+    @Test("a move the server refuses leaves that message in the mailbox and the next ones still arrive")
+    func aRefusedMoveDoesNotStopTheMailbox() async throws {
+        // Dovecot refuses this name (no CREATE, no MOVE): every move fails.
+        try await withDovecotDaemon(processedFolder: "\"\(Self.refusedFolder)\"") { d, helpdesk, dovecot in
+            try await dovecot.deliver(EmailFixture.message(messageID: "<stay1@example.org>", body: "First.\n"))
+            try await eventually(timeout: 15, "first") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 1 }
+            try await dovecot.deliver(EmailFixture.message(messageID: "<stay2@example.org>", body: "Second.\n"))
+            try await eventually(timeout: 15, "second") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2 }
+            try await Task.sleep(for: .milliseconds(600))
+            #expect(helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2, "each stored once")
+            #expect(dovecot.files().count == 2, "both left in the mailbox")
+        }
+    }
+    static let refusedFolder = "bad/name"
 }
 
 @Suite("Email IMAP over TLS (real Dovecot)", .enabled(if: TestDovecot.available, "dovecot is not installed"))
@@ -384,6 +409,17 @@ struct IMAPParserTests {
         while let (r, n) = try IMAPParser.parse(buf) { out.append(r); buf.removeFirst(n) }
         #expect(buf.isEmpty)
         return out
+    }
+
+    @Test("mailbox names go out in modified UTF-7 (RFC 3501 §5.1.3)")
+    func mailboxNames() {
+        #expect(IMAPParser.modifiedUTF7("Processed") == "Processed")
+        #expect(IMAPParser.modifiedUTF7("Traité") == "Trait&AOk-")
+        #expect(IMAPParser.modifiedUTF7("Entwürfe") == "Entw&APw-rfe")
+        #expect(IMAPParser.modifiedUTF7("日本語") == "&ZeVnLIqe-")
+        #expect(IMAPParser.modifiedUTF7("R&D") == "R&-D")
+        #expect(IMAPParser.modifiedUTF7("~peter/mail/台北") == "~peter/mail/&U,BTFw-")
+        #expect(IMAPParser.mailbox("Say \"hi\"") == #""Say \"hi\"""#)
     }
 
     @Test("literals are read by count, whatever their bytes; partial input asks for more")

@@ -153,4 +153,33 @@ public enum IMAPParser {
     public static func quoted(_ s: String) -> String {
         "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
     }
+
+    /// A mailbox name as IMAP4rev1 sends it: modified UTF-7 (RFC 3501 §5.1.3), quoted. ASCII
+    /// stays as it is ("&" becomes "&-"); anything else is "&" + modified base64 of its UTF-16
+    /// + "-" (`Traité` → `Trait&AOk-`). Sent as plain UTF-8, a non-ASCII name is refused or names
+    /// another folder.
+    public static func mailbox(_ name: String) -> String { quoted(modifiedUTF7(name)) }
+
+    public static func modifiedUTF7(_ name: String) -> String {
+        var out = ""
+        var pending: [UInt16] = []
+        func flush() {
+            guard !pending.isEmpty else { return }
+            var bytes: [UInt8] = []
+            for u in pending { bytes += [UInt8(u >> 8), UInt8(u & 0xFF)] }
+            let b64 = Data(bytes).base64EncodedString().replacingOccurrences(of: "/", with: ",").replacingOccurrences(of: "=", with: "")
+            out += "&" + b64 + "-"
+            pending = []
+        }
+        for scalar in name.unicodeScalars {
+            if scalar.value >= 0x20 && scalar.value <= 0x7E {
+                flush()
+                out += scalar == "&" ? "&-" : String(scalar)
+            } else {
+                pending += Array(String(scalar).utf16)
+            }
+        }
+        flush()
+        return out
+    }
 }

@@ -40,6 +40,15 @@ extension EmailChannelAdapter {
         try await channel.executeThenClose { inbound, outbound in
             var s = IMAPSession(inbound: inbound.makeAsyncIterator(), outbound: outbound, channel: channel.channel)
             try await s.login(settings.client, sslContext: ssl)
+            if let folder = settings.processedFolder {
+                // Made once here: MOVE to a folder that doesn't exist is refused.
+                do { _ = try await s.command("CREATE \(IMAPParser.mailbox(folder))") } catch let e as IMAPError where e.refusal != nil {
+                    if !(e.refusal ?? "").uppercased().contains("[ALREADYEXISTS]") {
+                        context.logger.warning("IMAP server refused to create processed_folder", metadata: [
+                            "channel": "\(self.channel.id)", "folder": "\(folder)", "error": "\(e)"])
+                    }
+                }
+            }
             let (validity, _) = try await s.select(settings.mailbox)
             await context.reportStatus(.connected, detail: nil)
             connected()
@@ -90,18 +99,26 @@ extension EmailChannelAdapter {
                 }
                 _ = try await ingest(raw, envelope: nil, context: context)
             }
-            if let folder = settings.processedFolder {
-                if s.capabilities.contains("MOVE") {
-                    _ = try await s.command("UID MOVE \(uid) \(IMAPParser.quoted(folder))")
-                } else {
-                    _ = try await s.command("UID COPY \(uid) \(IMAPParser.quoted(folder))")
-                    _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Deleted)")
-                    if s.capabilities.contains("UIDPLUS") { _ = try await s.command("UID EXPUNGE \(uid)") }
-                }
-            } else {
-                _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Seen)")
-            }
+            // Stored: the cursor moves on before the message is filed, so a flag or move the
+            // server refuses (a missing or read-only folder) leaves one message where it is
+            // instead of stopping the mailbox on it for good.
             try await context.state.set(key, "\(validity):\(uid)")
+            do {
+                if let folder = settings.processedFolder {
+                    if s.capabilities.contains("MOVE") {
+                        _ = try await s.command("UID MOVE \(uid) \(IMAPParser.mailbox(folder))")
+                    } else {
+                        _ = try await s.command("UID COPY \(uid) \(IMAPParser.mailbox(folder))")
+                        _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Deleted)")
+                        if s.capabilities.contains("UIDPLUS") { _ = try await s.command("UID EXPUNGE \(uid)") }
+                    }
+                } else {
+                    _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Seen)")
+                }
+            } catch let e as IMAPError where e.refusal != nil {
+                context.logger.warning("IMAP server refused to file a stored message; it stays in the mailbox", metadata: [
+                    "channel": "\(channel.id)", "uid": "\(uid)", "error": "\(e)"])
+            }
         }
     }
 }

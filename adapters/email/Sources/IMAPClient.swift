@@ -9,6 +9,9 @@ public struct IMAPError: Error, Sendable, Hashable, CustomStringConvertible {
     public var message: String
     /// NO/BAD at LOGIN/AUTHENTICATE.
     public var isAuthentication: Bool = false
+    /// The server's text when it answered a command NO or BAD (the connection is fine); nil
+    /// for broken connections and protocol errors.
+    public var refusal: String? = nil
     public var description: String { message }
 }
 
@@ -74,7 +77,8 @@ public struct IMAPSession {
             if case .tagged(let t, let status, let text) = r, t == tag {
                 guard status == "OK" else {
                     throw IMAPError(message: "\(logged ?? command.split(separator: " ").first.map(String.init) ?? command) → \(status) \(text)",
-                                    isAuthentication: command.hasPrefix("LOGIN") || command.hasPrefix("AUTHENTICATE"))
+                                    isAuthentication: command.hasPrefix("LOGIN") || command.hasPrefix("AUTHENTICATE"),
+                                    refusal: text)
                 }
                 untagged.append(.status(status: "OK", text: text))
                 return untagged
@@ -136,24 +140,29 @@ public struct IMAPSession {
             }.get()
             readCapabilities(from: try await command("CAPABILITY"))
         }
+        // Servers may advertise more (IDLE, MOVE, UIDPLUS) once logged in; read them again
+        // unless the login's OK carried them.
+        let beforeLogin = capabilities
+        let loggedIn: [IMAPResponse]
         if let tokenFile = config.oauthTokenFile {
             let token: String
             do { token = try readOAuthToken(tokenFile) } catch { throw IMAPError(message: "\(error)", isAuthentication: true) }
-            readCapabilities(from: try await command("AUTHENTICATE XOAUTH2 \(xoauth2(user: config.username, token: token))",
-                                                     logged: "AUTHENTICATE XOAUTH2"))
+            loggedIn = try await command("AUTHENTICATE XOAUTH2 \(xoauth2(user: config.username, token: token))", logged: "AUTHENTICATE XOAUTH2")
         } else if capabilities.contains("AUTH=PLAIN") && capabilities.contains("SASL-IR") {
             let token = Data([0] + Array(config.username.utf8) + [0] + Array(config.password.utf8)).base64EncodedString()
-            readCapabilities(from: try await command("AUTHENTICATE PLAIN \(token)", logged: "AUTHENTICATE PLAIN"))
+            loggedIn = try await command("AUTHENTICATE PLAIN \(token)", logged: "AUTHENTICATE PLAIN")
         } else {
-            readCapabilities(from: try await command("LOGIN \(IMAPParser.quoted(config.username)) \(IMAPParser.quoted(config.password))",
-                                                     logged: "LOGIN"))
+            loggedIn = try await command("LOGIN \(IMAPParser.quoted(config.username)) \(IMAPParser.quoted(config.password))", logged: "LOGIN")
         }
-        if !capabilities.contains("IMAP4REV1") && !capabilities.contains("IMAP4REV2") { readCapabilities(from: try await command("CAPABILITY")) }
+        capabilities = []
+        readCapabilities(from: loggedIn)
+        if capabilities.isEmpty { readCapabilities(from: try await command("CAPABILITY")) }
+        if capabilities.isEmpty { capabilities = beforeLogin }
     }
 
     /// SELECT: (UIDVALIDITY, UIDNEXT).
     mutating func select(_ mailbox: String) async throws -> (uidValidity: Int64, uidNext: Int64?) {
-        let r = try await command("SELECT \(IMAPParser.quoted(mailbox))")
+        let r = try await command("SELECT \(IMAPParser.mailbox(mailbox))")
         var validity: Int64? = nil, next: Int64? = nil
         for case .status(_, let text) in r {
             let t = text.uppercased()
