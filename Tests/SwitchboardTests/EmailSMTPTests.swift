@@ -197,7 +197,9 @@ struct EmailSMTPTests {
 
             // Refused before anything is queued.
             for bad in [#"{"cc":["not an address"]}"#, #"{"bcc":[42]}"#, #"{"cc":"kim@example.org, nobody"}"#,
-                        "{\"cc\":[" + (1...51).map { "\"c\($0)@example.org\"" }.joined(separator: ",") + "]}", #""just text""#] {
+                        "{\"cc\":[" + (1...51).map { "\"c\($0)@example.org\"" }.joined(separator: ",") + "]}", #""just text""#,
+                        // Only RFC 3834's keywords: a free string could carry a line break and headers.
+                        #"{"auto_submitted":"auto-replied\r\nReply-To: evil@attacker.example"}"#, #"{"auto_submitted":"yes please"}"#] {
                 let r = try await reply(bad)
                 #expect(r.status == 422 && r.json?["code"] == "invalid_request", "\(bad): \(String(decoding: r.body, as: UTF8.self))")
             }
@@ -402,6 +404,22 @@ struct EmailSMTPTests {
             #expect(sink.messages.count == 1)
         } catch { await sink.stop(); throw error }
         await sink.stop()
+    }
+
+    @Test("nothing a helpdesk sends can write header text: line breaks in values are flattened, a media type must be type/subtype")
+    func noHeaderInjection() {
+        var mail = OutboundEmail(from: EmailAddress(address: "support@example.test"), to: [EmailAddress(address: "jane@example.org")],
+                                 subject: "Hi", messageID: "m1@example.test", text: "Body")
+        mail.autoSubmitted = "auto-replied\r\nBcc: evil@attacker.example"
+        mail.attachments = [OutboundAttachment(bytes: [1, 2, 3], mimeType: "text/plain\r\nX-Evil: 1", filename: "a.txt"),
+                            OutboundAttachment(bytes: [4], mimeType: "image/PNG", filename: "b.png")]
+        let text = String(decoding: MIMEBuilder.build(mail), as: UTF8.self)
+        let lines = text.components(separatedBy: "\r\n")
+        #expect(!lines.contains { $0.hasPrefix("Bcc:") || $0.hasPrefix("X-Evil:") }, "\(text)")
+        #expect(text.contains("Content-Type: application/octet-stream;") && text.contains("Content-Type: image/png;"))
+        #expect(MIMEBuilder.contentType("application/vnd.ms-excel") == "application/vnd.ms-excel")
+        #expect(MIMEBuilder.contentType("text/plain; charset=x") == "application/octet-stream")
+        #expect(MIMEBuilder.contentType("nonsense") == "application/octet-stream")
     }
 
     @Test("media parts go out as attachments (multipart/mixed, base64, RFC 2231 filename); rich parts arrive as text")

@@ -70,8 +70,8 @@ extension EmailChannelAdapter {
         mail.references = references
         mail.attachments = body.attachments
         mail.cc = copies.cc
-        if let auto = override["auto_submitted"]?.stringValue ?? (override["auto_submitted"]?.boolValue == true ? "auto-replied" : nil) {
-            mail.autoSubmitted = auto
+        do { mail.autoSubmitted = try Self.autoSubmitted(override) } catch {
+            throw SendError(code: "invalid_request", message: error.detail, retryable: false)
         }
         let bytes = MIMEBuilder.build(mail)
         let client = SMTPClient(config: smtp)
@@ -106,7 +106,23 @@ extension EmailChannelAdapter {
         guard let o = override.objectValue else {
             throw SendRejection(code: "invalid_request", status: 422, detail: "overrides.email must be an object (subject, auto_submitted, cc, bcc)")
         }
-        do { _ = try Self.copyRecipients(o) } catch { throw SendRejection(code: "invalid_request", status: 422, detail: error.detail) }
+        do {
+            _ = try Self.copyRecipients(o)
+            _ = try Self.autoSubmitted(o)
+        } catch { throw SendRejection(code: "invalid_request", status: 422, detail: error.detail) }
+    }
+
+    /// `overrides.email.auto_submitted`: `true` (→ `auto-replied`), `false`, or one of RFC
+    /// 3834's keywords. Nothing else reaches the header: a free string could carry a line break
+    /// and with it headers of the helpdesk's choosing.
+    static func autoSubmitted(_ override: JSONObject) throws(CopyProblem) -> String? {
+        guard let v = override["auto_submitted"], v != .null else { return nil }
+        if let b = v.boolValue { return b ? "auto-replied" : nil }
+        let keywords = ["no", "auto-replied", "auto-generated", "auto-notified"]
+        guard let s = v.stringValue, keywords.contains(s.lowercased()) else {
+            throw CopyProblem(detail: "overrides.email.auto_submitted must be true, false or one of \(keywords.joined(separator: ", "))")
+        }
+        return s.lowercased() == "no" ? nil : s.lowercased()
     }
 
     /// At most this many `cc` and `bcc` addresses together: a reply copies a few colleagues, and

@@ -69,7 +69,7 @@ public enum MIMEBuilder {
             var parts = [body]
             for a in m.attachments {
                 let name = sanitizeFilename(a.filename)
-                let type = a.mimeType.isEmpty ? "application/octet-stream" : a.mimeType
+                let type = contentType(a.mimeType)
                 parts.append(Entity(headers: [
                     "Content-Type: \(type);" + "\r\n\tname=\(headerParameterFallback(name))",
                     "Content-Transfer-Encoding: base64",
@@ -101,7 +101,23 @@ public enum MIMEBuilder {
 
     // MARK: headers
 
-    static func field(_ name: String, _ value: String) -> String { fold("\(name): \(value)") }
+    /// A structured header. Callers pass checked values; a line break in one is still replaced,
+    /// so no input can end the header or start another.
+    static func field(_ name: String, _ value: String) -> String {
+        fold("\(name): \(value.replacingOccurrences(of: "\r", with: " ").replacingOccurrences(of: "\n", with: " "))")
+    }
+
+    /// A media type as `Content-Type` takes it (`type/subtype`, RFC 2045 tokens), else
+    /// `application/octet-stream`: the helpdesk's `mime_type` never writes header text.
+    static func contentType(_ type: String) -> String {
+        let tspecials = Set("()<>@,;:\\\"/[]?= ".unicodeScalars)
+        func token(_ s: Substring) -> Bool {
+            !s.isEmpty && s.unicodeScalars.allSatisfy { $0.value > 0x20 && $0.value < 0x7F && !tspecials.contains($0) }
+        }
+        let halves = type.split(separator: "/", omittingEmptySubsequences: false)
+        guard halves.count == 2, token(halves[0]), token(halves[1]) else { return "application/octet-stream" }
+        return type.lowercased()
+    }
 
     /// Folds a structured header at spaces so lines stay ≤ 78 characters where possible.
     static func fold(_ line: String) -> String {
