@@ -83,6 +83,24 @@ struct QuoteTests {
         #expect(!r.stripped)
     }
 
+    @Test func inlineAnswersBelowAnAttributionAreKept() {
+        let body = "See answers below.\n\nOn Tue, 5 Mar 2024, Support <support@example.com> wrote:\n> Order number?\n12345\n> Address?\n10 Main St\n"
+        let r = QuoteStripper.strip(body)
+        #expect(!r.stripped)
+        #expect(r.text.hasSuffix("> Address?\n10 Main St"))
+        // Only quoted lines below it: cut as before.
+        #expect(QuoteStripper.strip("Fine.\n\nOn Tue, 5 Mar 2024, Support <support@example.com> wrote:\n> Order number?\n>\n> Thanks\n").text == "Fine.")
+    }
+
+    @Test func headerLikeLinesInTheCustomersTextAreNotAHeaderBlock() {
+        let flight = QuoteStripper.strip("Flight details\nFrom: Berlin\nTo: Paris\nDate: 5 May\n\nCan I change it?\n")
+        #expect(!flight.stripped)
+        #expect(flight.text.hasSuffix("Can I change it?"))
+        #expect(!QuoteStripper.strip("Route\nFrom: Berlin\nTo: Paris\n").stripped)
+        let forwarded = QuoteStripper.strip("FYI\n\nFrom: Shop\nSent: Monday\nSubject: Your order\n\nOld text\n")
+        #expect(forwarded.text == "FYI" && forwarded.marker == "outlook_header")
+    }
+
     @Test func nothingAboveTheQuoteKeepsTheFullText() {
         let body = "-----Original Message-----\nFrom: a@example.com\nSent: today\n\nForwarded content\n"
         let r = QuoteStripper.strip(body)

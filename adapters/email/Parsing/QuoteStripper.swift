@@ -22,9 +22,10 @@ public enum QuoteStripper {
     /// - a separator: `-----Original Message-----`, `-----원본 메시지-----`, `-----元のメッセージ-----`
     ///   and translations (any number of dashes, optional spaces);
     /// - an Outlook header block: a `From:` line (or `보낸 사람:`, `差出人:`, `送信者:`, `Von:`, `De :`)
-    ///   followed by at least one `Sent:`/`Date:`/`To:`/`Subject:`/`Cc:` line (localised too), with
-    ///   a preceding `____` rule cut as well;
+    ///   followed by at least two `Sent:`/`Date:`/`To:`/`Subject:`/`Cc:` lines (localised too), one
+    ///   of them a subject or the `From:` with an address, with a preceding `____` rule cut as well;
     /// - a trailing block of `>`-quoted lines.
+    /// An attribution followed by answers written between its quoted lines cuts nothing.
     /// When a cut would leave nothing (the mail starts with the quote, e.g. a bare forward), the
     /// whole body is the text.
     public static func strip(_ body: String) -> Result {
@@ -38,7 +39,10 @@ public enum QuoteStripper {
             let line = lines[i].trimmingSpaces()
             if line.isEmpty { continue }
             if isSeparator(line) { cut = i; marker = "original_message"; break scan }
-            if attributionSpan(lines, i) != nil {
+            if let span = attributionSpan(lines, i) {
+                // Answers written between the quoted lines below (`> Order number?` / `12345`)
+                // are the reply itself: nothing is cut.
+                if answersInline(lines, after: i + span) { break scan }
                 cut = i
                 marker = "on_wrote"
                 break scan
@@ -185,22 +189,42 @@ public enum QuoteStripper {
                                     "à :", "objet :", "enviado:", "para:", "asunto:", "verzonden:", "aan:", "onderwerp:",
                                     "inviato:", "oggetto:", "отправлено:", "кому:", "тема:", "发送时间:", "收件人:", "主题:"]
 
+    private static let subjectKeys = ["subject:", "제목:", "件名:", "betreff:", "objet :", "objet:", "asunto:", "onderwerp:", "oggetto:",
+                                      "assunto:", "тема:", "主题:", "主旨:"]
+
+    /// Whether the customer wrote between the `>`-quoted lines that follow an attribution: a
+    /// line of their own below a quoted one.
+    static func answersInline(_ lines: [String], after start: Int) -> Bool {
+        var sawQuote = false
+        for line in lines[min(start, lines.count)...] {
+            let t = line.trimmingSpaces()
+            if t.isEmpty { continue }
+            if t.hasPrefix(">") { sawQuote = true } else if sawQuote { return true }
+        }
+        return false
+    }
+
+    /// A forwarded or quoted message's header block: a `From:` line and at least two more
+    /// header lines, one of them a subject, or a `From:` with an address (`From: Berlin` /
+    /// `To: Paris` / `Date: 5 May` in a customer's own text is not one).
     static func isOutlookHeaderBlock(_ lines: [String], _ i: Int) -> Bool {
         let first = lines[i].trimmingSpaces().replacingAll("*", with: "")
         guard fromKeys.contains(where: { first.lowercased().hasPrefix($0) }) else { return false }
         var headerLines = 0
+        var subject = false
         var j = i + 1
         while j < lines.count && j <= i + 6 {
             let t = lines[j].trimmingSpaces().replacingAll("*", with: "").lowercased()
             if t.isEmpty { break }
-            if otherKeys.contains(where: { t.hasPrefix($0) }) {
+            if otherKeys.contains(where: { t.hasPrefix($0) }) || subjectKeys.contains(where: { t.hasPrefix($0) }) {
                 headerLines += 1
+                if subjectKeys.contains(where: { t.hasPrefix($0) }) { subject = true }
             } else if headerLines == 0 {
                 // A wrapped From: value (long display name) may take one more line.
                 if j > i + 1 { break }
             }
             j += 1
         }
-        return headerLines >= 1
+        return headerLines >= 2 && (subject || first.contains("@"))
     }
 }
