@@ -62,6 +62,12 @@ struct MIMETests {
 
     @Test func htmlToText() {
         #expect(HTMLText.toText("<p>One</p><p>Two</p>") == "One\n\nTwo")
+        // HTML may leave </head> out: the body starts where <body> does, not at the end of the mail.
+        #expect(HTMLText.toText("<html><head><meta charset=utf-8><body><p>My order is broken</p>") == "My order is broken")
+        #expect(HTMLText.toText("<head><title>Re: order<body>Thanks") == "Thanks")
+        // A missing </title> doesn't swallow the rest; a missing </script> does (it is code).
+        #expect(HTMLText.toText("<title>Order<p>Where is it?</p>") == "Order\n\nWhere is it?" || HTMLText.toText("<title>Order<p>Where is it?</p>").hasSuffix("Where is it?"))
+        #expect(HTMLText.toText("<p>Hi</p><script>var x = 1;") == "Hi")
         #expect(HTMLText.toText("<div>a</div><div>b</div>c<br>d") == "a\nb\nc\nd")
         #expect(HTMLText.toText("<SCRIPT type='x'>var a = '<p>';</SCRIPT><Style>x{}</Style>ok") == "ok")
         #expect(HTMLText.toText("a   b\n\n c") == "a b c")

@@ -76,10 +76,16 @@ public enum HTMLText {
                     continue
                 }
                 if !isEnd && skipContent.contains(name) {
-                    // Skip to the matching end tag.
-                    if let endIdx = findEndTag(chars, name, from: i) {
-                        i = endIdx
-                    } else {
+                    // Skip to the matching end tag. HTML may leave `</head>` out (the body
+                    // starts it); any other missing end tag but a script's or a style's must not
+                    // swallow the rest of the mail: then only the tag itself is dropped.
+                    let end = findEndTag(chars, name, from: i)
+                    let body = name == "head" ? findStartTag(chars, "body", from: i) : nil
+                    if let body, body < (end ?? chars.count) {
+                        i = body
+                    } else if let end {
+                        i = end
+                    } else if name == "script" || name == "style" {
                         i = chars.count
                     }
                     continue
@@ -218,6 +224,19 @@ public enum HTMLText {
             }
         }
         return (name.lowercased(), isEnd)
+    }
+
+    /// Where the next `<name …>` start tag begins.
+    private static func findStartTag(_ chars: [Unicode.Scalar], _ name: String, from: Int) -> Int? {
+        var i = from
+        while i < chars.count {
+            if chars[i] == "<", i + 1 < chars.count, chars[i + 1] != "/" {
+                let (n, isEnd) = tagName(chars, i + 1, min(chars.count, i + 1 + name.count + 1))
+                if n == name && !isEnd { return i }
+            }
+            i += 1
+        }
+        return nil
     }
 
     private static func findEndTag(_ chars: [Unicode.Scalar], _ name: String, from: Int) -> Int? {
