@@ -6,6 +6,28 @@ import Testing
 
 @Suite("Email to common-format parts")
 struct ConversionTests {
+    /// Answers go where the customer asked: a contact form's mail names the visitor in
+    /// Reply-To; a Google Group rewrites a member's From to the group's address (ours) and is
+    /// not our own mail coming back.
+    @Test func theCustomerIsReplyToFirst() {
+        func mail(_ headers: String) -> EmailInbound {
+            EmailInbound(parsing: Array((headers + "Subject: Hi\r\nMessage-ID: <rt.\(UUID().uuidString)@example.org>\r\n\r\nMy order?\r\n").utf8),
+                         ownAddresses: ["support@example.com"])
+        }
+        let form = mail("From: Shop forms <forms@shop.example>\r\nReply-To: Jane Doe <jane@example.org>\r\nTo: support@example.com\r\n")
+        #expect(form.classification == .customer)
+        #expect(form.peer == Peer(channelUserID: "jane@example.org", displayName: "Jane Doe"))
+        let group = mail("From: 'Jane Doe' via Support <support@example.com>\r\nReply-To: jane@example.org\r\nTo: support@example.com\r\n")
+        #expect(group.classification == .customer)
+        #expect(group.peer == Peer(channelUserID: "jane@example.org", displayName: nil))
+        // Our own address with no one else named: our own mail, as before.
+        let own = mail("From: Support <support@example.com>\r\nTo: jane@example.org\r\n")
+        #expect(own.classification.name == "own_message")
+        // Reply-To naming the sender again changes nothing.
+        let same = mail("From: Jane <jane@example.org>\r\nReply-To: jane@example.org\r\n")
+        #expect(same.peer == Peer(channelUserID: "jane@example.org", displayName: "Jane"))
+    }
+
     @Test func replyBecomesStrippedTextWithFullTextKept() throws {
         let inbound = EmailInbound(parsing: try Fixture.bytes("reply-gmail-en"), ownAddresses: ["support@example.com"],
                                    envelope: (from: "customer@example.org", to: ["support@example.com"]))

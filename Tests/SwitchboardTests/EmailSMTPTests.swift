@@ -132,7 +132,8 @@ struct EmailSMTPTests {
                 helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["status"]?.stringValue == "sent" }
             }
 
-            let dsn = """
+            func dsn(recipient: String, action: String, status: String) -> String {
+                """
                 From: MAILER-DAEMON@mx.example.test (Mail Delivery System)
                 To: support@example.test
                 Subject: Undelivered Mail Returned to Sender
@@ -150,10 +151,10 @@ struct EmailSMTPTests {
 
                 Reporting-MTA: dns; mx.example.test
 
-                Final-Recipient: rfc822; jane@example.org
-                Action: failed
-                Status: 5.1.1
-                Diagnostic-Code: smtp; 550 5.1.1 <jane@example.org>: Recipient address rejected
+                Final-Recipient: rfc822; \(recipient)
+                Action: \(action)
+                Status: \(status)
+                Diagnostic-Code: smtp; 550 5.1.1 <\(recipient)>: Recipient address rejected
 
                 --B
                 Content-Type: text/rfc822-headers
@@ -166,6 +167,17 @@ struct EmailSMTPTests {
                 --B--
 
                 """
+            }
+            // A copy's address failing, or a report that the mail was delivered or relayed,
+            // doesn't fail the message: the customer has it. Each report is still stored.
+            for report in [dsn(recipient: "kim@example.org", action: "failed", status: "5.1.1"),
+                           dsn(recipient: "jane@example.org", action: "relayed", status: "2.0.0")] {
+                let r = EmailFixture.replies(try await EmailFixture.lmtp(socket, from: "", to: ["support@example.test"], message: report, dir: d.dir))
+                #expect(r.contains { $0.hasPrefix("250 2.0.0 <support@example.test> Stored") }, "\(r)")
+            }
+            try await eventually("both reports stored") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 3 }
+            #expect(!helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["status"]?.stringValue == "failed" })
+            let dsn = dsn(recipient: "jane@example.org", action: "failed", status: "5.1.1")
             let replies = EmailFixture.replies(try await EmailFixture.lmtp(socket, from: "", to: ["support@example.test"], message: dsn, dir: d.dir))
             #expect(replies.contains { $0.hasPrefix("250 2.0.0 <support@example.test> Stored") }, "\(replies)")
             try await eventually("message.status failed") {
@@ -176,7 +188,7 @@ struct EmailSMTPTests {
             #expect(failed["error"]?["code"]?.stringValue == "invalid_recipient")
             #expect(failed["error"]?["channel_code"]?.stringValue == "5.1.1")
             #expect(failed["error"]?["retryable"] == .bool(false))
-            try await eventually("the bounce stored") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2 }
+            try await eventually("the bounce stored") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 4 }
             let stored = try #require(helpdesk.events.filter { $0.type == "switchboard.message.received" }.last?.data)
             #expect(stored["origin"]?.stringValue == "system")
             #expect(stored["channel_data"]?["email"]?["classification"]?.stringValue == "bounce")

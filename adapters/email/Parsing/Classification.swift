@@ -29,6 +29,15 @@ public struct BounceReport: Sendable, Hashable {
 
     /// Only a delay (4.x.x / `Action: delayed`): the message may still arrive.
     public var isDelay: Bool { action == "delayed" || (action == nil && status?.hasPrefix("4") == true) }
+
+    /// The report says delivery failed: `Action: failed`, or without an action a 5.x.x status
+    /// or none at all. `delivered`, `relayed` and `expanded` reports (sent on request, or by
+    /// a relay) and delays are not failures.
+    public var isFailure: Bool {
+        if let action = action?.lowercased() { return action == "failed" }
+        if let status { return status.hasPrefix("5") }
+        return true
+    }
 }
 
 /// The loop and noise guard's verdict on an inbound message.
@@ -100,7 +109,10 @@ public enum EmailClassifier {
             return .ownMessage(reason: "Message-ID is one of ours")
         }
         let own = Set(ownAddresses.map { $0.lowercased() })
-        if let from = email.from?.address, own.contains(from) {
+        // From our address, unless it names someone else to answer: a Google Group rewrites a
+        // member's From to the group's address (here, ours) and puts the member in Reply-To.
+        if let from = email.from?.address, own.contains(from),
+           !email.replyTo.contains(where: { !$0.address.isEmpty && !own.contains($0.address.lowercased()) }) {
             return .ownMessage(reason: "From is our own address \(from)")
         }
 

@@ -46,14 +46,14 @@ public struct EmailInbound: Sendable {
                 envelope: (from: String?, to: [String])? = nil, limits: MIMELimits = .default) {
         let email = EmailParser.parse(raw, limits: limits)
         self.init(email: email, raw: raw, classification: EmailClassifier.classify(email, ownAddresses: ownAddresses, codec: codec),
-                  envelope: envelope)
+                  envelope: envelope, ownAddresses: ownAddresses)
     }
 
-    public init(email: ParsedEmail, raw: [UInt8], classification: EmailClassification, envelope: (from: String?, to: [String])? = nil) {
+    public init(email: ParsedEmail, raw: [UInt8], classification: EmailClassification, envelope: (from: String?, to: [String])? = nil,
+                ownAddresses: [String] = []) {
         self.email = email
         self.classification = classification
-        let who = email.from ?? email.sender ?? email.returnPath.flatMap { $0.address.isEmpty ? nil : $0 }
-        peer = Peer(channelUserID: who?.address ?? "", displayName: who?.displayName)
+        peer = Self.customer(email, ownAddresses: ownAddresses)
         externalID = email.messageIDOrSynthesized
         replyToExternalID = email.inReplyTo.first
         occurredAt = email.date
@@ -164,11 +164,26 @@ public struct EmailInbound: Sendable {
         return copy
     }
 
+    /// Who the customer is, and where answers go: the first `Reply-To` that isn't ours (a
+    /// contact form's `From: forms@…` with the visitor in Reply-To; a Google Group that rewrote
+    /// the member's From to our own address), else From, Sender, the return path.
+    static func customer(_ email: ParsedEmail, ownAddresses: [String]) -> Peer {
+        let own = Set(ownAddresses.map { $0.lowercased() })
+        let from = email.from ?? email.sender ?? email.returnPath.flatMap { $0.address.isEmpty ? nil : $0 }
+        if let replyTo = email.replyTo.first(where: { !$0.address.isEmpty && !own.contains($0.address.lowercased()) }),
+           replyTo.address.lowercased() != from?.address.lowercased() {
+            // The From's name is the customer's only when From is not a shared address of ours.
+            let fromIsOurs = from.map { own.contains($0.address.lowercased()) } ?? false
+            return Peer(channelUserID: replyTo.address, displayName: replyTo.displayName ?? (fromIsOurs ? nil : from?.displayName))
+        }
+        return Peer(channelUserID: from?.address ?? "", displayName: from?.displayName)
+    }
+
     /// For a bounce of one of our messages: the `message.status` `failed` event for it (looked up
     /// by the runtime through its external id, our Message-ID). nil when this is no bounce, the
     /// report names no original message, or it only reports a delay.
     public func bounceStatusEvent() -> InboundEvent? {
-        guard case .bounce(let report, _) = classification, let original = report.originalMessageID, !report.isDelay else { return nil }
+        guard case .bounce(let report, _) = classification, let original = report.originalMessageID, report.isFailure else { return nil }
         let code = report.status?.hasPrefix("5.1.") == true ? "invalid_recipient" : "channel_error"
         let message = report.diagnostic ?? "delivery failed (status \(report.status ?? "unknown"))"
         // The reporting MTA has given up on it: retrying the same message will not help.

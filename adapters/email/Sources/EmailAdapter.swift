@@ -201,6 +201,8 @@ public struct EmailChannelAdapter: ChannelAdapter {
 
     static func threadKey(_ conversationID: String) -> String { "conv:\(conversationID)" }
     static func messageKey(_ messageID: String) -> String { "mid:\(messageID.lowercased())" }
+    /// The customer a sent message went to (lower-cased), to tell their bounce from a copy's.
+    static func recipientKey(_ messageID: String) -> String { "to:\(messageID.lowercased())" }
     static func lastKey(_ conversationID: String) -> String { "last:\(conversationID)" }
     static func relayKey(_ conversationID: String) -> String { "relay:\(conversationID)" }
 
@@ -281,7 +283,18 @@ public struct EmailChannelAdapter: ChannelAdapter {
         thread = thread.lowercased()
         let ready = try await inbound.storeMedia(in: context.media)
         if let status = ready.bounceStatusEvent() {
-            _ = try await context.emit(status)
+            // Only the customer's address failing fails the message: a Cc or Bcc copy that
+            // bounced leaves it delivered (the report is still stored below).
+            var customer: String? = nil
+            if case .bounce(let report, _) = ready.classification, let original = report.originalMessageID {
+                customer = try await context.state.get(Self.recipientKey(original))
+            }
+            if case .bounce(let report, _) = ready.classification, let failed = report.recipient, let customer, failed != customer {
+                context.logger.info("a copy of our mail bounced; the message stays delivered",
+                                    metadata: ["channel": "\(channel.id)", "recipient": "\(failed)"])
+            } else {
+                _ = try await context.emit(status)
+            }
         }
         var event = ready.inboundEvent(thread: thread)
         event.conversationID = continues

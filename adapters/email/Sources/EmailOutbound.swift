@@ -35,6 +35,7 @@ extension EmailChannelAdapter {
             if let json = try? JSONEncoder().encode(relay) { try? await context.state.set(Self.relayKey(conversationID), String(decoding: json, as: UTF8.self)) }
         }
         try? await context.state.set(Self.messageKey(messageID), conversationID)
+        try? await context.state.set(Self.recipientKey(messageID), to.lowercased())
 
         var last: LastInbound? = nil
         if let s = try? await context.state.get(Self.lastKey(conversationID)) {
