@@ -314,7 +314,7 @@ struct EmailIMAPTests {
             let received = helpdesk.events.filter { $0.type == "switchboard.message.received" }.compactMap(\.data)
             #expect(received[0]["external_id"]?.stringValue == "big@example.org")
             #expect(received[0]["parts"]?.element(0)?["type"]?.stringValue == "unsupported")
-            #expect(received[0]["parts"]?.element(0)?["description"]?.stringValue?.hasSuffix("exceeds imap.max_message_size (2048 bytes); left in the mailbox") == true)
+            #expect(received[0]["parts"]?.element(0)?["description"]?.stringValue?.hasSuffix("exceeds imap.max_message_size (2048 bytes); not downloaded, it stays on the IMAP server") == true)
             #expect(received[0]["channel_data"]?["email"]?["subject"]?.stringValue == "Huge scan")
             #expect((received[0]["channel_data"]?["email"]?["too_large"]?.intValue ?? 0) > 2048)
             #expect(received[1]["parts"]?.element(0)?["text"]?.stringValue == "Small one.")

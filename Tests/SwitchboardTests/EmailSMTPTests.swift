@@ -195,6 +195,54 @@ struct EmailSMTPTests {
         }
     }
 
+    @Test("a read receipt (MDN, displayed) for our mail is message.status read; one for a deletion is only stored")
+    func readReceipt() async throws {
+        try await withEmailSMTP { d, helpdesk, socket, sink in
+            _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: ["support@example.test"],
+                                            message: EmailFixture.message(body: "Hello?\n"), dir: d.dir)
+            try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+            let conv = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" }?.data?["conversation_id"]?.stringValue)
+            let sent = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"Hello Jane."}]}"#)
+            let ourID = try #require(sent.json?["id"]?.stringValue)
+            try await eventually(timeout: 15, "sent") { sink.messages.count == 1 }
+            let ourMessageID = try #require(EmailParser.parse(Array(sink.messages[0].content.utf8)).messageID)
+            func mdn(_ disposition: String) -> String {
+                """
+                From: Jane <jane@example.org>
+                To: support@example.test
+                Subject: Read: Hello
+                Message-ID: <mdn.\(UUID().uuidString.prefix(6))@example.org>
+                MIME-Version: 1.0
+                Content-Type: multipart/report; report-type=disposition-notification; boundary="M"
+
+                --M
+                Content-Type: text/plain
+
+                Your message was displayed.
+                --M
+                Content-Type: message/disposition-notification
+
+                Reporting-UA: example.org; Mail
+                Final-Recipient: rfc822; jane@example.org
+                Original-Message-ID: <\(ourMessageID)>
+                Disposition: manual-action/MDN-sent-manually; \(disposition)
+
+                --M--
+
+                """
+            }
+            _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: ["support@example.test"], message: mdn("deleted"), dir: d.dir)
+            try await eventually("the deletion notice stored") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2 }
+            #expect(!helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["status"] == "read" })
+            _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: ["support@example.test"], message: mdn("displayed"), dir: d.dir)
+            try await eventually("message.status read") {
+                helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["status"] == "read" && $0.data?["message_id"]?.stringValue == ourID }
+            }
+            let receipt = try #require(helpdesk.events.filter { $0.type == "switchboard.message.received" }.last?.data)
+            #expect(receipt["origin"] == "system" && receipt["channel_data"]?["email"]?["classification"] == "auto_reply")
+        }
+    }
+
     @Test("overrides.email cc and bcc: Cc in the header and the envelope, Bcc in the envelope only; a refused copy doesn't fail the message, a refused customer stops it before DATA; bad addresses are 422")
     func copies() async throws {
         try await withEmailSMTP { d, helpdesk, socket, sink in
@@ -432,6 +480,8 @@ struct EmailSMTPTests {
         #expect(MIMEBuilder.contentType("application/vnd.ms-excel") == "application/vnd.ms-excel")
         #expect(MIMEBuilder.contentType("text/plain; charset=x") == "application/octet-stream")
         #expect(MIMEBuilder.contentType("nonsense") == "application/octet-stream")
+        // A body line starting with "From " is encoded, so no mbox-minded relay turns it into ">From ".
+        #expect(MIMEBuilder.quotedPrintable("Hi\nFrom here on, fine\n.\n").hasPrefix("Hi\r\n=46rom here on, fine\r\n=2E"))
     }
 
     @Test("media parts go out as attachments (multipart/mixed, base64, RFC 2231 filename); rich parts arrive as text")

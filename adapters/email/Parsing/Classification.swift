@@ -200,6 +200,30 @@ public enum EmailClassifier {
         return report
     }
 
+    /// A read receipt (RFC 8098 message disposition notification): the Message-ID it is for,
+    /// and whether the mail was shown (`Disposition: …; displayed`) rather than deleted unread.
+    public struct ReadReceipt: Sendable, Hashable {
+        public var originalMessageID: String
+        public var displayed: Bool
+    }
+
+    public static func readReceipt(_ email: ParsedEmail) -> ReadReceipt? {
+        let ct = ContentType(parsing: email.headers["Content-Type"])
+        guard ct.mimeType == "multipart/report", ct.parameters["report-type"]?.lowercased() == "disposition-notification" else { return nil }
+        let parts = email.root.allParts
+        guard let mdn = parts.first(where: { ["message/disposition-notification", "message/global-disposition-notification"].contains($0.contentType.mimeType) })
+        else { return nil }
+        let (fields, _) = HeaderParser.parse(mdn.decodedBody)
+        var original = fields["Original-Message-ID"].flatMap { MessageIDs.parse($0).first }
+        if original == nil, let returned = parts.first(where: { ["message/rfc822", "text/rfc822-headers"].contains($0.contentType.mimeType) }) {
+            original = HeaderParser.parse(returned.decodedBody).0["Message-ID"].flatMap { MessageIDs.parse($0).first }
+        }
+        guard let original else { return nil }
+        // `Disposition: manual-action/MDN-sent-manually; displayed` (a `/modifier` may follow).
+        let type = (fields["Disposition"] ?? "").split(separator: ";").last.map { $0.trimmingSpaces().lowercased() } ?? ""
+        return ReadReceipt(originalMessageID: original, displayed: type.hasPrefix("displayed"))
+    }
+
     /// `rfc822; jane@example.com` → `jane@example.com`; `smtp; 550 …` → `550 …`.
     private static func typed(_ s: String) -> String {
         guard let semi = s.firstIndex(of: ";") else { return s.trimmingSpaces() }

@@ -193,6 +193,15 @@ public struct EmailInbound: Sendable {
                             occurredAt: occurredAt, channelData: channelData)
     }
 
+    /// For a read receipt of one of our messages that says it was displayed: the `message.status`
+    /// `read` event for it (looked up through its external id, our Message-ID).
+    public func readStatusEvent() -> InboundEvent? {
+        guard case .autoReply = classification, let receipt = EmailClassifier.readReceipt(email), receipt.displayed else { return nil }
+        return InboundEvent(.status(externalID: receipt.originalMessageID, status: .read, error: nil),
+                            peer: Peer(channelUserID: peer.channelUserID), dedupeKey: "mdn:\(externalID)",
+                            occurredAt: occurredAt, channelData: channelData)
+    }
+
     /// The event for `AdapterContext.emit`; `thread` is the conversation's thread root.
     public func inboundEvent(thread: String) -> InboundEvent {
         let origin: Origin = classification == .customer ? .customer : .system

@@ -296,6 +296,7 @@ public struct EmailChannelAdapter: ChannelAdapter {
                 _ = try await context.emit(status)
             }
         }
+        if let read = ready.readStatusEvent() { _ = try await context.emit(read) }
         var event = ready.inboundEvent(thread: thread)
         event.conversationID = continues
         event.stateUpdates = Self.threadingState(ready, thread: thread, ownThread: continues == nil)

@@ -80,9 +80,10 @@ extension EmailChannelAdapter {
             let size = try await s.size(uid: uid)
             if let size, size > settings.maxMessageBytes {
                 // Too large to download: its headers are stored (sender, subject, thread) with an
-                // unsupported part saying so, and the mailbox moves on; the mail stays on the server.
+                // unsupported part saying so, and the mailbox moves on; the mail stays on the server
+                // (flagged or moved to processed_folder like any other).
                 let header = try await s.fetch(uid: uid, headerOnly: true) ?? []
-                let note = "message of \(size) bytes exceeds imap.max_message_size (\(settings.maxMessageBytes) bytes); left in the mailbox"
+                let note = "message of \(size) bytes exceeds imap.max_message_size (\(settings.maxMessageBytes) bytes); not downloaded, it stays on the IMAP server"
                 _ = try await ingest(header, envelope: nil, context: context) { inbound in
                     inbound.parts = [.unsupported(Open(UnsupportedFields(description: note, channelType: "email")))]
                     inbound.pendingMedia = []

@@ -233,6 +233,7 @@ public enum MIMEBuilder {
                 }
                 // A line starting with "." or "From " is encoded so no relay rewrites it.
                 if current.isEmpty && b == 46 { piece = "=2E" }
+                if current.isEmpty && b == 70 && bytes[i...].starts(with: Array("From ".utf8)) { piece = "=46" }
                 if current.count + piece.count > 75 {
                     out += current + "=\r\n"
                     current = ""
