@@ -2,6 +2,8 @@ import Foundation
 import Testing
 @testable import EmailAdapter
 import EmailParsing
+import NIOCore
+import NIOPosix
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
 #if canImport(Glibc)
@@ -398,6 +400,40 @@ struct EmailIMAPTLSTests {
         } catch let e as IMAPError {
             #expect(e.isAuthentication, "\(e)")
         }
+    }
+}
+
+/// An IMAP server that greets and then never answers.
+@Suite("IMAP client timeouts")
+struct IMAPTimeoutTests {
+    final class Greeter: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        func channelActive(context: ChannelHandlerContext) {
+            context.writeAndFlush(NIOAny(ByteBuffer(string: "* OK silent server ready\r\n")), promise: nil)
+        }
+    }
+
+    @Test("a server that stops answering ends the session after imap.timeout instead of hanging it", .timeLimit(.minutes(1)))
+    func silentServer() async throws {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { ch in ch.eventLoop.makeCompletedFuture { try ch.pipeline.syncOperations.addHandler(Greeter()) } }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { server.close(promise: nil) }
+        let config = IMAPClientConfig(host: "127.0.0.1", port: server.localAddress!.port!, tls: .none, username: "u", password: "p",
+                                      timeout: .seconds(1))
+        let (channel, ssl) = try await IMAPSession.open(config)
+        let started = ContinuousClock.now
+        do {
+            try await channel.executeThenClose { inbound, outbound in
+                var s = IMAPSession(inbound: inbound.makeAsyncIterator(), outbound: outbound, channel: channel.channel)
+                s.readTimeout = config.timeout
+                try await s.login(config, sslContext: ssl)
+            }
+            Issue.record("login to a silent server succeeded")
+        } catch let e as IMAPError {
+            #expect(e.message.contains("no answer from the server within 1 s"), "\(e)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(10))
     }
 }
 

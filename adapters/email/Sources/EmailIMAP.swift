@@ -39,6 +39,7 @@ extension EmailChannelAdapter {
         let (channel, ssl) = try await IMAPSession.open(settings.client)
         try await channel.executeThenClose { inbound, outbound in
             var s = IMAPSession(inbound: inbound.makeAsyncIterator(), outbound: outbound, channel: channel.channel)
+            s.readTimeout = settings.client.timeout
             try await s.login(settings.client, sslContext: ssl)
             if let folder = settings.processedFolder {
                 // Made once here: MOVE to a folder that doesn't exist is refused.
@@ -53,7 +54,10 @@ extension EmailChannelAdapter {
             await context.reportStatus(.connected, detail: nil)
             connected()
             while !Task.isCancelled {
+                s.sawExists = false
                 try await sync(&s, validity: validity, settings: settings, context: context)
+                // Mail that arrived while syncing was announced then, not in the IDLE that follows.
+                if s.sawExists { continue }
                 if s.capabilities.contains("IDLE") {
                     // Near-real-time: wait in IDLE for new mail, at most poll_interval (and never
                     // past 25 minutes, inside servers' 30-minute autologout), then sync anyway.

@@ -43,6 +43,28 @@ public struct IMAPSession {
     var buffer: [UInt8] = []
     var nextTag = 1
     public var capabilities: Set<String> = []
+    /// How long to wait for the server's next bytes before giving the connection up (`imap.timeout`;
+    /// longer while in IDLE). A dead connection or a hung server then ends the session, and it
+    /// reconnects, instead of freezing the mailbox while the channel still shows connected.
+    var readTimeout: TimeAmount = .seconds(60)
+    /// The server announced more mail (`EXISTS` above the count it last gave) during a
+    /// command: sync again before IDLE.
+    var sawExists = false
+    /// The mailbox's message count as the server last told it (EXISTS, minus EXPUNGEs since).
+    var knownExists: Int64? = nil
+
+    mutating func noteMailboxSize(_ r: IMAPResponse) {
+        guard case .data(let v) = r, v.count >= 2, let n = v[0].number else { return }
+        switch v[1].text?.uppercased() {
+        case "EXISTS":
+            if let known = knownExists, n > known { sawExists = true }
+            knownExists = n
+        case "EXPUNGE":
+            knownExists = knownExists.map { max(0, $0 - 1) }
+        default:
+            break
+        }
+    }
 
     init(inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator, outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>, channel: any Channel) {
         self.inbound = inbound; self.outbound = outbound; self.channel = channel
@@ -55,7 +77,21 @@ public struct IMAPSession {
                 if case .status("BYE", let text) = r { throw IMAPError(message: "server said BYE: \(text)") }
                 return r
             }
-            guard let chunk = try await inbound.next() else { throw IMAPError(message: "the server closed the connection") }
+            let channel = self.channel
+            let limit = readTimeout
+            let fired = Mutex(false)
+            let watchdog = channel.eventLoop.scheduleTask(in: limit) {
+                fired.withLock { $0 = true }
+                channel.close(promise: nil)
+            }
+            let chunk = try await inbound.next()
+            watchdog.cancel()
+            guard let chunk else {
+                if fired.withLock({ $0 }) {
+                    throw IMAPError(message: "no answer from the server within \(limit.nanoseconds / 1_000_000_000) s (imap.timeout)")
+                }
+                throw IMAPError(message: "the server closed the connection")
+            }
             buffer.append(contentsOf: chunk.readableBytesView)
         }
     }
@@ -83,6 +119,7 @@ public struct IMAPSession {
                 untagged.append(.status(status: "OK", text: text))
                 return untagged
             }
+            noteMailboxSize(r)
             untagged.append(r)
         }
     }
@@ -225,6 +262,10 @@ public struct IMAPSession {
     /// DONE. Returns whether new mail was announced. Servers without IDLE: false at once.
     mutating func idle(maxSeconds: Double) async throws -> Bool {
         guard capabilities.contains("IDLE") else { return false }
+        // In IDLE the server is silent by design until maxSeconds (its own keepalives aside).
+        let saved = readTimeout
+        readTimeout = max(readTimeout, .milliseconds(Int64(maxSeconds * 1000)) + .seconds(60))
+        defer { readTimeout = saved }
         let tag = "A\(nextTag)"
         nextTag += 1
         try await outbound.write(ByteBuffer(string: "\(tag) IDLE\r\n"))
@@ -244,6 +285,7 @@ public struct IMAPSession {
             defer { group.cancelAll() }
             while true {
                 let r = try await next()
+                noteMailboxSize(r)
                 if case .data(let v) = r, v.count >= 2, v[1].text?.uppercased() == "EXISTS" {
                     sawNew = true
                     try await done.send()
