@@ -19,6 +19,10 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
     public var cardActions: Set<ActionType>?
     public var maxCarouselCards: Int
     public var maxListRows: Int
+    /// The longest payload a button, quick reply or list row carries back (WhatsApp: 200,
+    /// LINE: 300, Messenger: 1000); a longer one makes the renderer use numbered text, whose
+    /// answer is matched here and carries any payload. nil: no limit.
+    public var maxPayload: Int?
     /// The longest list row title, and section title, the channel shows (WhatsApp: 24).
     public var maxListRowTitle: Int?
     /// The longest list row description the channel shows (WhatsApp: 72; nil: no limit, or
@@ -37,7 +41,8 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
                 maxQuickReplies: Int = 0, cards: Bool = false, maxCarouselCards: Int = 0, maxListRows: Int = 0,
                 location: Bool = false, contactCard: Bool = false, reactions: Bool = false, typing: Bool = false,
                 markRead: Bool = false, templates: Set<String> = [], cardActions: Set<ActionType>? = nil,
-                maxListRowTitle: Int? = nil, maxListRowDescription: Int? = nil) {
+                maxListRowTitle: Int? = nil, maxListRowDescription: Int? = nil, maxPayload: Int? = nil) {
+        self.maxPayload = maxPayload
         self.cardActions = cardActions
         self.maxListRowTitle = maxListRowTitle; self.maxListRowDescription = maxListRowDescription
         self.textFormats = textFormats; self.maxTextLength = maxTextLength; self.mediaKinds = mediaKinds
@@ -56,6 +61,6 @@ public struct ChannelCapabilities: Codable, Sendable, Hashable {
         case maxButtons = "max_buttons", maxButtonTitle = "max_button_title", buttonActions = "button_actions"
         case maxQuickReplies = "max_quick_replies", maxCarouselCards = "max_carousel_cards", maxListRows = "max_list_rows"
         case contactCard = "contact_card", markRead = "mark_read", cardActions = "card_actions"
-        case maxListRowTitle = "max_list_row_title", maxListRowDescription = "max_list_row_description"
+        case maxListRowTitle = "max_list_row_title", maxListRowDescription = "max_list_row_description", maxPayload = "max_payload"
     }
 }

@@ -165,10 +165,16 @@ public enum Renderer {
             numbered(intro, choices, extraLines: lines)
         }
 
+        /// A payload the channel carries back whole.
+        func payloadFits(_ p: String?) -> Bool { caps.maxPayload.map { (p ?? "").count <= $0 } ?? true }
+        func payloadFits(_ a: Action) -> Bool {
+            a.type != .reply && a.type != .postback || payloadFits(a.payload ?? a.id ?? a.title)
+        }
+
         func buttonsFit(_ actions: [Action]) -> Bool {
             guard caps.maxButtons > 0, actions.count <= caps.maxButtons else { return false }
             return actions.allSatisfy { a in
-                caps.buttonActions.contains(a.type) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true)
+                caps.buttonActions.contains(a.type) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true) && payloadFits(a)
             }
         }
 
@@ -179,10 +185,13 @@ public enum Renderer {
                 return ("channel_unsupported", "\(bad.type.rawValue) actions are not supported as buttons")
             }
             if actions.count > caps.maxButtons { return ("over_limit", "\(actions.count) actions; the channel allows \(caps.maxButtons)") }
+            if !actions.allSatisfy(payloadFits) { return ("over_limit", "a payload is longer than \(caps.maxPayload ?? 0) characters") }
             return ("over_limit", "a title is longer than \(caps.maxButtonTitle ?? 0) characters")
         }
 
-        func quickRepliesFit(_ count: Int) -> Bool { caps.maxQuickReplies > 0 && count <= caps.maxQuickReplies }
+        func quickRepliesFit(_ options: [QuickReplyOption]) -> Bool {
+            caps.maxQuickReplies > 0 && options.count <= caps.maxQuickReplies && options.allSatisfy { payloadFits($0.payload ?? $0.id ?? $0.title) }
+        }
 
         /// Action types a card carries: the channel's own list, else its buttons' plus links
         /// (card templates carry URL buttons).
@@ -194,7 +203,7 @@ public enum Renderer {
             guard caps.cards else { return false }
             let actions = c.actions ?? []
             return actions.count <= max(caps.maxButtons, 3) && actions.allSatisfy { a in
-                cardActions.contains(a.type) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true)
+                cardActions.contains(a.type) && (caps.maxButtonTitle.map { a.title.count <= $0 } ?? true) && payloadFits(a)
             }
         }
 
@@ -206,6 +215,7 @@ public enum Renderer {
                 return ("channel_unsupported", "\(bad.type.rawValue) actions are not supported on cards")
             }
             if actions.count > max(caps.maxButtons, 3) { return ("over_limit", "\(actions.count) actions on one card") }
+            if !actions.allSatisfy(payloadFits) { return ("over_limit", "a payload is longer than \(caps.maxPayload ?? 0) characters") }
             return ("over_limit", "an action title is longer than \(caps.maxButtonTitle ?? 0) characters")
         }
 
@@ -224,6 +234,9 @@ public enum Renderer {
             }
             if let max = caps.maxListRowDescription, rows.contains(where: { ($0.description ?? "").count > max }) {
                 return ("over_limit", "a row description is longer than \(max) characters")
+            }
+            if !rows.allSatisfy({ payloadFits($0.id) }) {
+                return ("over_limit", "a row id is longer than \(caps.maxPayload ?? 0) characters")
             }
             if let max = caps.maxButtonTitle, let b = l.buttonText, b.count > max {
                 return ("over_limit", "the button text is longer than \(max) characters")
@@ -298,10 +311,10 @@ public enum Renderer {
             case .buttons(let b):
                 if buttonsFit(b.actions) { emit(.buttons(b)); return }
                 let replyOnly = b.actions.allSatisfy { $0.type == .reply || $0.type == .postback }
-                if replyOnly && quickRepliesFit(b.actions.count) {
+                let opts = b.actions.map { QuickReplyOption(title: $0.title, payload: $0.payload, id: $0.id) }
+                if replyOnly && quickRepliesFit(opts) {
                     let (reason, detail) = buttonsShortfall(b.actions)
                     degrade(i, "buttons", "quick_replies", reason, detail)
-                    let opts = b.actions.map { QuickReplyOption(title: $0.title, payload: $0.payload, id: $0.id) }
                     emit(.quickReplies(Open(QuickRepliesFields(text: b.text, options: opts))))
                     return
                 }
@@ -309,14 +322,16 @@ public enum Renderer {
                 degrade(i, "buttons", "numbered_text", reason, detail)
                 actionsAsText(b.text, b.actions)
             case .quickReplies(let q):
-                if quickRepliesFit(q.options.count) { emit(.quickReplies(q)); return }
+                if quickRepliesFit(q.options) { emit(.quickReplies(q)); return }
                 let asActions = q.options.map { Action(ActionFields(type: .reply, title: $0.title, id: $0.id, payload: $0.payload)) }
+                let tooLong = !q.options.allSatisfy { payloadFits($0.payload ?? $0.id ?? $0.title) }
+                let detail = tooLong ? "a payload is longer than \(caps.maxPayload ?? 0) characters" : nil
                 if buttonsFit(asActions) {
-                    degrade(i, "quick_replies", "buttons", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit")
+                    degrade(i, "quick_replies", "buttons", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit", detail)
                     emit(.buttons(Open(ButtonsFields(text: q.text, actions: asActions))))
                     return
                 }
-                degrade(i, "quick_replies", "numbered_text", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit")
+                degrade(i, "quick_replies", "numbered_text", caps.maxQuickReplies == 0 ? "channel_unsupported" : "over_limit", detail)
                 numbered(q.text, q.options.map { ($0.title, $0.payload ?? $0.id ?? $0.title) })
             case .card(let c):
                 if cardFits(c) { emit(.card(c)); return }

@@ -216,9 +216,17 @@ extension Store {
                                             dataJSON: JSON.encode(identity), now: now))
         }
         var sender = Participant(role: "customer", identityID: identity.id, channelUserID: identity.channelUserID, displayName: identity.displayName)
+        // A group's speaker is an identity of their own: a new name or profile of theirs is
+        // announced like the conversation's.
+        var member: (identity: Identity, changed: Bool)? = nil
         if let speaker = ev.sender {
-            let (member, _) = try upsertIdentity(db, channel: channel, peer: speaker, now: now)
-            sender = Participant(role: "customer", identityID: member.id, channelUserID: member.channelUserID, displayName: member.displayName)
+            let (m, changed) = try upsertIdentity(db, channel: channel, peer: speaker, now: now)
+            member = (m, changed)
+            sender = Participant(role: "customer", identityID: m.id, channelUserID: m.channelUserID, displayName: m.displayName)
+            if changed {
+                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
+                                                dataJSON: JSON.encode(m), now: now))
+            }
         }
         var messageID: String? = nil
 
@@ -319,7 +327,13 @@ extension Store {
                                             channel: channel, dataJSON: JSON.encode(data), now: now))
 
         case .identityUpdated:
-            if !identityChanged {
+            // About the speaker when there is one (a group member's profile), else the peer.
+            if let member {
+                if !member.changed {
+                    eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
+                                                    dataJSON: JSON.encode(member.identity), now: now))
+                }
+            } else if !identityChanged {
                 eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
                                                 dataJSON: JSON.encode(identity), now: now))
             }

@@ -166,6 +166,30 @@ struct RendererTests {
         }
     }
 
+    /// A payload longer than the channel carries back is never cut (the helpdesk would get a
+    /// different one back): those choices go out as numbered text, whose answer maps back to
+    /// the whole payload here.
+    @Test func payloadsTooLongForTheChannelBecomeNumberedText() throws {
+        var caps = Caps.threeButtons
+        caps.maxQuickReplies = 13
+        caps.maxPayload = 10
+        let long = "ORDER-12345-RETURN-REQUEST"
+        let buttons = Part.buttons(Open(ButtonsFields(text: "Return it?", actions: [Sample.reply("Yes", long), Sample.reply("No", "NO")])))
+        let r = try render([buttons], caps)
+        #expect(texts(r) == ["Return it?\n1. Yes\n2. No"])
+        #expect(r.numberedOptions.first?.payload == long)
+        #expect(r.degradations == [Degradation(part: 0, from: "buttons", to: "numbered_text", reason: "over_limit",
+                                               detail: "a payload is longer than 10 characters")])
+        let quick = Part.quickReplies(Open(QuickRepliesFields(text: "Rate", options: [QuickReplyOption(title: "Good", payload: long)])))
+        #expect(try render([quick], caps).degradations.first?.to == "numbered_text")
+        let list = Part.list(Open(ListFields(text: "Pick", sections: [ListSection(rows: [ListRow(id: long, title: "Return")])])))
+        caps.maxListRows = 10
+        #expect(try render([list], caps).degradations.first?.detail == "a row id is longer than 10 characters")
+        // Short payloads, and link actions (no payload), stay native.
+        let fine = Part.buttons(Open(ButtonsFields(text: "Return it?", actions: [Sample.reply("Yes", "YES")])))
+        #expect(try render([fine], caps).degradations.isEmpty)
+    }
+
     /// Reply buttons in place of a list keep the header, and the rows' descriptions as lines.
     @Test func listAsButtonsKeepsHeaderAndDescriptions() throws {
         let r = try render([Sample.list], Caps.threeButtons)

@@ -103,16 +103,17 @@ import Logging
         helpdesk.setMode(.tooMany(retryAfter: 0))
         let channel = uniqueID("rec")
         let d = try await TestDaemon.start("""
-            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [300ms, 300ms, 300ms], jitter: 0 } } ]
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [2s, 2s, 2s], jitter: 0 } } ]
             channels: [ { id: \(channel), type: recording } ]
             """)
         defer { Task { await d.stop() } }
         _ = try await d.context(channel).customerSays("hi", from: "u1")
-        try await eventually(timeout: 10, "parked") { try await d.runtime.store.sinkStats("desk").failed == 1 }
+        try await eventually(timeout: 20, "parked") { try await d.runtime.store.sinkStats("desk").failed == 1 }
         let attempts = helpdesk.attempts
-        // 1 + 3 at once (the receiver said 0 s), then every 300 ms until 0.9 s have passed.
+        // 1 + 3 at once (the receiver said 0 s), then every 2 s (the first step) until the
+        // schedule's 6 s have passed since the event was written.
         #expect(attempts.count >= 5, "\(attempts.count) attempts")
-        #expect(attempts.last! - attempts.first! >= .milliseconds(500), "retried for \(attempts.last! - attempts.first!)")
+        #expect(attempts.last! - attempts.first! >= .milliseconds(1500), "retried for \(attempts.last! - attempts.first!)")
     }
 
     @Test func goneDisablesTheSinkUntilRecovered() async throws {

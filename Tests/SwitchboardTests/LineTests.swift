@@ -303,6 +303,12 @@ extension TestDaemon {
             try await eventually("Alice's name stored") {
                 try await d.runtime.store.identity(msgs[0].sender!.identityID!)?.displayName == "Alice"
             }
+            // …and announced: identity.updated is about Alice (the group's identity has no name).
+            let updates = try await d.storedEvents("identity.updated")
+            let alice = try #require(updates.first { $0["data"]?["channel_user_id"]?.stringValue == LineFixture.user }, "\(updates)")
+            #expect(alice["data"]?["display_name"] == "Alice" && alice["data"]?["id"]?.stringValue == msgs[0].sender?.identityID)
+            #expect(alice["subject"]?.stringValue == group.id)
+            #expect(!updates.contains { $0["data"]?["channel_user_id"]?.stringValue == "group:" + LineFixture.group })
         }
     }
 

@@ -38,7 +38,9 @@ public struct LineChannelAdapter: ChannelAdapter {
         textFormats: [.plain], maxTextLength: 5000, mediaKinds: [.image, .video, .audio, .sticker],
         maxButtons: 4, maxButtonTitle: 20, buttonActions: [.reply, .postback, .link, .call],
         maxQuickReplies: 13, cards: true, maxCarouselCards: 10, maxListRows: 0,
-        location: true, contactCard: false, reactions: false, typing: true, markRead: true)
+        location: true, contactCard: false, reactions: false, typing: true, markRead: true,
+        // Postback data ≤ 300 characters: a longer payload goes out as numbered text, not cut.
+        maxPayload: 300)
 
     public let channel: ChannelRef
     public var capabilities: ChannelCapabilities { Self.lineCapabilities }

@@ -32,7 +32,7 @@ extension MessengerPlatform {
                 maxQuickReplies: Limits.quickReplies, cards: true, maxCarouselCards: Limits.genericElements, maxListRows: Limits.quickReplies,
                 location: false, contactCard: false, reactions: true, typing: true, markRead: true,
                 // Rows become quick replies; descriptions go into the text.
-                maxListRowTitle: Limits.quickReplyTitle)
+                maxListRowTitle: Limits.quickReplyTitle, maxPayload: Limits.payload)
         case .instagram:
             return ChannelCapabilities(
                 textFormats: [.plain], maxTextLength: Limits.instagramText, mediaKinds: [.image, .video, .audio, .voice],
@@ -40,7 +40,7 @@ extension MessengerPlatform {
                 maxQuickReplies: Limits.quickReplies, cards: true, maxCarouselCards: Limits.genericElements, maxListRows: Limits.quickReplies,
                 location: false, contactCard: false, reactions: true, typing: true, markRead: true,
                 // Rows become quick replies; descriptions go into the text.
-                maxListRowTitle: Limits.quickReplyTitle)
+                maxListRowTitle: Limits.quickReplyTitle, maxPayload: Limits.payload)
         }
     }
 

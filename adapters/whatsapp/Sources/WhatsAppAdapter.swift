@@ -43,7 +43,9 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         cardActions: [.reply, .postback, .link, .call],
         // List rows (and section titles) ≤ 24 characters, descriptions ≤ 72: longer ones make
         // the renderer send the list as numbered text rather than cut it.
-        maxListRowTitle: WhatsAppChannelAdapter.maxRowTitle, maxListRowDescription: WhatsAppChannelAdapter.maxRowDescription)
+        maxListRowTitle: WhatsAppChannelAdapter.maxRowTitle, maxListRowDescription: WhatsAppChannelAdapter.maxRowDescription,
+        // Reply button ids ≤ 256, list row ids ≤ 200: longer payloads go out as numbered text.
+        maxPayload: 200)
 
     public let channel: ChannelRef
     public var capabilities: ChannelCapabilities { Self.whatsappCapabilities }
