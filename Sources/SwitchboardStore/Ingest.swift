@@ -299,6 +299,15 @@ extension Store {
             let target = try ourMessage(db, channel: channel, externalID: externalID)
             var parts: [Part]? = nil
             if case .updated(_, let p) = ev.kind { parts = p }
+            // The stored message shows its latest content (an edit; media fetched after the
+            // commit, announced `pending`): reading it later gives what the events said.
+            if let parts, let id = target?.id,
+               let body = try String.fetchOne(db.cachedStatement(sql: "SELECT body FROM messages WHERE id = ?"), arguments: [id]),
+               var message = try? JSON.decode(Message.self, from: Data(body.utf8)) {
+                message.parts = parts
+                message.textFallback = parts.textFallback
+                try db.cachedStatement(sql: "UPDATE messages SET body = ? WHERE id = ?").execute(arguments: [try JSON.encode(message).utf8String, id])
+            }
             let data = Open(MessageChangeFields(conversationID: conversation.id, messageID: target?.id, externalID: externalID,
                                                 parts: parts, textFallback: parts?.textFallback, at: ev.occurredAt ?? work.receivedAt))
             let type: EventType = parts == nil ? .messageDeleted : .messageUpdated

@@ -304,10 +304,14 @@ extension TestDaemon {
                 try await d.runtime.store.identity(msgs[0].sender!.identityID!)?.displayName == "Alice"
             }
             // …and announced: identity.updated is about Alice (the group's identity has no name).
+            // (Alice also wrote directly and in a room: her profile is announced in each.)
+            try await eventually("identity.updated in the group") {
+                try await d.storedEvents("identity.updated").contains { $0["subject"]?.stringValue == group.id }
+            }
             let updates = try await d.storedEvents("identity.updated")
-            let alice = try #require(updates.first { $0["data"]?["channel_user_id"]?.stringValue == LineFixture.user }, "\(updates)")
+            let alice = try #require(updates.first { $0["subject"]?.stringValue == group.id }, "\(updates)")
+            #expect(alice["data"]?["channel_user_id"]?.stringValue == LineFixture.user)
             #expect(alice["data"]?["display_name"] == "Alice" && alice["data"]?["id"]?.stringValue == msgs[0].sender?.identityID)
-            #expect(alice["subject"]?.stringValue == group.id)
             #expect(!updates.contains { $0["data"]?["channel_user_id"]?.stringValue == "group:" + LineFixture.group })
         }
     }
@@ -346,6 +350,11 @@ extension TestDaemon {
             #expect(part("7002")?["unavailable"]?.stringValue == "expired")
             #expect(part("7002")?["filename"]?.stringValue == "gone.pdf")
             #expect(part("7003")?["unavailable"]?.stringValue == "too_large", "media.max_bytes is 1MB in tests")
+            // The stored message shows the fetched media, not `pending`.
+            let messageID = try #require(updates.first { $0["data"]?["external_id"]?.stringValue == "7001" }?["data"]?["message_id"]?.stringValue)
+            let stored = try await d.api("GET", "/v1/messages/\(messageID)")
+            #expect(stored.json?["parts"]?.arrayValue?.first?["media_id"]?.stringValue == mediaID)
+            #expect(stored.json?["parts"]?.arrayValue?.first?["unavailable"] == nil)
         }
     }
 
