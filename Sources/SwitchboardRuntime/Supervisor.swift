@@ -57,7 +57,7 @@ public final class Supervisor: Service, Sendable {
 
     private let commands: AsyncStream<Command>
     private let continuation: AsyncStream<Command>.Continuation
-    private let latches = Mutex<[String: (latch: StopLatch, drains: Bool)]>([:])
+    private let latches = Mutex<[String: (latch: StopLatch, drains: Bool, done: StopLatch)]>([:])
     let logger: Logger
 
     public init(logger: Logger) {
@@ -75,9 +75,20 @@ public final class Supervisor: Service, Sendable {
                 switch command {
                 case .start(let unit):
                     let latch = StopLatch()
-                    let previous = latches.withLock { l -> StopLatch? in defer { l[unit.id] = (latch, unit.drains) }; return l[unit.id]?.latch }
-                    previous?.fire()
-                    group.addTask { await self.supervise(unit, latch: latch) }
+                    let done = StopLatch()
+                    let previous = latches.withLock { l -> (latch: StopLatch, drains: Bool, done: StopLatch)? in
+                        defer { l[unit.id] = (latch, unit.drains, done) }
+                        return l[unit.id]
+                    }
+                    previous?.latch.fire()
+                    group.addTask {
+                        // A replaced draining unit (a reloaded sink or channel) first finishes
+                        // what it has under way: two workers on one outbox or send queue would
+                        // claim the same rows and deliver them twice.
+                        if let previous, previous.drains { await previous.done.wait() }
+                        await self.supervise(unit, latch: latch)
+                        done.fire()
+                    }
                 case .stop(let id):
                     latches.withLock { $0.removeValue(forKey: id) }?.latch.fire()
                 }

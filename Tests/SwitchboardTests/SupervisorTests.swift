@@ -26,6 +26,33 @@ import Testing
         }
     }
 
+    /// A draining unit replaced under the same id (a reloaded sink) finishes what it has under
+    /// way before its successor starts: both at once would deliver the same rows twice.
+    @Test func aReplacedDrainingUnitFinishesBeforeItsSuccessorStarts() async throws {
+        let supervisor = Supervisor(logger: Logger(label: "test"))
+        let log = Mutex<[String]>([])
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await supervisor.run() }
+            supervisor.start(.init(id: "sink:desk", drains: true) {
+                log.withLock { $0.append("old started") }
+                while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                // A delivery under way that cancellation cannot stop.
+                let clock = ContinuousClock(), until = clock.now + .milliseconds(300)
+                while clock.now < until { usleep(10_000) }
+                log.withLock { $0.append("old finished") }
+            })
+            try await eventually { log.withLock { $0 } == ["old started"] }
+            supervisor.start(.init(id: "sink:desk", drains: true) {
+                log.withLock { $0.append("new started") }
+                while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+            })
+            try await eventually(timeout: 5, "the new unit") { log.withLock { $0 }.contains("new started") }
+            #expect(log.withLock { $0 } == ["old started", "old finished", "new started"])
+            supervisor.stop("sink:desk")
+            group.cancelAll()
+        }
+    }
+
     /// Cancelled outright (a listener failed to bind), draining units stop too: they are not
     /// started again and again until the process is killed.
     @Test func cancellationStopsDrainingUnits() async throws {
