@@ -318,6 +318,15 @@ struct EmailSMTPTests {
             #expect(first.headers["Auto-Submitted"] == "auto-generated")
             #expect(first.headers["X-Auto-Response-Suppress"] == "All")
             #expect(first.headers["Content-Type"]?.hasPrefix("multipart/alternative") == true)
+            // The next mail of that conversation, the customer not having written, threads under ours.
+            let conv = try #require(opened.json?["conversation"]?["id"]?.stringValue,
+                                    "\(String(decoding: opened.body, as: UTF8.self))")
+            _ = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"A reminder."}]}"#)
+            try await eventually(timeout: 15, "second mail") { sink.messages.count == 2 }
+            let second = EmailParser.parse(Array(sink.messages[1].content.utf8))
+            #expect(second.inReplyTo == [try #require(first.messageID)])
+            #expect(second.references == [try #require(first.messageID)])
+            #expect(second.subject == "Re: Your invoice")
 
             let perm = try await d.api("POST", "/v1/conversations", json: """
                 {"channel_id":"mail","address":"perm@example.org","message":{"parts":[{"type":"text","text":"Hello"}]}}
@@ -330,7 +339,7 @@ struct EmailSMTPTests {
             #expect(failed["error"]?["code"]?.stringValue == "invalid_recipient")
             #expect(failed["error"]?["channel_code"]?.stringValue == "550 5.1.1")
             #expect(failed["error"]?["retryable"] == .bool(false))
-            #expect(sink.messages.count == 1)
+            #expect(sink.messages.count == 2)
         }
     }
 

@@ -204,6 +204,9 @@ public struct EmailChannelAdapter: ChannelAdapter {
     /// The customer a sent message went to (lower-cased), to tell their bounce from a copy's.
     static func recipientKey(_ messageID: String) -> String { "to:\(messageID.lowercased())" }
     static func lastKey(_ conversationID: String) -> String { "last:\(conversationID)" }
+    /// Our latest mail in a conversation (`LastSent`): what the next one threads under when the
+    /// customer hasn't written (a conversation the helpdesk started), and its subject.
+    static func sentKey(_ conversationID: String) -> String { "sent:\(conversationID)" }
     static func relayKey(_ conversationID: String) -> String { "relay:\(conversationID)" }
 
     /// Another channel's conversation we emailed on its behalf, and to whom.
@@ -219,6 +222,12 @@ public struct EmailChannelAdapter: ChannelAdapter {
         var subject: String?
         var from: String
         var name: String?
+    }
+
+    struct LastSent: Codable, Sendable {
+        var messageID: String
+        var references: [String]
+        var subject: String?
     }
 
     /// Whether a RCPT TO address is ours: the support address, an alias, or a plus address of either.

@@ -41,6 +41,10 @@ extension EmailChannelAdapter {
         if let s = try? await context.state.get(Self.lastKey(conversationID)) {
             last = try? JSONDecoder().decode(LastInbound.self, from: Data(s.utf8))
         }
+        var lastSent: LastSent? = nil
+        if let s = try? await context.state.get(Self.sentKey(conversationID)) {
+            lastSent = try? JSONDecoder().decode(LastSent.self, from: Data(s.utf8))
+        }
         let override = out.rendered.override?.objectValue ?? [:]
         let copies: CopyRecipients
         do { copies = try Self.copyRecipients(override) } catch {
@@ -51,15 +55,23 @@ extension EmailChannelAdapter {
         // The helpdesk's chosen subject wins over "Re: <the customer's>"; a relaying channel's
         // is only a default for the first mail, then the thread keeps the customer's subject.
         var subject = override["subject"]?.stringValue ?? (relayed ? nil : chosen)
-        if subject == nil, let s = last?.subject, !s.isEmpty {
+        if subject == nil, let s = last?.subject ?? lastSent?.subject, !s.isEmpty {
             subject = s.range(of: #"^\s*(re|aw|sv|vs|antw)\s*(\[\d+\])?\s*:"#, options: [.regularExpression, .caseInsensitive]) != nil ? s : "Re: \(s)"
         }
         if subject == nil { subject = chosen }
+        // In-Reply-To: the message the helpdesk answers, else the customer's latest, else our
+        // own latest (a conversation the helpdesk started). References: that message's chain
+        // and it — for an older message, the conversation's chain — so every client threads it.
         var inReplyTo: String? = nil
         var references: [String] = []
-        if let replyTo = out.replyToExternalID ?? last?.messageID {
+        if let replyTo = out.replyToExternalID ?? last?.messageID ?? lastSent?.messageID {
             inReplyTo = replyTo
-            references = (last?.messageID == replyTo ? last?.references ?? [] : []) + [replyTo]
+            let chain: [String]
+            if replyTo == last?.messageID { chain = last?.references ?? [] }
+            else if replyTo == lastSent?.messageID { chain = lastSent?.references ?? [] }
+            else { chain = (last.map { $0.references + [$0.messageID] } ?? lastSent.map { $0.references + [$0.messageID] } ?? []) }
+            var seen = Set<String>()
+            references = (chain + [replyTo]).filter { seen.insert($0).inserted }
         }
         let body = try await Self.body(out.rendered.parts, context: context)
 
@@ -90,6 +102,9 @@ extension EmailChannelAdapter {
             // A copy the server refused doesn't fail the message (the customer has it); the
             // helpdesk sees which in the sent status.
             if !report.rejected.isEmpty { data["refused_recipients"] = .object(report.rejected.mapValues { .string($0) }) }
+            if let json = try? JSONEncoder().encode(LastSent(messageID: messageID, references: references, subject: subject ?? defaultSubject)) {
+                try? await context.state.set(Self.sentKey(conversationID), String(decoding: json, as: UTF8.self))
+            }
             return SendResult(externalIDs: [messageID], channelData: ["email": .object(data)])
         } catch let e as SMTPError {
             throw Self.classify(e)
