@@ -380,6 +380,37 @@ import Testing
     }
 }
 
+@Suite struct WebchatLogTests {
+    /// An agent's reply and the visitor's messages written at once each get a sequence number
+    /// of their own (two appends used to read the same last number and write over each other);
+    /// the same client_id twice is one entry.
+    @Test func concurrentAppendsNeverShareASequenceNumber() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let context = d.context(channel)
+            let log = LogWriter()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<40 {
+                    group.addTask {
+                        _ = try await log.append(peer: "v:abc", direction: i % 2 == 0 ? "in" : "out", externalID: "e\(i)",
+                                                 parts: [.text("m\(i)")], text: "m\(i)", clientID: i % 2 == 0 ? "c\(i)" : nil, context: context)
+                    }
+                }
+                // The same client message again, from a second socket.
+                group.addTask {
+                    _ = try await log.append(peer: "v:abc", direction: "in", externalID: "again", parts: [.text("m0")], text: "m0",
+                                             clientID: "c0", context: context)
+                }
+                try await group.waitForAll()
+            }
+            let entries = try await LogWriter.entries(peer: "v:abc", after: 0, limit: 100, context: context)
+            #expect(entries.map(\.seq) == Array(1...40))
+            #expect(Set(entries.map(\.externalID)).count == 40)
+            #expect(try await log.lastSeq(peer: "v:abc", context: context) == 40)
+        }
+    }
+}
+
 @Suite struct WebchatChannelTests {
     @Test func businessHoursInTheChannelsTimeZone() throws {
         // Mon–Fri 09:00–18:00 in Seoul (UTC+9), closed at weekends.

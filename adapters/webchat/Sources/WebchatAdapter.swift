@@ -329,21 +329,38 @@ struct LogEntry: Sendable, Codable {
     enum CodingKeys: String, CodingKey { case seq, direction, parts, text, at, externalID = "id", clientID = "client_id" }
 }
 
-/// Appends to the per-visitor logs one at a time, so sequence numbers never collide.
-actor LogWriter {
+/// Appends to the per-visitor logs one at a time per visitor, so sequence numbers never
+/// collide: an agent's reply and the visitor's message written at once would otherwise both
+/// read seq N and both write N+1, the second over the first (an actor alone doesn't prevent
+/// it: its method lets another call in at each await).
+final class LogWriter: Sendable {
+    /// Striped by visitor: one visitor's appends queue up, different visitors' don't wait on
+    /// each other.
+    private let locks = (0..<64).map { _ in AsyncLock() }
+
     func lastSeq(peer: String, context: any AdapterContext) async throws -> Int64 {
         Int64(try await context.state.get("seq:\(peer)") ?? "0") ?? 0
     }
 
+    /// Appends an entry and returns it; with a `clientID` already in the log (the same message
+    /// sent again from a second socket), the entry stored for it, appending nothing.
     func append(peer: String, direction: String, externalID: String, parts: [Part], text: String, clientID: String?,
                 context: any AdapterContext) async throws -> LogEntry {
-        let seq = try await lastSeq(peer: peer, context: context) + 1
-        let entry = LogEntry(seq: seq, direction: direction, externalID: externalID, parts: parts, text: text,
-                             at: Timestamp.now().milliseconds, clientID: clientID)
-        try await context.state.set(Self.key(peer, seq), JSON.string(entry))
-        if let clientID { try await context.state.set("cid:\(peer):\(clientID)", String(seq)) }
-        try await context.state.set("seq:\(peer)", String(seq))
-        return entry
+        let stripe = peer.utf8.reduce(UInt32(5381)) { ($0 &* 33) &+ UInt32($1) } % UInt32(locks.count)
+        return try await locks[Int(stripe)].run {
+            if let clientID, let known = try await context.state.get("cid:\(peer):\(clientID)").flatMap({ Int64($0) }),
+               let stored = try await context.state.get(Self.key(peer, known)),
+               let entry = try? JSON.decode(LogEntry.self, from: Array(stored.utf8)) {
+                return entry
+            }
+            let seq = try await self.lastSeq(peer: peer, context: context) + 1
+            let entry = LogEntry(seq: seq, direction: direction, externalID: externalID, parts: parts, text: text,
+                                 at: Timestamp.now().milliseconds, clientID: clientID)
+            try await context.state.set(Self.key(peer, seq), JSON.string(entry))
+            if let clientID { try await context.state.set("cid:\(peer):\(clientID)", String(seq)) }
+            try await context.state.set("seq:\(peer)", String(seq))
+            return entry
+        }
     }
 
     static func key(_ peer: String, _ seq: Int64) -> String {
