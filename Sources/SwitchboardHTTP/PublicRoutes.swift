@@ -31,8 +31,15 @@ public enum PublicRoutes {
             }
             guard let (info, bytes) = try await runtime.media.get(id) else { throw APIProblem.notFound("media \(id)") }
             let maxAge = max(0, exp - Int64(Date().timeIntervalSince1970))
-            return Response(status: .ok, headers: [.contentType: info.mimeType, .cacheControl: "public, max-age=\(maxAge)"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+            // Served from our own origin (the web chat's): never as a page that runs script.
+            // Pictures, sound and video show inline; anything else is a download.
+            var headers: HTTPFields = [.contentType: info.mimeType, .cacheControl: "public, max-age=\(maxAge)",
+                                       .xContentTypeOptions: "nosniff",
+                                       .contentSecurityPolicy: "default-src 'none'; sandbox"]
+            if !Self.showsInline(info.mimeType) {
+                headers[.contentDisposition] = Self.attachment(filename: info.filename)
+            }
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
         }
         let handler: @Sendable (Request, SwitchboardRequestContext) async throws -> Response = { req, ctx in
             let id = try ctx.parameters.require("channel")
@@ -52,10 +59,26 @@ public enum PublicRoutes {
         }
     }
 
-    static func webhookRequest(_ req: Request, _ ctx: SwitchboardRequestContext, runtime: Runtime) async throws -> WebhookRequest {
+    /// Media types a browser shows without running anything: raster images, audio, video.
+    static func showsInline(_ mimeType: String) -> Bool {
+        let t = mimeType.lowercased()
+        return ["image/png", "image/jpeg", "image/gif", "image/webp"].contains(t) || t.hasPrefix("audio/") || t.hasPrefix("video/")
+    }
+
+    /// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266), the name cleaned of quotes
+    /// and line breaks.
+    static func attachment(filename: String?) -> String {
+        guard let name = filename, !name.isEmpty else { return "attachment" }
+        let ascii = String(name.unicodeScalars.map { $0.isASCII && $0.value >= 0x20 && $0 != "\"" && $0 != "\\" ? Character($0) : "_" })
+        let encoded = name.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? ascii
+        return "attachment; filename=\"\(ascii)\"; filename*=UTF-8''\(encoded)"
+    }
+
+    static func webhookRequest(_ req: Request, _ ctx: SwitchboardRequestContext, runtime: Runtime,
+                               limit: Int = maxWebhookBytes) async throws -> WebhookRequest {
         let body: [UInt8]
-        do { body = try await req.collect(limit: maxWebhookBytes) } catch {
-            throw APIProblem(413, "payload_too_large", "request body larger than \(maxWebhookBytes) bytes")
+        do { body = try await req.collect(limit: limit) } catch {
+            throw APIProblem(413, "payload_too_large", "request body larger than \(limit) bytes")
         }
         var headers: [String: String] = [:]
         // Repeated fields are joined (RFC 9110): every X-Forwarded-For hop counts.
@@ -105,7 +128,9 @@ struct PublicAreaMiddleware: RouterMiddleware {
         guard let (entry, subpath) = PublicRoutes.publicTarget(path: request.uri.path, runtime: runtime) else {
             return try await next(request, context)
         }
-        let webhook = try await PublicRoutes.webhookRequest(request, context, runtime: runtime)
+        // A channel's own area takes uploads (the web chat's files): up to media.max_bytes.
+        let limit = max(PublicRoutes.maxWebhookBytes, Int(clamping: runtime.media.maxBytes) + 64 * 1024)
+        let webhook = try await PublicRoutes.webhookRequest(request, context, runtime: runtime, limit: limit)
         return PublicRoutes.response(await entry.adapter.handlePublic(webhook, subpath: subpath, context: entry.context))
     }
 }

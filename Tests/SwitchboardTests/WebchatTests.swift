@@ -183,6 +183,56 @@ import Testing
         }
     }
 
+    /// Sign-out (SwitchboardChat.reset → logout): the token no longer opens the conversation.
+    @Test func logoutRevokesTheToken() async throws {
+        let ch = uniqueID("site")
+        try await withWebchat([WebchatFixture.channel(ch)]) { d in
+            let a = WebchatVisitor.connect(d, ch)
+            let token = try #require(try await a.hello()?["token"]?.stringValue)
+            a.send(#"{"type":"logout"}"#)
+            _ = try await a.waitFor("logged_out") { $0["type"]?.stringValue == "logged_out" }
+            await a.close()
+            let again = WebchatVisitor.connect(d, ch)
+            _ = try await again.hello(token: token)
+            #expect(again.frames("error").first?["code"]?.stringValue == "invalid_token")
+            #expect(try await http("GET", d.publicBase + "/webchat/\(ch)/history", headers: ["authorization": "Bearer \(token)"]).status == 401)
+            await again.close()
+        }
+    }
+
+    /// A visitor who identifies in the middle of a chat gets the verified user's log from the
+    /// start: the position the browser had in the anonymous log says nothing about it. User ids
+    /// with ":" don't share another user's keys.
+    @Test func identifyingMidChatReplaysTheUsersLogFromTheStart() async throws {
+        let ch = uniqueID("site")
+        try await withWebchat([WebchatFixture.channel(ch, "identity_secret: \"\(WebchatFixture.secret)\"")]) { d in
+            func identity(_ user: String) -> String {
+                #""identity":{"user_id":"\#(user)","user_hash":"\#(WebchatChannelAdapter.identityHash(userID: user, secret: WebchatFixture.secret))"}"#
+            }
+            let phone = WebchatVisitor.connect(d, ch)
+            _ = try await phone.hello(extra: identity("alice"))
+            phone.message("p1", "from the phone")
+            _ = try await phone.waitFor("ack") { $0["type"]?.stringValue == "ack" }
+            let other = WebchatVisitor.connect(d, ch)
+            _ = try await other.hello(extra: identity("alice:x"))
+            other.message("x1", "alice:x writes")
+            _ = try await other.waitFor("ack") { $0["type"]?.stringValue == "ack" }
+
+            let laptop = WebchatVisitor.connect(d, ch)
+            let anonToken = try #require(try await laptop.hello()?["token"]?.stringValue)
+            laptop.message("l1", "anonymous one")
+            laptop.message("l2", "anonymous two")
+            _ = try await laptop.waitFor("acks") { _ in laptop.frames("ack").count == 2 }
+            await laptop.close()
+            // The site identifies its user; the browser still holds the anonymous log's seq 2.
+            let identified = WebchatVisitor.connect(d, ch)
+            _ = try await identified.hello(token: anonToken, lastSeq: 2, extra: identity("alice"))
+            let texts = identified.frames("message").compactMap { $0["text"]?.stringValue }
+            #expect(texts == ["from the phone"], "\(texts)")
+            await phone.close(); await other.close(); await identified.close()
+        }
+    }
+
     @Test func identityVerificationGivesOneVisitorOnEveryDeviceAndRefusesForgeries() async throws {
         let ch = uniqueID("site")
         try await withWebchat([WebchatFixture.channel(ch, "identity_secret: \"\(WebchatFixture.secret)\"")]) { d in
@@ -530,9 +580,26 @@ import Testing
                 #expect(part["media_id"]?.stringValue == mediaID)
                 #expect(part["mime_type"]?.stringValue == "image/png")
                 #expect(part["filename"]?.stringValue == "photo.png")
+                // Served back with nosniff and a sandbox; an image shows inline.
+                let link = try #require(ok.json?["url"]?.stringValue)
+                let served = try await http("GET", d.publicBase + link)
+                #expect(served.status == 200 && served.headers["x-content-type-options"] == "nosniff")
+                #expect(served.headers["content-security-policy"]?.contains("sandbox") == true && served.headers["content-disposition"] == nil)
+                // A PDF is a download, under its real name (the widget percent-encodes it).
+                let pdf = try await http("POST", url, body: Array("%PDF-1.4 x".utf8), headers: auth.merging([
+                    "content-type": "application/pdf", "x-filename": "Rechnung%20M%C3%A4rz.pdf"]) { a, _ in a })
+                #expect(pdf.status == 200)
+                let pdfServed = try await http("GET", d.publicBase + (try #require(pdf.json?["url"]?.stringValue)))
+                #expect(pdfServed.headers["content-disposition"] == "attachment; filename=\"Rechnung M_rz.pdf\"; filename*=UTF-8''Rechnung%20M%C3%A4rz.pdf")
                 await v.close()
             }
         }
+        // Types a browser would run can't be configured for uploads.
+        let yaml = "instance: t\nserver: { listen: \"127.0.0.1:0\" }\n"
+            + #"channels: [ { id: site, type: webchat, allowed_origins: ["https://shop.example"], upload_types: ["image/png", "image/svg+xml"] } ]"#
+        let result = Daemon.validate(text: yaml, registry: WebchatFixture.registry(), environment: ConfigEnvironment(variables: [:], baseDirectory: "/tmp"), logger: testLogger)
+        guard case .failure(let problems) = result else { Issue.record("expected a problem"); return }
+        #expect(problems.problems.contains { $0.contains("upload_types") && $0.contains("image/svg+xml") }, "\(problems.problems)")
     }
 
     @Test func stoppingTheDaemonClosesOpenWidgetsAtOnce() async throws {

@@ -132,6 +132,11 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
         s.maxTextLength = node.int("max_text_length", default: 4000, range: 1...10_000) ?? 4000
         s.uploadMaxBytes = node.bytes("upload_max_bytes", default: 5_000_000)
         s.uploadTypes = node.stringList("upload_types", default: s.uploadTypes).map { $0.lowercased() }
+        // Uploads are served from the chat's own origin: nothing a browser would run.
+        let active = ["text/html", "image/svg+xml", "application/xhtml+xml", "text/javascript", "application/javascript", "text/xml", "application/xml"]
+        if let bad = s.uploadTypes.first(where: { active.contains($0) }) {
+            node["upload_types"].problem("\(bad) is active content a browser would run; it can't be uploaded")
+        }
         if node["rate_limits"].isPresent {
             let r = node["rate_limits"]
             r.rejectUnknownKeys(["visitor_messages_per_minute", "ip_messages_per_minute", "ip_new_visitors_per_hour"])

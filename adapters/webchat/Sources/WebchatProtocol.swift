@@ -21,6 +21,8 @@ final class SessionRef: Sendable {
 /// What one WebSocket knows about its visitor after `hello`.
 struct VisitorSession: Sendable {
     var peer: String
+    /// The token this connection holds (given in hello, or issued there): what `logout` revokes.
+    var token: String? = nil
     var verifiedUserID: String?
     var profile: JSONObject
     var context: JSONObject
@@ -121,11 +123,13 @@ extension WebchatChannelAdapter {
                context: any AdapterContext) async -> FrameOutcome {
         var attached: String? = nil
         do {
-            guard let (s, welcome) = try await hello(frame, request: request, context: context, out: connection) else { return .close }
+            guard let (s, welcome, fresh) = try await hello(frame, request: request, context: context, out: connection) else { return .close }
             connection.send(welcome)
             hub.attach(connection, peer: s.peer)
             attached = s.peer
-            let after = frame["last_seq"]?.intValue ?? 0
+            // A visitor new to this connection gets their log from the start, whatever the
+            // browser saw as the visitor it was before.
+            let after = fresh ? 0 : (frame["last_seq"]?.intValue ?? 0)
             let backlog = try await LogWriter.entries(peer: s.peer, after: after, limit: settings.historyLimit, context: context)
             for e in backlog { connection.send(self.frame(e, context: context)) }
             let last = backlog.last?.seq ?? after
@@ -146,10 +150,22 @@ extension WebchatChannelAdapter {
         _ = try? await context.emit(InboundEvent(.typing(started: false), peer: peerValue(s)))
     }
 
+    /// A verified user's visitor id: `u:` and the site's user id with `%` and `:` escaped, so
+    /// one user's keys (`log:u:<id>:<seq>`) are never a prefix of another's (`alice` and
+    /// `alice:x`).
+    static func peer(ofUser id: String) -> String {
+        "u:" + id.replacingOccurrences(of: "%", with: "%25").replacingOccurrences(of: ":", with: "%3A")
+    }
+    static func userID(ofPeer peer: String) -> String {
+        String(peer.dropFirst(2)).replacingOccurrences(of: "%3A", with: ":").replacingOccurrences(of: "%25", with: "%")
+    }
+
     /// Validates `hello`: resumes the token's visitor, or verifies an identity, or starts a new
-    /// visitor. Returns nil (after sending an error) when the connection must close.
+    /// visitor. Returns nil (after sending an error) when the connection must close. `fresh`:
+    /// the connection now belongs to another visitor than its token's (new, or a user who just
+    /// identified): what it saw before says nothing about this visitor's log.
     func hello(_ frame: JSONValue, request: WebhookRequest, context: any AdapterContext,
-               out: LiveHub.Connection) async throws -> (VisitorSession, String)? {
+               out: LiveHub.Connection) async throws -> (session: VisitorSession, welcome: String, fresh: Bool)? {
         var peer: String? = nil
         var issuedToken: String? = nil
         var verified: String? = nil
@@ -159,7 +175,7 @@ extension WebchatChannelAdapter {
                 out.send(Frames.error("invalid_token", "unknown visitor token; start again without one"))
                 return nil
             }
-            if let p = peer, p.hasPrefix("u:") { verified = String(p.dropFirst(2)) }
+            if let p = peer, p.hasPrefix("u:") { verified = Self.userID(ofPeer: p) }
         }
         var verifiedProfile: JSONObject = [:]
         if let identity = frame["identity"], !identity.isNull {
@@ -181,7 +197,7 @@ extension WebchatChannelAdapter {
                 }
                 userID = id
             }
-            let verifiedPeer = "u:" + userID
+            let verifiedPeer = Self.peer(ofUser: userID)
             if peer != verifiedPeer {
                 // A verified user: the same visitor (and history) on every device.
                 peer = verifiedPeer
@@ -223,9 +239,10 @@ extension WebchatChannelAdapter {
         if let locale = pageContext["locale"] { record["locale"] = locale }
         try await context.state.set("vis:\(peer)", JSON.string(JSONValue.object(record)))
 
-        let session = VisitorSession(peer: peer, verifiedUserID: verified, profile: profile,
+        var session = VisitorSession(peer: peer, verifiedUserID: verified, profile: profile,
                                      context: pageContext, visits: visits,
                                      ip: request.remoteAddress, userAgent: request.header("user-agent").map { String($0.prefix(400)) })
+        session.token = issuedToken ?? frame["token"]?.stringValue
         var welcome: JSONObject = ["type": "welcome", "visitor": .object([
             "id": .string(peer), "verified": .bool(verified != nil), "profile": .object(profile),
         ])]
@@ -234,7 +251,7 @@ extension WebchatChannelAdapter {
         welcome["agent_read_seq"] = .int(Int64(try await context.state.get("agentread:\(peer)") ?? "0") ?? 0)
         welcome["config"] = .object(publicConfig())
         welcome["hours"] = hoursStatus()
-        return (session, Frames.object(welcome))
+        return (session, Frames.object(welcome), issuedToken != nil)
     }
 
     func publicConfig() -> JSONObject {
@@ -324,6 +341,12 @@ extension WebchatChannelAdapter {
                 out.send(Frames.object(["type": "profile", "profile": .object(profile)]))
             case "context":
                 s.context = sanitizeContext(frame["context"]?.objectValue ?? [:])
+            case "logout":
+                // The site's user signed out (SwitchboardChat.reset()): the token no longer
+                // opens this conversation, on any device that kept it.
+                if let token = s.token { try await context.state.set(WebchatChannelAdapter.tokenKey(token), nil) }
+                s.token = nil
+                out.send(Frames.object(["type": "logged_out"]))
             case "history":
                 let after = frame["after"]?.intValue ?? 0
                 let entries = try await LogWriter.entries(peer: s.peer, after: after, limit: settings.historyLimit, context: context)

@@ -53,7 +53,8 @@ extension WebchatChannelAdapter {
             return asset("widget.js", type: "text/javascript; charset=utf-8", cache: "public, max-age=300",
                          extra: ["access-control-allow-origin": "*"])
         case ("GET", "chat"):
-            let csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            // Pictures from https too: card images and media sent by URL.
+            let csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: https:; "
                 + "connect-src 'self' ws: wss:; form-action 'none'; base-uri 'none'; frame-ancestors \(frameAncestors)"
             return asset("chat.html", type: "text/html; charset=utf-8", cache: "no-cache", extra: ["content-security-policy": csp])
         case ("GET", "chat.js"):
@@ -126,7 +127,10 @@ extension WebchatChannelAdapter {
                 return WebhookResponse(status: 429, headers: ["retry-after": String(Int(wait.rounded(.up))), "content-type": "application/json"],
                                        body: Array(#"{"code":"slow_down","detail":"too many uploads"}"#.utf8))
             }
-            let filename = request.header("x-filename").map { String($0.filter { $0 != "/" && $0 != "\\" && !$0.isNewline }.prefix(120)) }
+            // The widget sends the name percent-encoded (header values are ASCII).
+            let filename = request.header("x-filename").map { raw in
+                String((raw.removingPercentEncoding ?? raw).filter { $0 != "/" && $0 != "\\" && !$0.isNewline }.prefix(120))
+            }
             let stored = try await context.media.put(request.body, mimeType: type, filename: filename)
             try await context.state.set("up:\(peer):\(stored.id)", JSON.string(stored))
             return json(200, ["media_id": .string(stored.id), "mime_type": .string(stored.mimeType), "size": .int(stored.size),

@@ -43,7 +43,7 @@
   try { token = localStorage.getItem(KEY); } catch (e) { }
   var ws = null, connected = false, backoff = 1000, lastSeq = 0, seen = {}, pending = [], identity = null, pageContext = {};
   var cfg = {}, profile = {}, isOpen = false, agentRead = 0, unread = 0, readSent = 0, deliveredSent = 0, typingTimer = null, typingOn = false;
-  var myTurn = 0, newVisit = true;
+  var myTurn = 0, newVisit = true, visitorId = null, reconnectTimer = null, halted = false, lastOut = 0, agentTypingTimer = null;
 
   // Static labels.
   $("send").textContent = t("send"); $("input-label").textContent = t("message"); input.placeholder = t("message");
@@ -56,14 +56,24 @@
   window.addEventListener("message", function (e) {
     if (e.source !== window.parent || e.origin !== parentOrigin) return;
     var d = e.data || {};
-    if (d.sb === "open") { isOpen = true; markRead(); setTimeout(function () { input.focus(); }, 0); if (!ws) connect(); }
+    if (d.sb === "open") { isOpen = true; halted = false; markRead(); setTimeout(function () { input.focus(); }, 0); if (!ws) connect(); }
+    else if (d.sb === "reset") {
+      // The site's user signed out: revoke the token on the server, forget it here, and show
+      // nothing of their conversation; the next chat starts as a new visitor.
+      if (ws && connected) { ws.send(JSON.stringify({ type: "logout" })); }
+      token = null; try { localStorage.removeItem(KEY); } catch (e) { }
+      identity = null; profile = {}; visitorId = null; pending = [];
+      resetVisitor(); log.querySelectorAll("li.msg").forEach(function (li) { li.remove(); });
+      halted = true; connected = false;
+      if (ws) { var old = ws; ws = null; old.close(); }
+    }
     else if (d.sb === "close") { isOpen = false; }
     else if (d.sb === "context" && d.context) { pageContext = d.context; send({ type: "context", context: pageContext }); }
     else if (d.sb === "identify" && d.identity) {
       identity = d.identity.jwt ? { jwt: String(d.identity.jwt) }
         : { user_id: String(d.identity.user_id || ""), user_hash: String(d.identity.user_hash || "") };
       var p = {}; ["name", "email", "phone"].forEach(function (k) { if (d.identity[k]) p[k] = String(d.identity[k]); });
-      profile = p;
+      profile = p; halted = false;
       if (ws) ws.close(); else connect();
     }
   });
@@ -71,10 +81,15 @@
 
   function send(o) { if (ws && connected) ws.send(JSON.stringify(o)); }
 
+  // One socket at a time: a second one (opening the chat during a reconnect wait) would send
+  // the pending messages twice and pile up sockets.
   function connect() {
+    if (halted || (ws && (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN))) return;
+    clearTimeout(reconnectTimer); reconnectTimer = null;
     var url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + base + "/ws";
-    ws = new WebSocket(url);
-    ws.onopen = function () {
+    var sock = new WebSocket(url);
+    ws = sock;
+    sock.onopen = function () {
       backoff = 1000;
       // A visit is a browser-tab session: counted once, however many pages it spans.
       if (newVisit) { try { if (sessionStorage.getItem("sb_visit")) newVisit = false; else sessionStorage.setItem("sb_visit", "1"); } catch (e) { } }
@@ -82,20 +97,39 @@
       if (token) hello.token = token;
       if (identity) hello.identity = identity;
       if (profile.name || profile.email || profile.phone) hello.profile = profile;
-      ws.send(JSON.stringify(hello));
+      sock.send(JSON.stringify(hello));
     };
-    ws.onmessage = function (e) { var f; try { f = JSON.parse(e.data); } catch (x) { return; } onFrame(f); };
-    ws.onclose = function () {
+    sock.onmessage = function (e) { if (ws !== sock) return; var f; try { f = JSON.parse(e.data); } catch (x) { return; } onFrame(f); };
+    sock.onclose = function () {
+      if (ws !== sock) return;
       connected = false; ws = null;
+      if (halted) return;
       status(t("offline"));
-      setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 30000);
+      clearTimeout(reconnectTimer); reconnectTimer = setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 30000);
     };
+  }
+
+  // Another visitor on this page now (the site identified its user, or the token was refused):
+  // nothing shown or counted so far belongs to them; the server sends their log from the start.
+  function resetVisitor() {
+    seen = {}; lastSeq = 0; readSent = 0; deliveredSent = 0; lastOut = 0; agentRead = 0; unread = 0;
+    log.querySelectorAll("li.msg").forEach(function (li) { if (!li.dataset.cid || li.dataset.seq) li.remove(); });
+  }
+  function agentTyping(on) {
+    clearTimeout(agentTypingTimer);
+    typingEl.hidden = !on; typingEl.textContent = on ? t("typing") : "";
+    // An indicator nobody turns off (the agent's tab closed) ends by itself.
+    if (on) agentTypingTimer = setTimeout(function () { agentTyping(false); }, 30000);
   }
 
   function onFrame(f) {
     switch (f.type) {
       case "welcome":
         newVisit = false;
+        var vid = f.visitor && f.visitor.id;
+        if (visitorId && vid && vid !== visitorId) resetVisitor();
+        visitorId = vid || visitorId;
+        agentTyping(false);
         if (f.token) { token = f.token; try { localStorage.setItem(KEY, token); } catch (e) { } }
         cfg = f.config || {}; agentRead = f.agent_read_seq || 0;
         profile = (f.visitor && f.visitor.profile) || profile;
@@ -110,6 +144,8 @@
         // Everything up to last_seq has been sent to us; resume from the highest seq with no gap.
         lastSeq = Math.max(lastSeq, f.last_seq || 0); advance();
         connected = true;
+        // Replayed agent messages arrived before the socket counted as connected.
+        if (lastOut > deliveredSent) { deliveredSent = lastOut; send({ type: "delivered", seq: lastOut }); }
         // Messages typed while offline (or not yet acknowledged) go again; the server dedupes.
         pending.forEach(function (p) { ws.send(JSON.stringify(p.frame)); });
         prechat();
@@ -117,7 +153,7 @@
         break;
       case "message": addMessage(f); break;
       case "ack": ack(f); break;
-      case "typing": typingEl.hidden = !f.on; typingEl.textContent = f.on ? t("typing") : ""; break;
+      case "typing": agentTyping(!!f.on); break;
       case "read": agentRead = Math.max(agentRead, f.seq || 0); receipts(); break;
       case "notice":
         var text = f.text || t("away");
@@ -130,7 +166,9 @@
         break;
       case "profile": profile = f.profile || profile; break;
       case "error":
-        if (f.code === "invalid_token") { token = null; try { localStorage.removeItem(KEY); } catch (e) { } lastSeq = 0; }
+        if (f.code === "invalid_token") { token = null; try { localStorage.removeItem(KEY); } catch (e) { } resetVisitor(); }
+        // The site's identity is refused: reconnecting would only be refused again.
+        if (f.code === "identity_unverified" || f.code === "identity_required") halted = true;
         if (f.code === "prechat_required") { if (f.client_id) drop(f.client_id, true); prechat(true); break; }
         err.textContent = t("failed", { e: f.message || f.code });
         if (f.client_id) drop(f.client_id, false);
@@ -201,9 +239,10 @@
     log.appendChild(li);
     log.scrollTop = log.scrollHeight;
     if (m.direction === "out") {
-      typingEl.hidden = true;
+      agentTyping(false);
       if (!isOpen || document.hidden) { unread++; toParent({ sb: "unread", count: unread }); }
-      if (m.seq > deliveredSent) { deliveredSent = m.seq; send({ type: "delivered", seq: m.seq }); }
+      if (m.seq > lastOut) lastOut = m.seq;
+      if (connected && m.seq > deliveredSent) { deliveredSent = m.seq; send({ type: "delivered", seq: m.seq }); }
       markRead();
     }
     receipts();
@@ -259,9 +298,9 @@
     switch (p.type) {
       case "text": b.textContent = p.text || ""; break;
       case "media":
-        if (p.url && p.kind === "image") {
+        if (p.url && p.kind === "image" && /^(https?:\/\/|\/)/i.test(p.url)) {
           var img = el("img"); img.src = p.url; img.alt = p.caption || p.filename || t("image"); b.appendChild(img);
-        } else if (p.url) {
+        } else if (p.url && /^(https?:\/\/|\/)/i.test(p.url)) {
           var a = el("a", null, p.filename || p.caption || p.mime_type || "file"); a.href = p.url; a.target = "_blank"; a.rel = "noopener noreferrer"; a.download = "";
           b.appendChild(a);
         }
@@ -315,6 +354,7 @@
     log.appendChild(li); log.scrollTop = log.scrollHeight;
     err.textContent = "";
     send(frame);
+    halted = false;
     if (!ws) connect();
   }
   function ack(f) {

@@ -90,7 +90,9 @@
   window.SwitchboardChat = {
     open: function () { setOpen(true); },
     close: function () { setOpen(false); },
-    identify: function (id) { post({ sb: "identify", identity: id }); }
+    identify: function (id) { post({ sb: "identify", identity: id }); },
+    // Call when the site's user signs out: their chat token is revoked and forgotten.
+    reset: function () { post({ sb: "reset" }); }
   };
   if (document.body) start(); else document.addEventListener("DOMContentLoaded", start);
 })();
