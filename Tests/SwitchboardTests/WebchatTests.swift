@@ -183,6 +183,18 @@ import Testing
         }
     }
 
+    /// A socket that never says hello is closed after the deadline (it held memory for as
+    /// long as the client answered pings).
+    @Test func aSocketWithoutHelloIsClosed() async throws {
+        let ch = uniqueID("site")
+        try await withWebchat([WebchatFixture.channel(ch)]) { d in
+            let silent = WebchatVisitor.connect(d, ch)
+            try await eventually(timeout: 20, "closed") { silent.isClosed }
+            #expect(silent.frames("error").first?["code"]?.stringValue == "hello_required")
+            await silent.close()
+        }
+    }
+
     /// Sign-out (SwitchboardChat.reset → logout): the token no longer opens the conversation.
     @Test func logoutRevokesTheToken() async throws {
         let ch = uniqueID("site")

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import SwitchboardCore
 
@@ -23,6 +24,8 @@ struct VisitorSession: Sendable {
     var peer: String
     /// The token this connection holds (given in hello, or issued there): what `logout` revokes.
     var token: String? = nil
+    /// When this connection last reported typing started (the throttle).
+    var typingStartedAt: ContinuousClock.Instant? = nil
     var verifiedUserID: String?
     var profile: JSONObject
     var context: JSONObject
@@ -69,23 +72,55 @@ extension WebchatChannelAdapter {
         await serve(LiveVisit(request: request, connection: hub.open(socket), context: context), incoming: incoming)
     }
 
+    /// A socket that hasn't said hello by then is closed: open sockets cost memory, and a page
+    /// that never speaks is not a visitor.
+    static let helloDeadline: Duration = .seconds(10)
+
     @inline(never)
     func serve(_ visit: LiveVisit, incoming: AsyncStream<String>) async {
+        let greeted = Greeted()
+        let session: SessionRef? = await withTaskGroup(of: Void.self, returning: SessionRef?.self) { watchdog in
+            watchdog.addTask {
+                try? await Task.sleep(for: Self.helloDeadline)
+                if !Task.isCancelled && !greeted.value {
+                    visit.connection.send(Frames.error("hello_required", "no hello within \(Self.helloDeadline)"))
+                    visit.connection.socket.close()
+                }
+            }
+            let last = await frames(visit, incoming: incoming, greeted: greeted)
+            watchdog.cancelAll()
+            return last
+        }
+        hub.remove(visit.connection, peer: session?.value.peer)
+        if let s = session?.value, s.typing, !hub.isOnline(s.peer) { await leftWhileTyping(s, context: visit.context) }
+        // Returning closes the socket, after the frames already sent (a last error).
+    }
+
+    /// Whether a socket has said hello (read by its hello deadline).
+    final class Greeted: Sendable {
+        private let state = Mutex(false)
+        var value: Bool { state.withLock { $0 } }
+        func set() { state.withLock { $0 = true } }
+    }
+
+    /// The socket's frames, one after another, until it closes; returns the session it ended with.
+    func frames(_ visit: LiveVisit, incoming: AsyncStream<String>, greeted: Greeted) async -> SessionRef? {
         var session: SessionRef? = nil
-        frames: for await text in incoming {
+        for await text in incoming {
             let current = session
             let outcome = await withTaskGroup(of: FrameOutcome.self) { group in
                 group.addTask { await self.onFrame(text, session: current, visit: visit) }
                 return await group.next() ?? .close
             }
             switch outcome {
-            case .session(let s): session = s
-            case .close: break frames
+            case .session(let s):
+                session = s
+                if s != nil { greeted.set() }
+            case .close:
+                return session
             }
         }
-        hub.remove(visit.connection, peer: session?.value.peer)
-        if let s = session?.value, s.typing, !hub.isOnline(s.peer) { await leftWhileTyping(s, context: visit.context) }
-        // Returning closes the socket, after the frames already sent (a last error).
+        return session
     }
 
     enum FrameOutcome: Sendable {
@@ -323,6 +358,10 @@ extension WebchatChannelAdapter {
             case "typing":
                 let on = frame["on"]?.boolValue ?? false
                 guard on != s.typing else { return }
+                // At most one "started" every 2 s: a visitor toggling it can't flood the helpdesk.
+                let now = ContinuousClock.now
+                if on, let last = s.typingStartedAt, now - last < .seconds(2) { return }
+                if on { s.typingStartedAt = now }
                 s.typing = on
                 _ = try await context.emit(InboundEvent(.typing(started: on), peer: peerValue(s)))
             case "read", "delivered":
