@@ -74,6 +74,26 @@ public enum ConfigLoader {
 
     /// Parses text; `adapterKinds` are the channel types the registry knows (each factory then
     /// checks its own keys when the adapter is built).
+    /// What is wrong with a helpdesk URL, or nil: it must parse, name a host (http/https), or
+    /// for `http+unix://` a percent-encoded absolute socket path (`/run/desk.sock` written as
+    /// is would be read as host "" and path "/run/desk.sock").
+    static func sinkURLProblem(_ url: String) -> String? {
+        let shape = "expected an https://, http:// or http+unix://<percent-encoded socket path>/<path> URL"
+        guard let c = URLComponents(string: url), let scheme = c.scheme?.lowercased(), URL(string: url) != nil else { return shape }
+        switch scheme {
+        case "http", "https":
+            guard let host = c.host, !host.isEmpty else { return "\(shape): no host" }
+            return nil
+        case "http+unix":
+            guard let socket = c.percentEncodedHost?.removingPercentEncoding, socket.hasPrefix("/") else {
+                return "\(shape): the socket path goes percent-encoded in the host part (http+unix://%2Frun%2Fdesk.sock/hooks)"
+            }
+            return nil
+        default:
+            return shape
+        }
+    }
+
     public static func load(text: String, environment: ConfigEnvironment, adapterKinds: Set<String>,
                             diagnostics: ConfigDiagnostics) -> SwitchboardConfig {
         let root = ConfigNode.parse(yaml: text, diagnostics: diagnostics, environment: environment)
@@ -99,8 +119,8 @@ public enum ConfigLoader {
         let listenText = server.string("listen", default: "127.0.0.1:8080")!
         let listen = HostPort(listenText) ?? { server["listen"].problem("expected host:port, e.g. 127.0.0.1:8080"); return HostPort(host: "127.0.0.1", port: 8080) }()
         var publicURL = server.string("public_url") ?? "http://\(listen)"
-        if !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) {
-            server["public_url"].problem("expected an http:// or https:// URL")
+        if !(publicURL.hasPrefix("http://") || publicURL.hasPrefix("https://")) || (URLComponents(string: publicURL)?.host ?? "").isEmpty {
+            server["public_url"].problem("expected an http:// or https:// URL with a host")
         }
         while publicURL.hasSuffix("/") { publicURL.removeLast() }
 
@@ -140,7 +160,9 @@ public enum ConfigLoader {
 
         let storage = root["storage"]
         storage.rejectUnknownKeys(["path", "durability"])
-        let storagePath = storage.resolvePath(storage.string("path", default: "/var/lib/switchboard/switchboard.sqlite")!)
+        let storagePathText = storage.string("path", default: "/var/lib/switchboard/switchboard.sqlite")!
+        if storagePathText.isEmpty { storage["path"].problem("must not be empty") }
+        let storagePath = storage.resolvePath(storagePathText)
         let durability = storage.string("durability", default: "full")!
         if !["full", "normal"].contains(durability) { storage["durability"].problem("expected full or normal") }
 
@@ -155,6 +177,7 @@ public enum ConfigLoader {
             h.rejectUnknownKeys(["name", "type", "url", "events", "timeout", "max_in_flight", "retry", "headers"], secrets: ["secret"])
             guard let name = h.string("name", required: true) else { continue }
             if !names.insert(name).inserted { h["name"].problem("duplicate helpdesk name \(name)") }
+            if name.isEmpty { h["name"].problem("must not be empty") }
             if name.contains(where: { !($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) {
                 h["name"].problem("use letters, digits, - and _ only")
             }
@@ -165,9 +188,7 @@ public enum ConfigLoader {
             case "console": kind = .console
             case "http":
                 let url = h.string("url", required: true) ?? ""
-                if !url.isEmpty && !(url.hasPrefix("http://") || url.hasPrefix("https://") || url.hasPrefix("http+unix://")) {
-                    h["url"].problem("expected an https://, http:// or http+unix://<percent-encoded socket path>/<path> URL")
-                }
+                if h["url"].isPresent, let problem = Self.sinkURLProblem(url) { h["url"].problem(problem) }
                 kind = .http(url: url)
                 secret = h.secret("secret", required: true)
                 if let s = secret, (try? WebhookSigner(secrets: s)) == nil {
@@ -185,10 +206,7 @@ public enum ConfigLoader {
             if h["retry"].isPresent {
                 let r = h["retry"]
                 r.rejectUnknownKeys(["schedule", "jitter"])
-                let delays = r.stringList("schedule", default: []).compactMap { s -> Double? in
-                    guard let d = ConfigNode.parseDuration(s) else { r["schedule"].problem("bad duration \(s) (expected e.g. 30s, 5m, not negative)"); return nil }
-                    return d
-                }
+                let delays = r.durations("schedule", default: [])
                 if !delays.isEmpty { retry.delays = delays }
                 if let j = r.string("jitter") {
                     if let v = Double(j), (0...1).contains(v) { retry.jitter = v } else { r["jitter"].problem("expected a fraction between 0 and 1") }
@@ -245,20 +263,20 @@ public enum ConfigLoader {
         outbound.rejectUnknownKeys(["retry"])
         outbound["retry"].rejectUnknownKeys(["schedule", "jitter"])
         var sendRetry = RetrySchedule.outbound
-        let sched = outbound["retry"].stringList("schedule", default: []).compactMap { s -> Double? in
-            guard let d = ConfigNode.parseDuration(s) else { outbound["retry"]["schedule"].problem("bad duration \(s) (expected e.g. 30s, 5m, not negative)"); return nil }
-            return d
-        }
+        let sched = outbound["retry"].durations("schedule", default: [])
         if !sched.isEmpty { sendRetry.delays = sched }
         if let j = outbound["retry"].string("jitter") {
             if let v = Double(j), (0...1).contains(v) { sendRetry.jitter = v } else { outbound["retry"]["jitter"].problem("expected a fraction between 0 and 1") }
         }
 
         let instance = root.string("instance") ?? ProcessInfo.processInfo.hostName
+        if instance.isEmpty { root["instance"].problem("must not be empty (it names this daemon in every event's source)") }
+        let grace = server.seconds("shutdown_grace", default: 20)
+        if grace < 1 { server["shutdown_grace"].problem("at least 1s: the send and delivery workers need time to record what they finished") }
         return SwitchboardConfig(
             instance: instance, listen: listen, publicURL: publicURL, apiListen: apiListen, apiSocket: apiSocket, apiSocketMode: socketMode,
             tokens: tokens, storagePath: storagePath, durability: durability, mediaPath: mediaPath, mediaMaxBytes: maxBytes,
             helpdesks: helpdesks, channels: channels, logLevel: level, heartbeatSeconds: api.seconds("heartbeat", default: 15),
-            sendRetry: sendRetry, shutdownGraceSeconds: server.seconds("shutdown_grace", default: 20), trustedProxies: trustedProxies)
+            sendRetry: sendRetry, shutdownGraceSeconds: grace, trustedProxies: trustedProxies)
     }
 }

@@ -147,41 +147,69 @@ public struct ConfigNode: Sendable {
         }
     }
 
-    /// Sizes: a number of bytes or `25MB`, `512KiB`, `1G`.
+    /// The largest size accepted: 1 TiB (larger is a typo, and would overflow byte counts).
+    public static let maxBytes: Int64 = 1 << 40
+    /// The longest duration accepted: a year (longer is a typo; converting more to milliseconds
+    /// or nanoseconds would trap).
+    public static let maxDuration: Double = 365 * 86400
+
+    /// Sizes: a number of bytes or `25MB`, `512KiB`, `1G` (0 up to 1 TiB).
     public func bytes(_ key: String, default def: Int64) -> Int64 {
         let c = child(key)
         switch c.value {
         case nil, .null?: return def
-        case .int(let i)?: return i
+        case .int(let i)? where i >= 0 && i <= Self.maxBytes: return i
         case .string(let s)?:
             if let n = Self.parseBytes(expand(s, at: c.path)) { return n }
-            c.problem("expected a size such as 26214400, 25MB or 512KiB"); return def
-        default: c.problem("expected a size"); return def
+            c.problem("expected a size such as 26214400, 25MB or 512KiB, at most 1TiB"); return def
+        default: c.problem("expected a size such as 26214400, 25MB or 512KiB, at most 1TiB"); return def
         }
     }
 
+    /// Bytes from `25MB` (10^6), `25MiB`/`25M` (2^20), …; nil when negative, over `maxBytes`
+    /// or not a size.
     static func parseBytes(_ s: String) -> Int64? {
         let t = s.trimmingCharacters(in: .whitespaces).uppercased()
         let units: [(String, Int64)] = [("KIB", 1024), ("MIB", 1 << 20), ("GIB", 1 << 30), ("KB", 1000), ("MB", 1_000_000), ("GB", 1_000_000_000),
                                         ("K", 1024), ("M", 1 << 20), ("G", 1 << 30), ("B", 1)]
-        for (u, m) in units where t.hasSuffix(u) {
-            return Int64(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)).map { $0 * m }
+        var n: Int64? = Int64(t)
+        for (u, m) in units where n == nil && t.hasSuffix(u) {
+            guard let v = Int64(t.dropLast(u.count).trimmingCharacters(in: .whitespaces)) else { return nil }
+            let (product, overflow) = v.multipliedReportingOverflow(by: m)
+            n = overflow ? nil : product
+            break
         }
-        return Int64(t)
+        guard let n, n >= 0, n <= maxBytes else { return nil }
+        return n
     }
 
-    /// Durations: seconds as a number, or `500ms`, `30s`, `5m`, `2h`, `3d`.
+    /// Durations: seconds as a number, or `500ms`, `30s`, `5m`, `2h`, `3d` (0 up to a year).
     public func seconds(_ key: String, default def: Double) -> Double {
         let c = child(key)
         guard let v = c.value, v != .null else { return def }
-        if let d = v.doubleValue, d >= 0, d.isFinite { return d }
+        if let d = v.doubleValue, d >= 0, d <= Self.maxDuration { return d }
         if let s = v.stringValue, let d = Self.parseDuration(expand(s, at: c.path)) { return d }
-        c.problem("expected a duration such as 30s, 5m or 2h (not negative)")
+        c.problem("expected a duration such as 30s, 5m or 2h (not negative, at most a year)")
         return def
     }
 
+    /// A list of durations (`["1s", "2s", "4s"]`; numbers are seconds), each read like `seconds`.
+    public func durations(_ key: String, default def: [Double]) -> [Double] {
+        let c = child(key)
+        guard let v = c.value, v != .null else { return def }
+        guard let items = v.arrayValue else { c.problem("expected a list of durations such as [\"1s\", \"5s\"]"); return def }
+        var out: [Double] = []
+        for (i, item) in items.enumerated() {
+            if let d = item.doubleValue, d >= 0, d <= Self.maxDuration { out.append(d); continue }
+            if let s = item.stringValue, let d = Self.parseDuration(expand(s, at: "\(c.path)[\(i)]")) { out.append(d); continue }
+            diagnostics.add("\(c.path)[\(i)]", "expected a duration such as 500ms, 30s or 5m (not negative, at most a year)")
+        }
+        return out
+    }
+
     /// Seconds from `30s`, `500ms`, `5m`, `2h`, `3d` or a plain number; nil for anything else,
-    /// including negative and non-finite values (a negative retry delay would trap later).
+    /// including negative, non-finite and over-a-year values (a negative retry delay would
+    /// trap later, and so would a huge one on its way to nanoseconds).
     static func parseDuration(_ s: String) -> Double? {
         let t = s.trimmingCharacters(in: .whitespaces).lowercased()
         var value = Double(t)
@@ -189,7 +217,7 @@ public struct ConfigNode: Sendable {
             value = Double(t.dropLast(u.count)).map { $0 * m }
             break
         }
-        guard let value, value >= 0, value.isFinite else { return nil }
+        guard let value, value >= 0, value <= maxDuration else { return nil }
         return value
     }
 

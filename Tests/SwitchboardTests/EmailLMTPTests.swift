@@ -265,6 +265,7 @@ struct EmailConfigTests {
         FileManager.default.createFile(atPath: dir.file("smtp-password"), contents: Data("password\n".utf8))
         FileManager.default.createFile(atPath: dir.file("smtp-ca.pem"), contents: Data("pem".utf8))
         FileManager.default.createFile(atPath: dir.file("imap-password"), contents: Data("password\n".utf8))
+        FileManager.default.createFile(atPath: dir.file("imap-ca.pem"), contents: Data("pem".utf8))
         let reference = try ContractTests.text("Config/switchboard.yaml")
         let lines = reference.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         let start = try #require(lines.firstIndex(of: "  # - id: support-mail"))

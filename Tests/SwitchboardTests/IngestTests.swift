@@ -189,12 +189,41 @@ import WebhookAdapter
         #expect(p.contains { $0.hasPrefix("api.socket_mode: quote the mode") })
         #expect(p.contains("api.tokenz: unknown key (did you mean tokens?)"))
         #expect(p.contains { $0.hasPrefix("server.listen_file: unknown key") }, "_file only for secrets")
-        #expect(p.contains { $0.hasPrefix("outbound.retry.schedule: bad duration soon") })
+        #expect(p.contains { $0.hasPrefix("outbound.retry.schedule[1]: expected a duration") })
         #expect(p.contains { $0.hasPrefix("helpdesks[0].events[1]: unknown event type mesage.*") }, "a typo'd family matches nothing")
         #expect(!p.contains { $0.hasPrefix("helpdesks[0].events[0]") }, "an adapter's type in a known family is fine")
         #expect(p.contains { $0.hasPrefix("helpdesks[0].events[2]: unknown event type message.recieved") }, "a typo'd type matches nothing")
         #expect(p.contains { $0.hasPrefix("outbound.retry.jitter:") })
         #expect(p.contains("helpdesks[0].secret: environment variable MISSING is not set"))
+    }
+
+    /// Values that used to pass check-config and then trap, or fail at every delivery for days:
+    /// each is now a problem naming its key.
+    @Test func outOfRangeValuesAreProblemsNotCrashes() {
+        let p = Self.problems("""
+            instance: ""
+            server: { listen: "127.0.0.1:0", public_url: "https://", shutdown_grace: 0s }
+            storage: { path: "" }
+            media: { max_bytes: "10000000000GB" }
+            outbound: { retry: { schedule: [1, "2s", "inf", "-1s", "400d"] } }
+            helpdesks:
+              - { name: a, url: "", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", timeout: 1e17 }
+              - { name: b, url: "http+unix:///run/desk/hooks.sock/x", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
+              - { name: c, url: "http+unix://%2Frun%2Fdesk.sock/hooks", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
+              - { name: "", url: "https://desk.example/hooks", secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }
+            """)
+        #expect(p.contains { $0.hasPrefix("instance: must not be empty") }, "\(p)")
+        #expect(p.contains { $0.hasPrefix("server.public_url:") })
+        #expect(p.contains { $0.hasPrefix("server.shutdown_grace:") })
+        #expect(p.contains { $0.hasPrefix("storage.path: must not be empty") })
+        #expect(p.contains { $0.hasPrefix("media.max_bytes: expected a size") })
+        #expect(p.contains { $0.hasPrefix("outbound.retry.schedule[2]:") } && p.contains { $0.hasPrefix("outbound.retry.schedule[3]:") }
+                && p.contains { $0.hasPrefix("outbound.retry.schedule[4]:") } && !p.contains { $0.hasPrefix("outbound.retry.schedule[0]") })
+        #expect(p.contains { $0.hasPrefix("helpdesks[0].url:") } && p.contains { $0.hasPrefix("helpdesks[0].timeout:") })
+        #expect(p.contains { $0.hasPrefix("helpdesks[1].url:") && $0.contains("percent-encoded") })
+        #expect(!p.contains { $0.hasPrefix("helpdesks[2]") }, "\(p)")
+        #expect(p.contains { $0.hasPrefix("helpdesks[3].name: must not be empty") })
+        #expect(ConfigNode.parseBytes("25MiB") == 26_214_400 && ConfigNode.parseBytes("-1") == nil && ConfigNode.parseBytes("9999999999999GB") == nil)
     }
 
     @Test func envAndCredentialFilesResolve() throws {

@@ -90,14 +90,7 @@ public struct LineChannelAdapter: ChannelAdapter {
         let ttl = node.seconds("reply_token_ttl", default: 50)
         if ttl < 0 || ttl > 60 { node["reply_token_ttl"].problem("must be between 0s and 60s (LINE reply tokens last about a minute)") }
         let timeout = node.seconds("timeout", default: 15)
-        var delays: [Double] = [1, 2, 4, 8, 16]
-        if node["media_retry_delays"].isPresent {
-            delays = node.stringList("media_retry_delays", default: []).compactMap { s in
-                let d = Double(s) ?? (s.hasSuffix("ms") ? Double(s.dropLast(2)).map { $0 / 1000 } : (s.hasSuffix("s") ? Double(s.dropLast()) : nil))
-                if d == nil { node["media_retry_delays"].problem("bad duration \(s)") }
-                return d
-            }
-        }
+        let delays = node.durations("media_retry_delays", default: [1, 2, 4, 8, 16])
         guard let secret, let token else { return nil }
         return LineChannelAdapter(channel: channel, channelSecret: secret.trimmingCharacters(in: .whitespacesAndNewlines),
                                   accessToken: token.trimmingCharacters(in: .whitespacesAndNewlines), apiBase: api, dataAPIBase: data,

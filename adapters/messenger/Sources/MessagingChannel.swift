@@ -48,15 +48,7 @@ public struct MessagingSettings: Sendable {
         let app = node.string("app_id")?.trimmingCharacters(in: .whitespaces)
         if let a = app, a.isEmpty || !a.allSatisfy(\.isNumber) { node["app_id"].problem("expected the numeric App ID from the App Dashboard") }
         let proof = node.bool("appsecret_proof", default: false)
-        var delays: [Double] = [1, 2, 4]
-        if node["media_retry_delays"].isPresent {
-            delays = node.stringList("media_retry_delays", default: []).compactMap { s in
-                let t = s.trimmingCharacters(in: .whitespaces).lowercased()
-                let d = t.hasSuffix("ms") ? Double(t.dropLast(2)).map { $0 / 1000 } : (t.hasSuffix("s") ? Double(t.dropLast()) : Double(t))
-                if d == nil || d! < 0 { node["media_retry_delays"].problem("bad duration \(s)") }
-                return d
-            }
-        }
+        let delays = node.durations("media_retry_delays", default: [1, 2, 4])
         return (human, app?.isEmpty == false ? app : nil, proof, delays)
     }
 }

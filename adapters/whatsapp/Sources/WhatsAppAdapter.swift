@@ -83,14 +83,7 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         if let w = node.string("waba_id"), !w.allSatisfy(\.isNumber) { node["waba_id"].problem("expected the numeric WhatsApp Business Account ID") }
         let token = node.secret("access_token", required: true)?.trimmingCharacters(in: .whitespacesAndNewlines)
         let upload = node.bool("upload_media", default: true)
-        var delays: [Double] = [1, 2, 4, 8, 16]
-        if node["media_retry_delays"].isPresent {
-            delays = node.stringList("media_retry_delays", default: []).compactMap { s in
-                let d = Double(s) ?? (s.hasSuffix("ms") ? Double(s.dropLast(2)).map { $0 / 1000 } : (s.hasSuffix("s") ? Double(s.dropLast()) : nil))
-                if d == nil { node["media_retry_delays"].problem("bad duration \(s)") }
-                return d
-            }
-        }
+        let delays = node.durations("media_retry_delays", default: [1, 2, 4, 8, 16])
         guard let phone, let token, let secret = settings.appSecret, let verify = settings.verifyToken else { return nil }
         return WhatsAppChannelAdapter(channel: channel, phoneNumberID: phone,
                                       graph: settings.graphAPI(accessToken: MetaSecret(token), client: env.httpClient),
