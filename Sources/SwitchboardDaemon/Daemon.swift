@@ -53,6 +53,9 @@ public final class Daemon: Sendable {
         // Metrics first: swift-metrics binds each metric to the factory present when it is made.
         _ = SwitchboardMetrics.registry
         let (config, adapters) = try Self.validate(text: configText, registry: registry, environment: environment, logger: logger).get()
+        // Opening the store may migrate a large database: ask systemd for time beyond the unit's
+        // start timeout (READY=1 ends the wait as soon as the daemon is up).
+        _ = notifier.extendTimeout(by: .seconds(600))
         self.runtime = try Runtime(config: config, registry: registry, httpClient: HTTPClient.shared, logger: logger)
         self.configPath = configPath
         self.registry = registry

@@ -83,6 +83,9 @@ import WebhookAdapter
         let p = try DaemonProcess(arguments: ["serve", "--config", path], environment: ["NOTIFY_SOCKET": dir.file("notify.sock")])
         let ready = try await notify.waitFor("READY=1")
         #expect(notify.all[ready].contains("STATUS="))
+        // Before the store opened (a migration may take a while), more start time was asked for.
+        let extend = try #require(notify.all.firstIndex { $0.contains("EXTEND_TIMEOUT_USEC=600000000") }, "\(notify.all)")
+        #expect(extend < ready)
         // READY means listening: the API answers at once.
         let socket = "http+unix://" + dir.file("api.sock").addingPercentEncoding(withAllowedCharacters: .alphanumerics)!
         #expect(try await http("GET", socket + "/v1/health").status == 200)
