@@ -13,7 +13,7 @@ APT_TEST  := python3 python3-pip chromium chromium-driver dovecot-imapd dovecot-
 # Independent implementations our output is checked against (schema, Standard Webhooks, CloudEvents).
 PIP_PACKAGES := jsonschema rfc3339-validator standardwebhooks cloudevents openapi-spec-validator aiosmtpd selenium
 
-.PHONY: all deps test-deps build demo test fuzz bench clean
+.PHONY: all deps test-deps build release install demo test fuzz bench clean
 
 all: build
 
@@ -42,6 +42,33 @@ test-deps: deps
 
 build: deps
 	$(SWIFT) build --product switchboard
+
+# The production binary: optimised, with the Swift runtime linked in, so it runs without the
+# toolchain (whose libraries a hardened unit may not even see, e.g. under ProtectHome=).
+release: deps
+	$(SWIFT) build -c release --product switchboard --static-swift-stdlib --build-path .build-static
+
+# Installs the binary, the systemd units, sysusers/tmpfiles, the reference configuration (only
+# when none is there: an existing one is never overwritten) and the docs. DESTDIR for packaging.
+PREFIX ?= /usr
+install: release
+	install -D -m 0755 .build-static/release/switchboard $(DESTDIR)$(PREFIX)/bin/switchboard
+	install -D -m 0644 systemd/switchboard.service $(DESTDIR)/etc/systemd/system/switchboard.service
+	install -D -m 0644 systemd/switchboard.socket $(DESTDIR)/etc/systemd/system/switchboard.socket
+	install -D -m 0644 systemd/switchboard-public.socket $(DESTDIR)/etc/systemd/system/switchboard-public.socket
+	install -D -m 0644 systemd/switchboard.sysusers $(DESTDIR)/etc/sysusers.d/switchboard.conf
+	install -D -m 0644 systemd/switchboard.tmpfiles $(DESTDIR)/etc/tmpfiles.d/switchboard.conf
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/switchboard
+	install -m 0644 README.md docs/*.md docs/openapi.yaml $(DESTDIR)$(PREFIX)/share/doc/switchboard/
+	install -d -m 0755 $(DESTDIR)/etc/switchboard
+	@if [ -e $(DESTDIR)/etc/switchboard/switchboard.yaml ]; then \
+	  echo "kept the existing /etc/switchboard/switchboard.yaml (the new reference is in $(PREFIX)/share/doc/switchboard/)"; \
+	else install -m 0640 Config/switchboard.yaml $(DESTDIR)/etc/switchboard/switchboard.yaml; fi
+	install -m 0644 Config/switchboard.yaml $(DESTDIR)$(PREFIX)/share/doc/switchboard/switchboard.yaml
+	@[ -n "$(DESTDIR)" ] || { systemd-sysusers switchboard.conf && systemd-tmpfiles --create switchboard.conf \
+	  && chgrp switchboard /etc/switchboard/switchboard.yaml && systemctl daemon-reload; } || true
+	@echo "installed; next: edit /etc/switchboard/switchboard.yaml and create its credentials (docs/operations.md), then"
+	@echo "  systemctl enable --now switchboard.socket switchboard.service"
 
 demo: build
 	@mkdir -p .switchboard

@@ -36,6 +36,9 @@ struct EmailLMTPTests {
                                                 message: msg, dir: d.dir)
             let replies = EmailFixture.replies(t)
             #expect(replies.count == 8, "\(t)")
+            // The socket's mode is lmtp.socket_mode's default, whatever the process umask.
+            let mode = (try FileManager.default.attributesOfItem(atPath: socket)[.posixPermissions] as? NSNumber)?.intValue ?? 0
+            #expect(mode & 0o777 == 0o660, "\(String(mode, radix: 8))")
             #expect(replies[0] == "250 2.1.0 Sender OK")
             #expect(replies[1] == "250 2.1.5 Recipient OK")
             #expect(replies[2] == "550 5.1.1 <nobody@example.test> User doesn't exist")
@@ -242,6 +245,20 @@ struct EmailConfigTests {
         #expect(problems("""
             channels: [ { id: m, type: email, address: "support@example.com", thread_secret: "short", smtp: { host: h, tls: none } } ]
             """) == ["channels[0].thread_secret: too short: use at least 16 random characters"])
+    }
+
+    @Test("LMTP has no authentication: a non-loopback address is refused unless allow_remote; a relative socket path is the config's")
+    func lmtpExposure() {
+        let open = problems("""
+            channels: [ { id: m, type: email, address: "support@example.com", lmtp: { listen: "0.0.0.0:2424" } } ]
+            """)
+        #expect(open.count == 1 && open[0].hasPrefix("channels[0].lmtp.listen: LMTP has no authentication"), "\(open)")
+        #expect(problems("""
+            channels: [ { id: m, type: email, address: "support@example.com", lmtp: { listen: "0.0.0.0:2424", allow_remote: true } } ]
+            """) == [])
+        #expect(problems("""
+            channels: [ { id: m, type: email, address: "support@example.com", lmtp: { listen: "[::1]:2424", socket_mode: 660 } } ]
+            """) == ["channels[0].lmtp.socket_mode: quote the mode so it is read as octal: socket_mode: \"0660\""])
     }
 
     @Test("listen addresses")

@@ -43,6 +43,9 @@ public struct EmailChannelAdapter: ChannelAdapter {
         public var listen: LMTPListenAddress
         public var maxMessageBytes: Int
         public var hostname: String
+        /// A Unix socket's mode, set after binding (the unit's UMask=0077 would leave it
+        /// owner-only, and the MTA could not connect).
+        public var socketMode: Int = 0o660
     }
 
     public let channel: ChannelRef
@@ -118,14 +121,37 @@ public struct EmailChannelAdapter: ChannelAdapter {
         var lmtpSettings: LMTPSettings? = nil
         let lmtp = node["lmtp"]
         if lmtp.isPresent {
-            lmtp.rejectUnknownKeys(["listen", "max_message_size", "hostname"])
+            lmtp.rejectUnknownKeys(["listen", "max_message_size", "hostname", "socket_mode", "allow_remote"])
             let listen = lmtp.string("listen", required: true)
-            let parsed = listen.flatMap(LMTPListenAddress.parse)
+            var parsed = listen.flatMap(LMTPListenAddress.parse)
             if listen != nil && parsed == nil { lmtp["listen"].problem("expected host:port (127.0.0.1:2424) or a Unix socket path") }
+            switch parsed {
+            case .unix(let path)?:
+                // Relative paths are relative to the config file, like every other path.
+                parsed = .unix(path: lmtp.resolvePath(path))
+            case .tcp(let host, _)? where !lmtp.bool("allow_remote", default: false):
+                // LMTP has no authentication: anyone who reaches the port can hand in mail
+                // under any sender.
+                if !["127.0.0.1", "::1", "localhost"].contains(host.lowercased()) && !host.hasPrefix("127.") {
+                    lmtp["listen"].problem("LMTP has no authentication: listen on loopback or a Unix socket (or set allow_remote: true behind a firewall)")
+                }
+            default: break
+            }
+            var socketMode = 0o660
+            if case .int? = lmtp["socket_mode"].value {
+                lmtp["socket_mode"].problem("quote the mode so it is read as octal: socket_mode: \"0660\"")
+            } else if let modeText = lmtp.string("socket_mode") {
+                if let m = Int(modeText, radix: 8), (0...0o777).contains(m) { socketMode = m } else {
+                    lmtp["socket_mode"].problem("expected an octal mode such as \"0660\"")
+                }
+            }
             let limit = lmtp.bytes("max_message_size", default: 25 * 1024 * 1024)
             if limit < 1024 || limit > 1 << 30 { lmtp["max_message_size"].problem("must be between 1KiB and 1GiB") }
             let hostname = lmtp.string("hostname", default: ProcessInfo.processInfo.hostName) ?? "localhost"
-            if let parsed { lmtpSettings = LMTPSettings(listen: parsed, maxMessageBytes: Int(min(max(limit, 1024), 1 << 30)), hostname: hostname) }
+            if let parsed {
+                lmtpSettings = LMTPSettings(listen: parsed, maxMessageBytes: Int(min(max(limit, 1024), 1 << 30)), hostname: hostname,
+                                            socketMode: socketMode)
+            }
         }
 
         var smtpConfig: SMTPClientConfig? = nil
@@ -376,6 +402,9 @@ public struct EmailChannelAdapter: ChannelAdapter {
                                 deliver: { raw, from, to in await self.deliver(raw, mailFrom: from, recipients: to, context: context) })
         do {
             try await server.run(listen: lmtp.listen) { bound in
+                if case .unix(let path) = lmtp.listen, chmod(path, mode_t(lmtp.socketMode)) != 0 {
+                    context.logger.warning("cannot set the LMTP socket's mode", metadata: ["channel": "\(channel.id)", "path": "\(path)"])
+                }
                 context.logger.info("email LMTP listener bound", metadata: ["channel": "\(channel.id)", "listen": "\(bound)"])
             }
         } catch {
