@@ -86,6 +86,13 @@ public final class Daemon: Sendable {
     func listenerUp(_ name: String, _ address: String) async {
         if name == "api-socket", let path = runtime.config.apiSocket, address == path {
             chmod(path, mode_t(runtime.config.apiSocketMode))
+            // Bound here, not by switchboard.socket: hand it to the helpdesks' group ourselves.
+            if let groupName = runtime.config.apiSocketGroup {
+                let gid = getgrnam(groupName)?.pointee.gr_gid
+                if gid == nil || chown(path, uid_t.max, gid!) != 0 {
+                    logger.warning("cannot give the API socket to its group", metadata: ["group": "\(groupName)", "path": "\(path)"])
+                }
+            }
         }
         logger.info("listening", metadata: ["listener": "\(name)", "address": "\(address)"])
         let (waiters, all) = ready.withLock { s -> ([CheckedContinuation<[String: String], Never>], [String: String]?) in
@@ -120,6 +127,10 @@ public final class Daemon: Sendable {
         }
         var apiSocketActivated = false
         if let fd = activated.first(named: "api")?.fd {
+            if let configured = config.apiSocket, let passed = SocketActivation.unixPath(fd: fd), passed != configured {
+                logger.warning("the API socket systemd passes is not api.socket; clients using the configured path (switchboard tail) will not reach it",
+                               metadata: ["passed": "\(passed)", "configured": "\(configured)"])
+            }
             // A Unix socket is authorised by its permissions; a TCP one needs tokens.
             let isUnix = SocketActivation.socketKind(fd: fd) == .unix
             apiSocketActivated = isUnix

@@ -50,6 +50,10 @@ public struct SwitchboardConfig: Sendable {
     public var apiListen: HostPort?
     public var apiSocket: String?
     public var apiSocketMode: Int
+    /// The group the API socket is handed to when the daemon binds it itself (without
+    /// switchboard.socket, whose SocketGroup= does it otherwise).
+    public var apiSocketGroup: String? = nil
+
     public var tokens: [APIToken]
     public var storagePath: String
     public var durability: String
@@ -125,7 +129,11 @@ public enum ConfigLoader {
         while publicURL.hasSuffix("/") { publicURL.removeLast() }
 
         let api = root["api"]
-        api.rejectUnknownKeys(["listen", "socket", "socket_mode", "tokens", "heartbeat"])
+        api.rejectUnknownKeys(["listen", "socket", "socket_mode", "socket_group", "tokens", "heartbeat"])
+        let socketGroup = api.string("socket_group")
+        if let g = socketGroup, g.isEmpty || g.contains(where: { $0.isWhitespace || $0 == ":" }) {
+            api["socket_group"].problem("expected a group name such as switchboard-api")
+        }
         let apiListenText = api.string("listen")
         let apiListen = apiListenText.flatMap { t -> HostPort? in
             if let hp = HostPort(t) { return hp }
@@ -273,10 +281,12 @@ public enum ConfigLoader {
         if instance.isEmpty { root["instance"].problem("must not be empty (it names this daemon in every event's source)") }
         let grace = server.seconds("shutdown_grace", default: 20)
         if grace < 1 { server["shutdown_grace"].problem("at least 1s: the send and delivery workers need time to record what they finished") }
-        return SwitchboardConfig(
+        var loaded = SwitchboardConfig(
             instance: instance, listen: listen, publicURL: publicURL, apiListen: apiListen, apiSocket: apiSocket, apiSocketMode: socketMode,
             tokens: tokens, storagePath: storagePath, durability: durability, mediaPath: mediaPath, mediaMaxBytes: maxBytes,
             helpdesks: helpdesks, channels: channels, logLevel: level, heartbeatSeconds: api.seconds("heartbeat", default: 15),
             sendRetry: sendRetry, shutdownGraceSeconds: grace, trustedProxies: trustedProxies)
+        loaded.apiSocketGroup = socketGroup
+        return loaded
     }
 }

@@ -2,6 +2,9 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
 
@@ -187,6 +190,17 @@ import Testing
         }
         try await duringTask.value
         return lines
+    }
+
+    /// Bound by the daemon itself (no switchboard.socket), the API socket goes to
+    /// api.socket_group with api.socket_mode, so the helpdesk's user can connect.
+    @Test(.enabled(if: getuid() == 0, "chown to another group needs root"))
+    func theAPISocketGoesToItsGroup() async throws {
+        let d = try await TestDaemon.start("", apiExtra: "socket_group: daemon")
+        defer { Task { await d.stop() } }
+        let attributes = try FileManager.default.attributesOfItem(atPath: d.dir.file("api.sock"))
+        #expect((attributes[.groupOwnerAccountID] as? NSNumber)?.intValue == Int(getgrnam("daemon")!.pointee.gr_gid))
+        #expect(((attributes[.posixPermissions] as? NSNumber)?.intValue ?? 0) & 0o777 == 0o660)
     }
 
     /// Credentials in a sink URL — a password, or a token in the query — never show in

@@ -44,7 +44,7 @@ final class TestDaemon: Sendable {
     /// channels, …).
     /// `dir`: reuse a previous daemon's files (a restart).
     static func start(_ body: String, registry: AdapterRegistry = TestRegistry.make(), heartbeat: String = "15s",
-                      dir existing: TempDir? = nil, publicURL: String = "http://127.0.0.1:1") async throws -> TestDaemon {
+                      dir existing: TempDir? = nil, publicURL: String = "http://127.0.0.1:1", apiExtra: String = "") async throws -> TestDaemon {
         let dir = existing ?? TempDir()
         let yaml = """
             instance: test
@@ -53,6 +53,7 @@ final class TestDaemon: Sendable {
               listen: "127.0.0.1:0"
               socket: "\(dir.file("api.sock"))"
               heartbeat: \(heartbeat)
+            \(apiExtra.isEmpty ? "" : "  " + apiExtra)
               tokens: [ { name: desk, token: "\(token)" } ]
             storage: { path: "\(dir.file("db.sqlite"))", durability: normal }
             media: { path: "\(dir.file("media"))", max_bytes: 1MB }
