@@ -193,7 +193,7 @@ public final class Daemon: Sendable {
             if !restartOnly.isEmpty {
                 logger.warning("changes that take effect only after a restart", metadata: ["keys": "\(restartOnly.joined(separator: ", "))"])
             }
-            runtime.apply(config, adapters: adapters)
+            runtime.apply(Self.keepingRestartOnly(running: old, new: config), adapters: adapters)
             logger.info("configuration reloaded", metadata: ["channels": "\(config.channels.count)", "helpdesks": "\(config.helpdesks.count)"])
             _ = notifier.ready(status: await runtime.statusLine())
         }
@@ -201,6 +201,27 @@ public final class Daemon: Sendable {
 }
 
 extension Daemon {
+    /// The configuration a reload actually runs: the new one, with the values only a restart
+    /// changes kept as they are running. The next reload then compares with what runs (so its
+    /// warning names every pending change, and going back to the running value warns of
+    /// nothing), and a `public_url` derived from `server.listen` keeps naming the port in use.
+    static func keepingRestartOnly(running old: SwitchboardConfig, new: SwitchboardConfig) -> SwitchboardConfig {
+        var c = new
+        if new.publicURL == "http://\(new.listen)" && new.listen != old.listen { c.publicURL = "http://\(old.listen)" }
+        c.listen = old.listen
+        c.shutdownGraceSeconds = old.shutdownGraceSeconds
+        c.apiListen = old.apiListen
+        c.apiSocket = old.apiSocket
+        c.apiSocketMode = old.apiSocketMode
+        c.apiSocketGroup = old.apiSocketGroup
+        c.storagePath = old.storagePath
+        c.durability = old.durability
+        c.mediaPath = old.mediaPath
+        c.mediaMaxBytes = old.mediaMaxBytes
+        c.logLevel = old.logLevel
+        return c
+    }
+
     /// Keys a reload cannot apply: listeners and the store are opened once, logging is set up
     /// once. Named in the reload's log line so nobody waits for a change that needs a restart.
     static func restartOnlyChanges(_ old: SwitchboardConfig, _ new: SwitchboardConfig) -> [String] {

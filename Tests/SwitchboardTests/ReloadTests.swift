@@ -47,5 +47,14 @@ import Testing
         let b = Self.load("media: { max_bytes: 2MB }\nlogging: { level: debug }\nstorage: { durability: normal }\n", dir: dir)
         #expect(Daemon.restartOnlyChanges(a, b) == ["storage.durability", "media.max_bytes", "logging.level"])
         #expect(Daemon.restartOnlyChanges(a, a).isEmpty)
+        // What a reload runs keeps the running values of those keys: the next reload warns
+        // about them again, and going back to them warns of nothing.
+        let running = Daemon.keepingRestartOnly(running: a, new: b)
+        #expect(running.mediaMaxBytes == a.mediaMaxBytes && running.logLevel == "info" && running.durability == a.durability)
+        #expect(Daemon.restartOnlyChanges(running, b) == ["storage.durability", "media.max_bytes", "logging.level"])
+        #expect(Daemon.restartOnlyChanges(running, a).isEmpty)
+        // A public_url derived from server.listen keeps naming the port in use.
+        let moved = Self.load("server: { listen: \"127.0.0.1:9999\" }\n", dir: dir)
+        #expect(Daemon.keepingRestartOnly(running: a, new: moved).publicURL == a.publicURL)
     }
 }
