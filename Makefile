@@ -49,9 +49,12 @@ release: deps
 	$(SWIFT) build -c release --product switchboard --static-swift-stdlib --build-path .build-static
 
 # Installs the binary, the systemd units, sysusers/tmpfiles, the reference configuration (only
-# when none is there: an existing one is never overwritten) and the docs. DESTDIR for packaging.
-PREFIX ?= /usr
-install: release
+# when none is there: an existing one is never overwritten) and the docs, at the paths the
+# units name (/usr/bin, /usr/share/doc). Run `make release` first, as yourself; then
+# `sudo make install`. DESTDIR for packaging (then nothing is run on this machine).
+PREFIX := /usr
+install:
+	@test -x .build-static/release/switchboard || { echo "run 'make release' first"; exit 1; }
 	install -D -m 0755 .build-static/release/switchboard $(DESTDIR)$(PREFIX)/bin/switchboard
 	install -D -m 0644 systemd/switchboard.service $(DESTDIR)/etc/systemd/system/switchboard.service
 	install -D -m 0644 systemd/switchboard.socket $(DESTDIR)/etc/systemd/system/switchboard.socket
@@ -65,8 +68,10 @@ install: release
 	  echo "kept the existing /etc/switchboard/switchboard.yaml (the new reference is in $(PREFIX)/share/doc/switchboard/)"; \
 	else install -m 0640 Config/switchboard.yaml $(DESTDIR)/etc/switchboard/switchboard.yaml; fi
 	install -m 0644 Config/switchboard.yaml $(DESTDIR)$(PREFIX)/share/doc/switchboard/switchboard.yaml
-	@[ -n "$(DESTDIR)" ] || { systemd-sysusers switchboard.conf && systemd-tmpfiles --create switchboard.conf \
-	  && chgrp switchboard /etc/switchboard/switchboard.yaml && systemctl daemon-reload; } || true
+	@if [ -z "$(DESTDIR)" ]; then \
+	  systemd-sysusers switchboard.conf && systemd-tmpfiles --create switchboard.conf \
+	  && chgrp switchboard /etc/switchboard/switchboard.yaml && systemctl daemon-reload; \
+	fi
 	@echo "installed; next: edit /etc/switchboard/switchboard.yaml and create its credentials (docs/operations.md), then"
 	@echo "  systemctl enable --now switchboard.socket switchboard.service"
 
@@ -97,4 +102,4 @@ bench: test-deps
 	bash Benchmarks/run.sh
 
 clean:
-	rm -rf .build .switchboard
+	rm -rf .build .build-static .switchboard

@@ -229,7 +229,9 @@ extension Daemon {
         if old.listen != new.listen { keys.append("server.listen") }
         if old.shutdownGraceSeconds != new.shutdownGraceSeconds { keys.append("server.shutdown_grace") }
         if old.apiListen != new.apiListen { keys.append("api.listen") }
-        if old.apiSocket != new.apiSocket || old.apiSocketMode != new.apiSocketMode { keys.append("api.socket") }
+        if old.apiSocket != new.apiSocket || old.apiSocketMode != new.apiSocketMode || old.apiSocketGroup != new.apiSocketGroup {
+            keys.append("api.socket")
+        }
         if old.storagePath != new.storagePath { keys.append("storage.path") }
         if old.durability != new.durability { keys.append("storage.durability") }
         if old.mediaPath != new.mediaPath { keys.append("media.path") }

@@ -128,8 +128,10 @@ struct PublicAreaMiddleware: RouterMiddleware {
         guard let (entry, subpath) = PublicRoutes.publicTarget(path: request.uri.path, runtime: runtime) else {
             return try await next(request, context)
         }
-        // A channel's own area takes uploads (the web chat's files): up to media.max_bytes.
-        let limit = max(PublicRoutes.maxWebhookBytes, Int(clamping: runtime.media.maxBytes) + 64 * 1024)
+        // A channel's upload path takes files up to media.max_bytes; every other path, the
+        // webhook limit (a bigger body is buffered before the adapter checks anything).
+        let limit = subpath == "upload" ? max(PublicRoutes.maxWebhookBytes, Int(clamping: runtime.media.maxBytes) + 64 * 1024)
+            : PublicRoutes.maxWebhookBytes
         let webhook = try await PublicRoutes.webhookRequest(request, context, runtime: runtime, limit: limit)
         return PublicRoutes.response(await entry.adapter.handlePublic(webhook, subpath: subpath, context: entry.context))
     }

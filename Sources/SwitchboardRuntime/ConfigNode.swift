@@ -197,7 +197,8 @@ public struct ConfigNode: Sendable {
     public func durations(_ key: String, default def: [Double]) -> [Double] {
         let c = child(key)
         guard let v = c.value, v != .null else { return def }
-        guard let items = v.arrayValue else { c.problem("expected a list of durations such as [\"1s\", \"5s\"]"); return def }
+        // A single value is a list of one (as it always was read).
+        let items = v.arrayValue ?? [v]
         var out: [Double] = []
         for (i, item) in items.enumerated() {
             if let d = item.doubleValue, d >= 0, d <= Self.maxDuration { out.append(d); continue }

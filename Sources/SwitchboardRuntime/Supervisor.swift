@@ -58,6 +58,9 @@ public final class Supervisor: Service, Sendable {
     private let commands: AsyncStream<Command>
     private let continuation: AsyncStream<Command>.Continuation
     private let latches = Mutex<[String: (latch: StopLatch, drains: Bool, done: StopLatch)]>([:])
+    /// Draining units stopped by id (a reload removed them), until they have finished: a unit
+    /// started again under that id (the next reload brings it back) waits for them too.
+    private let stopped = Mutex<[String: StopLatch]>([:])
     let logger: Logger
 
     public init(logger: Logger) {
@@ -81,16 +84,21 @@ public final class Supervisor: Service, Sendable {
                         return l[unit.id]
                     }
                     previous?.latch.fire()
+                    let stoppedEarlier = stopped.withLock { $0.removeValue(forKey: unit.id) }
                     group.addTask {
                         // A replaced draining unit (a reloaded sink or channel) first finishes
                         // what it has under way: two workers on one outbox or send queue would
                         // claim the same rows and deliver them twice.
                         if let previous, previous.drains { await previous.done.wait() }
+                        if let stoppedEarlier { await stoppedEarlier.wait() }
                         await self.supervise(unit, latch: latch)
                         done.fire()
                     }
                 case .stop(let id):
-                    latches.withLock { $0.removeValue(forKey: id) }?.latch.fire()
+                    if let entry = latches.withLock({ $0.removeValue(forKey: id) }) {
+                        if entry.drains { stopped.withLock { $0[id] = entry.done } }
+                        entry.latch.fire()
+                    }
                 }
             }
             // Shutting down: stop the other children now; draining ones see the graceful

@@ -6,6 +6,38 @@ import Testing
 
 @Suite("Email to common-format parts")
 struct ConversionTests {
+    /// A report naming several failed recipients lists them all, the customer among them even
+    /// after a Cc, and as the original recipient when the final one was a forward.
+    @Test func everyFailedRecipientOfAReportIsKept() {
+        let dsn = """
+            From: MAILER-DAEMON@mx.example\r
+            Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r
+            \r
+            --B\r
+            Content-Type: message/delivery-status\r
+            \r
+            Reporting-MTA: dns; mx.example\r
+            \r
+            Final-Recipient: rfc822; kim@example.org\r
+            Action: failed\r
+            Status: 5.1.1\r
+            \r
+            Final-Recipient: rfc822; jane.forward@elsewhere.example\r
+            Original-Recipient: rfc822; jane@example.org\r
+            Action: failed\r
+            Status: 5.2.2\r
+            \r
+            Final-Recipient: rfc822; ok@example.org\r
+            Action: delivered\r
+            Status: 2.0.0\r
+            \r
+            --B--\r
+
+            """
+        let report = EmailClassifier.bounceReport(EmailParser.parse(Array(dsn.utf8)))
+        #expect(report.failedRecipients == ["kim@example.org", "jane.forward@elsewhere.example", "jane@example.org"])
+    }
+
     /// Answers go where the customer asked: a contact form's mail names the visitor in
     /// Reply-To; a Google Group rewrites a member's From to the group's address (ours) and is
     /// not our own mail coming back.
@@ -23,6 +55,11 @@ struct ConversionTests {
         // Our own address with no one else named: our own mail, as before.
         let own = mail("From: Support <support@example.com>\r\nTo: jane@example.org\r\n")
         #expect(own.classification.name == "own_message")
+        // Our own mail coming back through a relay that rewrote its Message-ID: its Reply-To is
+        // our plus address, which is no customer.
+        let echo = mail("From: Support <support@example.com>\r\nReply-To: <support+conv_01ABC-tag1@example.com>\r\nTo: jane@example.org\r\n")
+        #expect(echo.classification.name == "own_message")
+        #expect(EmailClassifier.isOwn("Support+x@Example.com", ["support@example.com"]) && !EmailClassifier.isOwn("supporter@example.com", ["support@example.com"]))
         // Reply-To naming the sender again changes nothing.
         let same = mail("From: Jane <jane@example.org>\r\nReply-To: jane@example.org\r\n")
         #expect(same.peer == Peer(channelUserID: "jane@example.org", displayName: "Jane"))

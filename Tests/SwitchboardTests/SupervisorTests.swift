@@ -45,9 +45,22 @@ import Testing
             supervisor.start(.init(id: "sink:desk", drains: true) {
                 log.withLock { $0.append("new started") }
                 while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                let clock = ContinuousClock(), until = clock.now + .milliseconds(300)
+                while clock.now < until { usleep(10_000) }
+                log.withLock { $0.append("new finished") }
             })
             try await eventually(timeout: 5, "the new unit") { log.withLock { $0 }.contains("new started") }
             #expect(log.withLock { $0 } == ["old started", "old finished", "new started"])
+            // Stopped (a reload removed it), then started again (the next one brings it back):
+            // the same wait.
+            log.withLock { $0 = [] }
+            supervisor.stop("sink:desk")
+            supervisor.start(.init(id: "sink:desk", drains: true) {
+                log.withLock { $0.append("third started") }
+                while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+            })
+            try await eventually(timeout: 5, "the third unit") { log.withLock { $0 }.contains("third started") }
+            #expect(log.withLock { $0 } == ["new finished", "third started"])
             supervisor.stop("sink:desk")
             group.cancelAll()
         }

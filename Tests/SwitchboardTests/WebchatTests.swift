@@ -209,6 +209,12 @@ import Testing
             #expect(again.frames("error").first?["code"]?.stringValue == "invalid_token")
             #expect(try await http("GET", d.publicBase + "/webchat/\(ch)/history", headers: ["authorization": "Bearer \(token)"]).status == 401)
             await again.close()
+            // Over HTTP too (what the widget's reset() uses: its socket may not be up yet).
+            let b = WebchatVisitor.connect(d, ch)
+            let tokenB = try #require(try await b.hello()?["token"]?.stringValue)
+            await b.close()
+            #expect(try await http("POST", d.publicBase + "/webchat/\(ch)/logout", headers: ["authorization": "Bearer \(tokenB)"]).status == 204)
+            #expect(try await http("GET", d.publicBase + "/webchat/\(ch)/history", headers: ["authorization": "Bearer \(tokenB)"]).status == 401)
         }
     }
 

@@ -14,6 +14,8 @@ public struct BounceReport: Sendable, Hashable {
     public var diagnostic: String?
     /// `Reporting-MTA:` name.
     public var reportingMTA: String?
+    /// Every address the report says failed (each failed block's Final- and Original-Recipient).
+    public var failedRecipients: [String] = []
 
     public init(originalMessageID: String? = nil, status: String? = nil, action: String? = nil, recipient: String? = nil,
                 diagnostic: String? = nil, reportingMTA: String? = nil) {
@@ -101,6 +103,7 @@ public enum EmailClassifier {
         if let failed = h["X-Failed-Recipients"] {
             var report = bounceReport(email)
             if report.recipient == nil { report.recipient = AddressParser.parse(failed).first?.address }
+            if report.failedRecipients.isEmpty { report.failedRecipients = AddressParser.parse(failed).map { $0.address.lowercased() } }
             return .bounce(report, reason: "X-Failed-Recipients header")
         }
 
@@ -108,11 +111,11 @@ public enum EmailClassifier {
         if let codec, let id = email.messageID, codec.isOurs(messageID: id) {
             return .ownMessage(reason: "Message-ID is one of ours")
         }
-        let own = Set(ownAddresses.map { $0.lowercased() })
         // From our address, unless it names someone else to answer: a Google Group rewrites a
         // member's From to the group's address (here, ours) and puts the member in Reply-To.
-        if let from = email.from?.address, own.contains(from),
-           !email.replyTo.contains(where: { !$0.address.isEmpty && !own.contains($0.address.lowercased()) }) {
+        // Our own mail's Reply-To is our plus address: that is no one else.
+        if let from = email.from?.address, isOwn(from, ownAddresses),
+           !email.replyTo.contains(where: { !$0.address.isEmpty && !isOwn($0.address, ownAddresses) }) {
             return .ownMessage(reason: "From is our own address \(from)")
         }
 
@@ -151,6 +154,19 @@ public enum EmailClassifier {
         return .customer
     }
 
+    /// One of our addresses (`ownAddresses`, case-insensitive), or a plus address of one
+    /// (`support+conv-tag@example.com`, what our mail carries as Reply-To).
+    public static func isOwn(_ address: String, _ ownAddresses: [String]) -> Bool {
+        let a = address.lowercased()
+        guard let at = a.lastIndex(of: "@") else { return ownAddresses.contains { $0.lowercased() == a } }
+        let local = a[..<at], domain = a[at...]
+        let base = local.split(separator: "+", maxSplits: 1).first.map(String.init) ?? String(local)
+        return ownAddresses.contains { own in
+            let o = own.lowercased()
+            return o == a || o == base + domain
+        }
+    }
+
     /// Reads the RFC 3464 fields and the original Message-ID out of a report (best effort).
     public static func bounceReport(_ email: ParsedEmail) -> BounceReport {
         var report = BounceReport()
@@ -171,6 +187,12 @@ public enum EmailClassifier {
             }
             // The first recipient block that failed, else the first recipient block.
             let recipients = blocks.filter { $0.contains("Final-Recipient") || $0.contains("Action") || $0.contains("Status") }
+            for r in recipients where (r["Action"] ?? "").lowercased().contains("failed") {
+                for field in ["Final-Recipient", "Original-Recipient"] {
+                    if let a = r[field].map({ MIMEParser.stripAngles(typed($0).lowercased()) }), !a.isEmpty,
+                       !report.failedRecipients.contains(a) { report.failedRecipients.append(a) }
+                }
+            }
             let chosen = recipients.first { ($0["Action"] ?? "").lowercased().contains("failed") } ?? recipients.first
             if let r = chosen {
                 report.action = r["Action"]?.trimmingSpaces().lowercased()

@@ -168,12 +168,11 @@ public struct EmailInbound: Sendable {
     /// contact form's `From: forms@…` with the visitor in Reply-To; a Google Group that rewrote
     /// the member's From to our own address), else From, Sender, the return path.
     static func customer(_ email: ParsedEmail, ownAddresses: [String]) -> Peer {
-        let own = Set(ownAddresses.map { $0.lowercased() })
         let from = email.from ?? email.sender ?? email.returnPath.flatMap { $0.address.isEmpty ? nil : $0 }
-        if let replyTo = email.replyTo.first(where: { !$0.address.isEmpty && !own.contains($0.address.lowercased()) }),
+        if let replyTo = email.replyTo.first(where: { !$0.address.isEmpty && !EmailClassifier.isOwn($0.address, ownAddresses) }),
            replyTo.address.lowercased() != from?.address.lowercased() {
             // The From's name is the customer's only when From is not a shared address of ours.
-            let fromIsOurs = from.map { own.contains($0.address.lowercased()) } ?? false
+            let fromIsOurs = from.map { EmailClassifier.isOwn($0.address, ownAddresses) } ?? false
             return Peer(channelUserID: replyTo.address, displayName: replyTo.displayName ?? (fromIsOurs ? nil : from?.displayName))
         }
         return Peer(channelUserID: from?.address ?? "", displayName: from?.displayName)

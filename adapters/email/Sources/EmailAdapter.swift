@@ -324,9 +324,15 @@ public struct EmailChannelAdapter: ChannelAdapter {
             if case .bounce(let report, _) = ready.classification, let original = report.originalMessageID {
                 customer = try await context.state.get(Self.recipientKey(original))
             }
-            if case .bounce(let report, _) = ready.classification, let failed = report.recipient, let customer, failed != customer {
+            // The addresses the report says failed, when it names any (in any of its blocks,
+            // final or original: a forwarded customer address shows as the original).
+            var failed: [String] = []
+            if case .bounce(let report, _) = ready.classification {
+                failed = report.failedRecipients.isEmpty ? report.recipient.map { [$0] } ?? [] : report.failedRecipients
+            }
+            if let customer, !failed.isEmpty, !failed.contains(customer) {
                 context.logger.info("a copy of our mail bounced; the message stays delivered",
-                                    metadata: ["channel": "\(channel.id)", "recipient": "\(failed)"])
+                                    metadata: ["channel": "\(channel.id)", "recipients": "\(failed.joined(separator: ", "))"])
             } else {
                 _ = try await context.emit(status)
             }

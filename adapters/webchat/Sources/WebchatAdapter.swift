@@ -340,8 +340,10 @@ struct LogEntry: Sendable, Codable {
 /// it: its method lets another call in at each await).
 final class LogWriter: Sendable {
     /// Striped by visitor: one visitor's appends queue up, different visitors' don't wait on
-    /// each other.
-    private let locks = (0..<64).map { _ in AsyncLock() }
+    /// each other. Shared by every adapter instance: across a reload the old channel's
+    /// draining send worker and the new one's sockets append to the same logs.
+    private static let locks = (0..<64).map { _ in AsyncLock() }
+    private var locks: [AsyncLock] { Self.locks }
 
     func lastSeq(peer: String, context: any AdapterContext) async throws -> Int64 {
         Int64(try await context.state.get("seq:\(peer)") ?? "0") ?? 0

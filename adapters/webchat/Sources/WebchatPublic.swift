@@ -71,6 +71,17 @@ extension WebchatChannelAdapter {
             return await history(request, context: context)
         case ("POST", "upload"):
             return await upload(request, context: context)
+        case ("POST", "logout"):
+            // SwitchboardChat.reset() at the site's sign-out: the token stops opening the chat
+            // (over HTTP, so it works whether or not the widget's socket is up).
+            guard let token = bearer(request) else { return problem(401, "unauthorized", "the visitor's token is required") }
+            do {
+                try await context.state.set(Self.tokenKey(token), nil)
+                return WebhookResponse(status: 204, headers: [:], body: [])
+            } catch {
+                context.logger.error("webchat logout failed", metadata: ["error": "\(error)"])
+                return problem(500, "internal", "try again later")
+            }
         case ("GET", "ws"):
             return problem(400, "websocket_required", "this path takes a WebSocket upgrade from the widget's own origin")
         case ("GET", "demo") where settings.demoPage:

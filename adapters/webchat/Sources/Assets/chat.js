@@ -60,7 +60,8 @@
     else if (d.sb === "reset") {
       // The site's user signed out: revoke the token on the server, forget it here, and show
       // nothing of their conversation; the next chat starts as a new visitor.
-      if (ws && connected) { ws.send(JSON.stringify({ type: "logout" })); }
+      // Over HTTP: the socket may still be connecting (a new page calls reset() at once).
+      if (token) { try { fetch(base + "/logout", { method: "POST", headers: { "Authorization": "Bearer " + token }, keepalive: true }); } catch (e) { } }
       token = null; try { localStorage.removeItem(KEY); } catch (e) { }
       identity = null; profile = {}; visitorId = null; pending = [];
       resetVisitor(); log.querySelectorAll("li.msg").forEach(function (li) { li.remove(); });
