@@ -158,15 +158,16 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
         return WebchatChannelAdapter(channel: channel, settings: s)
     }
 
-    /// Nothing to poll: waits until the channel stops (reload or shutdown), then closes its
-    /// sockets so the widgets reconnect to whatever serves the channel next.
+    /// Closes sockets that never said hello, until the channel stops (reload or shutdown); then
+    /// closes its sockets so the widgets reconnect to whatever serves the channel next.
     public func run(context: any AdapterContext) async throws {
         await withTaskGroup(of: Void.self) { group in
             if let followup = settings.emailFollowup {
                 group.addTask { await self.runFollowups(followup, context: context) }
             }
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(3600))
+                try? await Task.sleep(for: .seconds(2))
+                closeSilentSockets()
             }
             group.cancelAll()
         }

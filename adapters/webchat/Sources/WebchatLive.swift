@@ -13,6 +13,8 @@ final class LiveHub: Sendable {
     final class Connection: Sendable {
         let id: Int
         let socket: LiveSocket
+        /// When the socket was accepted (the hello deadline counts from here).
+        let openedAt = ContinuousClock.now
         /// nil once live; while replaying, the frames pushed meanwhile.
         private let pending = Mutex<[(seq: Int64?, frame: String)]?>([])
         init(id: Int, socket: LiveSocket) { self.id = id; self.socket = socket }
@@ -43,6 +45,8 @@ final class LiveHub: Sendable {
         var all: [Int: Connection] = [:]
         /// The sockets of each visitor, after hello.
         var byPeer: [String: [Int: Connection]] = [:]
+        /// Sockets that have said hello (the others are closed after the hello deadline).
+        var greeted: Set<Int> = []
         /// Set by `closeAll`: the channel is going away, so a socket accepted after it closes at once.
         var closed = false
     }
@@ -66,12 +70,14 @@ final class LiveHub: Sendable {
         state.withLock { s in
             guard s.all[c.id] != nil else { return }
             s.byPeer[peer, default: [:]][c.id] = c
+            s.greeted.insert(c.id)
         }
     }
 
     func remove(_ c: Connection, peer: String?) {
         state.withLock { s in
             s.all[c.id] = nil
+            s.greeted.remove(c.id)
             guard let peer else { return }
             s.byPeer[peer]?[c.id] = nil
             if s.byPeer[peer]?.isEmpty == true { s.byPeer[peer] = nil }
@@ -91,6 +97,14 @@ final class LiveHub: Sendable {
             return Array(s.all.values)
         }
         for c in conns { c.socket.close() }
+    }
+
+    /// The sockets open longer than `deadline` without a hello: a page that never speaks is
+    /// not a visitor, and each open socket costs memory. Swept by the channel's run loop (one
+    /// timer for all sockets, not one per socket).
+    func silentSockets(olderThan deadline: Duration) -> [Connection] {
+        let now = ContinuousClock.now
+        return state.withLock { s in s.all.values.filter { !s.greeted.contains($0.id) && now - $0.openedAt > deadline } }
     }
 
     func isOnline(_ peer: String) -> Bool { state.withLock { $0.byPeer[peer] != nil } }

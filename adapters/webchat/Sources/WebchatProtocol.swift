@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Logging
 import SwitchboardCore
 
@@ -72,39 +71,27 @@ extension WebchatChannelAdapter {
         await serve(LiveVisit(request: request, connection: hub.open(socket), context: context), incoming: incoming)
     }
 
-    /// A socket that hasn't said hello by then is closed: open sockets cost memory, and a page
-    /// that never speaks is not a visitor.
+    /// A socket that hasn't said hello by then is closed (the channel's run loop sweeps them):
+    /// open sockets cost memory, and a page that never speaks is not a visitor.
     static let helloDeadline: Duration = .seconds(10)
+
+    func closeSilentSockets() {
+        for c in hub.silentSockets(olderThan: Self.helloDeadline) {
+            c.send(Frames.error("hello_required", "no hello within \(Self.helloDeadline)"))
+            c.socket.close()
+        }
+    }
 
     @inline(never)
     func serve(_ visit: LiveVisit, incoming: AsyncStream<String>) async {
-        let greeted = Greeted()
-        let session: SessionRef? = await withTaskGroup(of: Void.self, returning: SessionRef?.self) { watchdog in
-            watchdog.addTask {
-                try? await Task.sleep(for: Self.helloDeadline)
-                if !Task.isCancelled && !greeted.value {
-                    visit.connection.send(Frames.error("hello_required", "no hello within \(Self.helloDeadline)"))
-                    visit.connection.socket.close()
-                }
-            }
-            let last = await frames(visit, incoming: incoming, greeted: greeted)
-            watchdog.cancelAll()
-            return last
-        }
+        let session = await frames(visit, incoming: incoming)
         hub.remove(visit.connection, peer: session?.value.peer)
         if let s = session?.value, s.typing, !hub.isOnline(s.peer) { await leftWhileTyping(s, context: visit.context) }
         // Returning closes the socket, after the frames already sent (a last error).
     }
 
-    /// Whether a socket has said hello (read by its hello deadline).
-    final class Greeted: Sendable {
-        private let state = Mutex(false)
-        var value: Bool { state.withLock { $0 } }
-        func set() { state.withLock { $0 = true } }
-    }
-
     /// The socket's frames, one after another, until it closes; returns the session it ended with.
-    func frames(_ visit: LiveVisit, incoming: AsyncStream<String>, greeted: Greeted) async -> SessionRef? {
+    func frames(_ visit: LiveVisit, incoming: AsyncStream<String>) async -> SessionRef? {
         var session: SessionRef? = nil
         for await text in incoming {
             let current = session
@@ -115,7 +102,6 @@ extension WebchatChannelAdapter {
             switch outcome {
             case .session(let s):
                 session = s
-                if s != nil { greeted.set() }
             case .close:
                 return session
             }
