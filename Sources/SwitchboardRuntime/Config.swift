@@ -144,15 +144,7 @@ public enum ConfigLoader {
         if apiListenText == nil && apiSocket == nil && root["api"].isPresent {
             api.problem("give api.listen, api.socket or both")
         }
-        // A bare 0660 in YAML is read as a number (octal 0660 = 432), which is ambiguous; ask for quotes.
-        var socketMode = 0o660
-        if case .int? = api["socket_mode"].value {
-            api["socket_mode"].problem("quote the mode so it is read as octal: socket_mode: \"0660\"")
-        } else if let modeText = api.string("socket_mode") {
-            if let m = Int(modeText, radix: 8), (0...0o777).contains(m) { socketMode = m } else {
-                api["socket_mode"].problem("expected an octal mode such as \"0660\"")
-            }
-        }
+        let socketMode = api.fileMode("socket_mode", default: 0o660)
         var tokens: [APIToken] = []
         for (i, t) in api.list("tokens").enumerated() {
             t.rejectUnknownKeys(["name"], secrets: ["token"])

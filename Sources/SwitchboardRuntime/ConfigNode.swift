@@ -147,6 +147,20 @@ public struct ConfigNode: Sendable {
         }
     }
 
+    /// A file mode as a quoted octal string (`"0660"`). A bare 0660 in YAML is read as a number
+    /// (octal 0660 = 432), which is ambiguous: it is a problem asking for quotes.
+    public func fileMode(_ key: String, default def: Int) -> Int {
+        let c = child(key)
+        if case .int? = c.value {
+            c.problem("quote the mode so it is read as octal: \(key): \"0660\"")
+            return def
+        }
+        guard let text = string(key) else { return def }
+        if let m = Int(text, radix: 8), (0...0o777).contains(m) { return m }
+        c.problem("expected an octal mode such as \"0660\"")
+        return def
+    }
+
     /// The largest size accepted: 1 TiB (larger is a typo, and would overflow byte counts).
     public static let maxBytes: Int64 = 1 << 40
     /// The longest duration accepted: a year (longer is a typo; converting more to milliseconds

@@ -137,14 +137,7 @@ public struct EmailChannelAdapter: ChannelAdapter {
                 }
             default: break
             }
-            var socketMode = 0o660
-            if case .int? = lmtp["socket_mode"].value {
-                lmtp["socket_mode"].problem("quote the mode so it is read as octal: socket_mode: \"0660\"")
-            } else if let modeText = lmtp.string("socket_mode") {
-                if let m = Int(modeText, radix: 8), (0...0o777).contains(m) { socketMode = m } else {
-                    lmtp["socket_mode"].problem("expected an octal mode such as \"0660\"")
-                }
-            }
+            let socketMode = lmtp.fileMode("socket_mode", default: 0o660)
             let limit = lmtp.bytes("max_message_size", default: 25 * 1024 * 1024)
             if limit < 1024 || limit > 1 << 30 { lmtp["max_message_size"].problem("must be between 1KiB and 1GiB") }
             let hostname = lmtp.string("hostname", default: ProcessInfo.processInfo.hostName) ?? "localhost"
