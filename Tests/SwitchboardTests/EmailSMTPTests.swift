@@ -117,17 +117,22 @@ struct EmailSMTPTests {
         }
     }
 
+    /// Jane writes in over LMTP and the helpdesk answers: our message id and the mail's Message-ID.
+    static func answerJane(_ d: TestDaemon, _ helpdesk: TestHelpdesk, _ socket: String, _ sink: SMTPSink) async throws -> (String, String) {
+        _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: ["support@example.test"],
+                                        message: EmailFixture.message(body: "Hello?\n"), dir: d.dir)
+        try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+        let conv = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" }?.data?["conversation_id"]?.stringValue)
+        let sent = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"Hello Jane."}]}"#)
+        let ourID = try #require(sent.json?["id"]?.stringValue)
+        try await eventually(timeout: 15, "sent") { sink.messages.count == 1 }
+        return (ourID, try #require(EmailParser.parse(Array(sink.messages[0].content.utf8)).messageID))
+    }
+
     @Test("a bounce of our mail marks that message failed and is stored as a system message")
     func bounce() async throws {
         try await withEmailSMTP { d, helpdesk, socket, sink in
-            _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: ["support@example.test"],
-                                            message: EmailFixture.message(body: "Hello?\n"), dir: d.dir)
-            try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
-            let conv = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" }?.data?["conversation_id"]?.stringValue)
-            let sent = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"Hello Jane."}]}"#)
-            let ourID = try #require(sent.json?["id"]?.stringValue)
-            try await eventually(timeout: 15, "sent") { sink.messages.count == 1 }
-            let ourMessageID = try #require(EmailParser.parse(Array(sink.messages[0].content.utf8)).messageID)
+            let (ourID, ourMessageID) = try await Self.answerJane(d, helpdesk, socket, sink)
             try await eventually("status sent") {
                 helpdesk.events.contains { $0.type == "switchboard.message.status" && $0.data?["status"]?.stringValue == "sent" }
             }
@@ -198,14 +203,7 @@ struct EmailSMTPTests {
     @Test("a read receipt (MDN, displayed) for our mail is message.status read; one for a deletion is only stored")
     func readReceipt() async throws {
         try await withEmailSMTP { d, helpdesk, socket, sink in
-            _ = try await EmailFixture.lmtp(socket, from: "jane@example.org", to: ["support@example.test"],
-                                            message: EmailFixture.message(body: "Hello?\n"), dir: d.dir)
-            try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
-            let conv = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" }?.data?["conversation_id"]?.stringValue)
-            let sent = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"Hello Jane."}]}"#)
-            let ourID = try #require(sent.json?["id"]?.stringValue)
-            try await eventually(timeout: 15, "sent") { sink.messages.count == 1 }
-            let ourMessageID = try #require(EmailParser.parse(Array(sink.messages[0].content.utf8)).messageID)
+            let (ourID, ourMessageID) = try await Self.answerJane(d, helpdesk, socket, sink)
             func mdn(_ disposition: String) -> String {
                 """
                 From: Jane <jane@example.org>
