@@ -224,6 +224,11 @@ import WebhookAdapter
         #expect(!p.contains { $0.hasPrefix("helpdesks[2]") }, "\(p)")
         #expect(p.contains { $0.hasPrefix("helpdesks[3].name: must not be empty") })
         #expect(ConfigNode.parseBytes("25MiB") == 26_214_400 && ConfigNode.parseBytes("-1") == nil && ConfigNode.parseBytes("9999999999999GB") == nil)
+        // A single duration where a list is expected is a list of one, as it always was.
+        let d = ConfigDiagnostics()
+        let single = ConfigLoader.load(text: "outbound: { retry: { schedule: 30s } }", environment: ConfigEnvironment(variables: [:], baseDirectory: "/tmp"),
+                                       adapterKinds: ["webhook"], diagnostics: d)
+        #expect(d.problems.isEmpty && single.sendRetry.delays == [30], "\(d.problems)")
     }
 
     @Test func envAndCredentialFilesResolve() throws {
