@@ -192,6 +192,10 @@ import Testing
         let split = try MP.render(#"[{"type":"text","text":"\#(long)"}]"#)
         #expect(split.count == 2)
         #expect(try MP.render(#"[{"type":"text","text":"\#(long)"}]"#, flavor: .instagram).count == 3, "Instagram: < 1000 characters")
+        // The limits are "fewer than": exactly 2,000 (Instagram 1,000) characters is one too many.
+        #expect(try MP.render(#"[{"type":"text","text":"\#(String(repeating: "a", count: 2000))"}]"#).count == 2)
+        #expect(try MP.render(#"[{"type":"text","text":"\#(String(repeating: "a", count: 1999))"}]"#).count == 1)
+        #expect(try MP.render(#"[{"type":"text","text":"\#(String(repeating: "a", count: 1000))"}]"#, flavor: .instagram).count == 2)
     }
 
     @Test func buttonsCardsCarouselsAndLists() throws {

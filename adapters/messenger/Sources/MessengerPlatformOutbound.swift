@@ -4,8 +4,9 @@ import SwitchboardCore
 extension MessengerPlatform {
     /// The Send API's limits (Messenger Platform reference; Instagram where it differs).
     public enum Limits {
-        public static let messengerText = 2000
-        public static let instagramText = 1000
+        /// Text "must be UTF-8 and < 2000 characters" (Instagram: < 1000): 1,999 and 999 at most.
+        public static let messengerText = 1999
+        public static let instagramText = 999
         public static let buttonTemplateText = 640
         public static let buttons = 3
         public static let buttonTitle = 20
