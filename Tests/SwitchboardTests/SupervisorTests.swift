@@ -33,22 +33,20 @@ import Testing
         let log = Mutex<[String]>([])
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await supervisor.run() }
-            supervisor.start(.init(id: "sink:desk", drains: true) {
-                log.withLock { $0.append("old started") }
-                while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
-                // A delivery under way that cancellation cannot stop.
-                let clock = ContinuousClock(), until = clock.now + .milliseconds(300)
-                while clock.now < until { usleep(10_000) }
-                log.withLock { $0.append("old finished") }
-            })
+            /// A sink worker that, once cancelled, still finishes a delivery under way (300 ms
+            /// that cancellation cannot stop).
+            func slowToStop(_ name: String) -> Supervisor.Unit {
+                .init(id: "sink:desk", drains: true) {
+                    log.withLock { $0.append("\(name) started") }
+                    while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
+                    let clock = ContinuousClock(), until = clock.now + .milliseconds(300)
+                    while clock.now < until { usleep(10_000) }
+                    log.withLock { $0.append("\(name) finished") }
+                }
+            }
+            supervisor.start(slowToStop("old"))
             try await eventually { log.withLock { $0 } == ["old started"] }
-            supervisor.start(.init(id: "sink:desk", drains: true) {
-                log.withLock { $0.append("new started") }
-                while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(20)) }
-                let clock = ContinuousClock(), until = clock.now + .milliseconds(300)
-                while clock.now < until { usleep(10_000) }
-                log.withLock { $0.append("new finished") }
-            })
+            supervisor.start(slowToStop("new"))
             try await eventually(timeout: 5, "the new unit") { log.withLock { $0 }.contains("new started") }
             #expect(log.withLock { $0 } == ["old started", "old finished", "new started"])
             // Stopped (a reload removed it), then started again (the next one brings it back):

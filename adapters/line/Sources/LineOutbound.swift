@@ -267,8 +267,13 @@ extension LineChannelAdapter {
     /// A card's picture as LINE fetches it: its own https URL, or our stored copy as a signed
     /// public link (needs an https `server.public_url`).
     static func heroImage(_ c: Card, publicURL: String, mediaLink: (String) -> String) -> String? {
-        if let u = c.imageURL, u.hasPrefix("https://") { return u }
-        if let id = c.mediaID, publicURL.hasPrefix("https://") { return mediaLink(id) }
+        publicLink(url: c.imageURL, mediaID: c.mediaID, publicURL: publicURL, mediaLink: mediaLink)
+    }
+
+    /// An https URL LINE can fetch: the given one, else a signed link to our stored copy.
+    static func publicLink(url: String?, mediaID: String?, publicURL: String, mediaLink: (String) -> String) -> String? {
+        if let u = url, u.hasPrefix("https://") { return u }
+        if let id = mediaID, publicURL.hasPrefix("https://") { return mediaLink(id) }
         return nil
     }
 
@@ -277,8 +282,7 @@ extension LineChannelAdapter {
     /// LINE fetches media itself, over public HTTPS: the part's own https URL, or our stored copy
     /// as a signed, expiring link on the public listener (needs an https `server.public_url`).
     static func mediaURL(_ m: Open<MediaFields>, publicURL: String, mediaLink: (String) -> String) throws -> String {
-        if let u = m.url, u.hasPrefix("https://") { return u }
-        if let id = m.mediaID, publicURL.hasPrefix("https://") { return mediaLink(id) }
+        if let link = publicLink(url: m.url, mediaID: m.mediaID, publicURL: publicURL, mediaLink: mediaLink) { return link }
         throw SendError(code: "media_unreachable",
                         message: "LINE downloads media from public https URLs only: give the part an https url, or serve media publicly under an https server.public_url",
                         retryable: false)
