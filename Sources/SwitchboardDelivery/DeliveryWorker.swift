@@ -6,23 +6,37 @@ import Synchronization
 import SwitchboardCore
 import SwitchboardStore
 
-/// Moves one sink's events from the outbox to the receiver.
+/// Moves one sink's events from the event log (and the outbox) to the receiver.
 ///
 /// Each sink has its own worker, so a slow or dead helpdesk holds back only itself — never
 /// ingest, never the other sinks. Memory stays bounded while a receiver is down: the worker
-/// holds at most `maxInFlight` events, the rest wait in SQLite.
+/// holds at most `maxInFlight` events in flight and a window of events read ahead; the rest
+/// wait in SQLite.
+///
+/// The worker reads the log from the sink's position (`LogWindow`), so an event that is
+/// delivered at the first attempt costs no write of its own: the position moves once per
+/// batch. Only the exceptions go to the outbox table: an event whose attempt failed (retried
+/// from there on its schedule, then parked) and the later events of its conversation, which
+/// queue behind it there to keep the conversation in order.
 public final class DeliveryWorker: Service, Sendable {
     public let sink: any EventSink
     let store: Store
     let signal: ChangeSignal
+    let patterns: [String]
     let schedule: RetrySchedule
     let maxInFlight: Int
+    /// Events read ahead of the position, at most.
+    let windowLimit: Int
     let logger: Logger
 
-    public init(sink: any EventSink, store: Store, signal: ChangeSignal, schedule: RetrySchedule = .standard,
+    /// `events`: the event types the sink subscribes to (`*`, a family such as `message.*`,
+    /// or a type).
+    public init(sink: any EventSink, store: Store, signal: ChangeSignal, events: [String] = ["*"], schedule: RetrySchedule = .standard,
                 maxInFlight: Int = 64, logger: Logger) {
         self.sink = sink; self.store = store; self.signal = signal; self.schedule = schedule
+        self.patterns = events
         self.maxInFlight = maxInFlight
+        self.windowLimit = max(256, maxInFlight * 4)
         self.logger = logger
         self.latency = Metrics.Timer(label: "switchboard_delivery_latency_seconds", dimensions: [("sink", sink.name)])
         self.retries = Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)])
@@ -34,7 +48,9 @@ public final class DeliveryWorker: Service, Sendable {
         await withGracefulShutdownHandler {
             await withTaskGroup(of: Void.self) { ticker in
                 ticker.addTask { await self.tick() }
-                await deliverUntilShutdown()
+                if let position = await startingPosition() {
+                    await deliverUntilShutdown(from: position)
+                }
                 ticker.cancelAll()
             }
         } onGracefulShutdown: {
@@ -42,13 +58,26 @@ public final class DeliveryWorker: Service, Sendable {
         }
     }
 
+    /// The sink's position in the log, read (or made) once; retried while the store refuses.
+    private func startingPosition() async -> Int64? {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                return try store.sinkPosition(sink.name)
+            } catch {
+                logger.error("cannot read the sink's position in the event log; trying again", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        return nil
+    }
+
     /// What the worker's loop waits for: whichever comes first.
     private enum Step: Sendable {
-        /// One delivery attempt ended.
-        case attempted(OutboxItem, DeliveryOutcome)
-        /// Outcomes of these events are in the store (`disabled`: one was a 410, and the sink
-        /// is now disabled).
-        case recorded([OutboxItem], disabled: Bool)
+        /// One delivery attempt ended (`fromLog`: of an event read from the log, else of an
+        /// outbox row).
+        case attempted(OutboxItem, DeliveryOutcome, fromLog: Bool)
+        /// A batch of outcomes was written (`ok`) or not. `refusal`: it disabled the sink (410).
+        case recorded([OutboxItem], refusal: String?, ok: Bool)
         /// Something was committed (the change signal moved), or a timeout passed.
         case woken
     }
@@ -56,26 +85,34 @@ public final class DeliveryWorker: Service, Sendable {
     /// Deliveries run side by side, up to `maxInFlight`, one per conversation at a time: a new
     /// event starts as soon as a slot is free, so one slow answer holds back only its own
     /// conversation (until the timeout), not every event behind it. A conversation's next
-    /// event becomes due once the previous one's outcome is in the store (the outbox query
-    /// returns only each conversation's oldest pending event), which keeps it in order across
-    /// restarts too. Outcomes are written by one recorder at a time, so they batch themselves
-    /// under load.
-    private func deliverUntilShutdown() async {
+    /// event goes once the previous one was delivered — from the log window in memory, or,
+    /// when the conversation waits in the outbox, once the outbox row's outcome is stored (the
+    /// outbox query returns only each conversation's oldest pending event), which keeps it in
+    /// order across restarts too. Outcomes are written by one recorder at a time, so they
+    /// batch themselves under load.
+    private func deliverUntilShutdown(from position: Int64) async {
         var lastGauge = ContinuousClock.now - .seconds(60)
         let depth = Gauge(label: "switchboard_outbox_depth", dimensions: [("sink", sink.name)])
+        let patterns = self.patterns
+        var window = LogWindow(position: position) { type in patterns.contains { EventType(rawValue: type).matches($0) } }
         await withTaskGroup(of: Step.self) { group in
-            // Events in flight or waiting to be recorded. Their rows are still pending, so the
-            // outbox query holds back the later events of their conversations: one per
-            // conversation at a time needs no bookkeeping of its own.
+            // Outbox rows in flight or waiting to be recorded. They are still pending, so the
+            // outbox query holds back the later rows of their conversations.
             var taken = Set<Int64>()
             var inFlight = 0
+            // Outcomes of outbox rows, to record.
             var outcomes: [(OutboxItem, DeliveryOutcome)] = []
+            // A 410 for an event from the log, to store with the next write.
+            var refusal: String? = nil
             var recording = false
             // After a 410, nothing more goes out until the outcome (and the disable) is stored.
             var holding = false
+            var disabled = false
             var needPoll = true
-            // The last poll left due events behind for want of a free slot.
+            // The last poll left due rows behind for want of a free slot.
             var saturated = false
+            // The last poll read a full page of the log: there is more to read.
+            var logMore = false
             var generation = signal.generation
             var nextDue: Int64? = nil
             // Running waits for the change signal, and the earliest deadline among them
@@ -83,22 +120,26 @@ public final class DeliveryWorker: Service, Sendable {
             var watchers = 0
             var watchDeadline: Int64 = .max
             var stopping = false
+            // A write failed while stopping: give up on what is left (it is delivered again).
+            var abandon = false
 
             while true {
                 if !stopping && (Task.isCancelled || Task.isShuttingDownGracefully) { stopping = true }
-                if !recording && !outcomes.isEmpty {
+                if !recording && !abandon && (!outcomes.isEmpty || refusal != nil || window.needsWrite) {
                     let batch = outcomes
                     outcomes = []
+                    let (rows, position) = window.beginWrite()
+                    let reason = refusal ?? batch.lazy.compactMap { if case .disable(let r) = $0.1 { r } else { nil } }.first
+                    refusal = nil
                     recording = true
-                    let disables = batch.contains { if case .disable = $0.1 { true } else { false } }
                     group.addTask {
-                        await self.record(batch)
-                        return .recorded(batch.map(\.0), disabled: disables)
+                        let ok = await self.record(batch, deferred: rows, position: position, refusal: reason)
+                        return .recorded(batch.map(\.0), refusal: reason, ok: ok)
                     }
                 }
                 if stopping {
                     // Finish what is under way and record it; start nothing new.
-                    if inFlight == 0 && !recording && outcomes.isEmpty { break }
+                    if inFlight == 0 && !recording && (abandon || (outcomes.isEmpty && refusal == nil && !window.needsWrite)) { break }
                 } else {
                     if ContinuousClock.now - lastGauge > .seconds(5) {
                         lastGauge = .now
@@ -109,22 +150,39 @@ public final class DeliveryWorker: Service, Sendable {
                     if needPoll && !holding && inFlight <= maxInFlight / 2 {
                         needPoll = false
                         generation = signal.generation
+                        // Read the log on while few conversations wait in the outbox. Many
+                        // waiting means the receiver is failing: the log is left where it is
+                        // rather than copied into the outbox, and read when they clear.
+                        let logRoom = window.blocked.count < maxInFlight ? windowLimit - window.count : 0
                         do {
-                            let poll = try store.pollOutbox(sink: sink.name, limit: maxInFlight - inFlight, excluding: taken)
+                            // The outbox's blocked conversations are only read while no write is
+                            // under way: one half-written would be missed.
+                            let poll = try store.pollDelivery(sink: sink.name, limit: maxInFlight - inFlight, excluding: taken,
+                                                              logAfter: window.readThrough, logLimit: logRoom, blocked: !recording)
+                            disabled = poll.disabled
                             // Disabled: look again now and then (recovery through the API notifies).
                             nextDue = poll.disabled ? Store.nowMS() + 5000 : poll.nextDue
                             saturated = poll.due.count == maxInFlight - inFlight
+                            if let blocked = poll.blocked { window.refreshBlocked(blocked) }
+                            window.read(poll.log)
+                            logMore = logRoom > 0 && poll.log.count == logRoom
                             for item in poll.due {
                                 taken.insert(item.eventSeq)
                                 inFlight += 1
-                                group.addTask { .attempted(item, await self.sink.deliver(eventID: item.eventID, body: item.body)) }
+                                group.addTask { .attempted(item, await self.sink.deliver(eventID: item.eventID, body: item.body), fromLog: false) }
                             }
-                            if poll.due.isEmpty && taken.isEmpty && !poll.disabled && poll.nextDue == nil { depth.record(0) }
                         } catch {
-                            logger.error("cannot read the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+                            logger.error("cannot read the event log or the outbox", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
                             nextDue = Store.nowMS() + 1000
                         }
                     }
+                    if !holding && !disabled {
+                        for item in window.take(maxInFlight - inFlight) {
+                            inFlight += 1
+                            group.addTask { .attempted(item, await self.sink.deliver(eventID: item.eventID, body: item.body), fromLog: true) }
+                        }
+                    }
+                    if inFlight == 0 && taken.isEmpty && window.count == 0 && !disabled && nextDue == nil && !logMore { depth.record(0) }
                     // Wake for news, or when a retry falls due. The usual wait has no timer (at a
                     // trickle of events the worker waits once per event, and a timer per wait
                     // cost more CPU than the delivery); `tick` is the safety net.
@@ -153,13 +211,32 @@ public final class DeliveryWorker: Service, Sendable {
                 turnCount.add(1, ordering: .relaxed)
                 guard let step = await group.next() else { break }
                 switch step {
-                case .attempted(let item, let outcome):
+                case .attempted(let item, let outcome, let fromLog):
                     inFlight -= 1
-                    outcomes.append((item, outcome))
-                    if case .disable = outcome { holding = true }
-                case .recorded(let items, let disabled):
+                    if fromLog {
+                        window.finished(item.eventSeq, judgeFirstAttempt(item, outcome))
+                        if case .disable(let reason) = outcome {
+                            refusal = reason
+                            holding = true
+                        }
+                    } else {
+                        outcomes.append((item, outcome))
+                        if case .disable = outcome { holding = true }
+                    }
+                    // A free slot can take a due row the last poll had no room for.
+                    if saturated { needPoll = true }
+                case .recorded(let items, let reason, let ok):
                     recording = false
-                    if disabled { holding = false }
+                    if ok {
+                        window.written()
+                    } else {
+                        window.writeFailed()
+                        // The disable goes with the next write; outcomes of outbox rows are
+                        // lost, and those rows delivered again.
+                        if let reason, refusal == nil { refusal = reason }
+                        if stopping { abandon = true }
+                    }
+                    if reason != nil && ok { holding = false }
                     for item in items { taken.remove(item.eventSeq) }
                     needPoll = true
                 case .woken:
@@ -167,14 +244,13 @@ public final class DeliveryWorker: Service, Sendable {
                     if watchers == 0 { watchDeadline = .max }
                     needPoll = true
                 }
-                // A free slot can take a due event the last poll had no room for.
-                if case .attempted = step, saturated { needPoll = true }
+                if logMore && window.count < windowLimit / 2 { needPoll = true }
             }
             group.cancelAll()
         }
     }
 
-    /// Stands in for timeouts on the worker's waits, in case an outbox row was ever committed
+    /// Stands in for timeouts on the worker's waits, in case an event was ever committed
     /// without a notify: one timer per worker, not one per wait.
     private func tick() async {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -201,45 +277,60 @@ public final class DeliveryWorker: Service, Sendable {
         }
     }
 
-    /// Turns delivery outcomes into store updates (one transaction per batch), metrics and logs.
-    func record(_ results: [(OutboxItem, DeliveryOutcome)]) async {
-        var outcomes: [(eventSeq: Int64, outcome: Store.Outcome)] = []
-        var disable: String? = nil
-        let now = Store.nowMS()
-        for (item, outcome) in results {
-            switch outcome {
-            case .delivered:
-                outcomes.append((item.eventSeq, .delivered))
-                outCounter(item.eventType, "delivered").increment()
-                latency.recordNanoseconds((now - item.createdAt) * 1_000_000)
-            case .retry(let error, let retryAfter):
-                let attempts = item.attempts + 1
-                retries.increment()
-                if let delay = schedule.delay(afterAttempts: attempts, retryAfter: retryAfter, elapsed: Double(now - item.createdAt) / 1000) {
-                    logger.warning("delivery failed; will retry", metadata: [
-                        "sink": "\(sink.name)", "event": "\(item.eventID)", "attempt": "\(attempts)", "error": "\(error)",
-                        "retry_in_s": "\(Int(delay))"])
-                    outcomes.append((item.eventSeq, .retry(at: now + Int64(delay * 1000), error: error)))
-                } else {
-                    logger.error("delivery failed for the last time; event parked (recover with POST /v1/helpdesks/{name}/recover)",
-                                 metadata: ["sink": "\(sink.name)", "event": "\(item.eventID)", "error": "\(error)"])
-                    outCounter(item.eventType, "failed").increment()
-                    outcomes.append((item.eventSeq, .failed(error: error)))
-                }
-            case .disable(let reason):
-                // The event stays pending, delivered once the sink is recovered.
-                disable = reason
+    /// What one attempt means for its event — delivered, retried when, or parked — with its
+    /// metrics and log lines. Nil for a 410 (the event waits for the sink's recovery).
+    func judge(_ item: OutboxItem, _ outcome: DeliveryOutcome, now: Int64) -> Store.Outcome? {
+        switch outcome {
+        case .delivered:
+            outCounter(item.eventType, "delivered").increment()
+            latency.recordNanoseconds((now - item.createdAt) * 1_000_000)
+            return .delivered
+        case .retry(let error, let retryAfter):
+            let attempts = item.attempts + 1
+            retries.increment()
+            if let delay = schedule.delay(afterAttempts: attempts, retryAfter: retryAfter, elapsed: Double(now - item.createdAt) / 1000) {
+                logger.warning("delivery failed; will retry", metadata: [
+                    "sink": "\(sink.name)", "event": "\(item.eventID)", "attempt": "\(attempts)", "error": "\(error)",
+                    "retry_in_s": "\(Int(delay))"])
+                return .retry(at: now + Int64(delay * 1000), error: error)
             }
+            logger.error("delivery failed for the last time; event parked (recover with POST /v1/helpdesks/{name}/recover)",
+                         metadata: ["sink": "\(sink.name)", "event": "\(item.eventID)", "error": "\(error)"])
+            outCounter(item.eventType, "failed").increment()
+            return .failed(error: error)
+        case .disable:
+            return nil
         }
+    }
+
+    /// `judge` for the first attempt at an event read from the log.
+    func judgeFirstAttempt(_ item: OutboxItem, _ outcome: DeliveryOutcome) -> LogWindow.Outcome {
+        switch judge(item, outcome, now: Store.nowMS()) {
+        case .delivered?: .delivered
+        case .retry(let at, let error)?: .retry(at: at, error: error)
+        case .failed(let error)?: .parked(error: error)
+        case nil: .refused
+        }
+    }
+
+    /// Writes a batch — outcomes of outbox rows, log events moved to the outbox, the new
+    /// position, a 410's disable — in one transaction. False when the store refused it (after
+    /// a pause, so a failing store is not hammered).
+    func record(_ results: [(OutboxItem, DeliveryOutcome)], deferred: [Store.Deferred], position: Int64?, refusal: String?) async -> Bool {
+        let now = Store.nowMS()
+        let outcomes = results.compactMap { item, outcome in judge(item, outcome, now: now).map { (eventSeq: item.eventSeq, outcome: $0) } }
         do {
-            try await store.record(sink: sink.name, outcomes: outcomes)
-            if let reason = disable {
+            try await store.record(sink: sink.name, outcomes: outcomes, deferred: deferred, position: position, now: now)
+            if let reason = refusal {
                 logger.error("sink disabled", metadata: ["sink": "\(sink.name)", "reason": "\(reason)"])
                 try await store.disableSink(sink.name, reason: reason)
             }
+            return true
         } catch {
             // Unrecorded deliveries are delivered again: at least once.
             logger.error("cannot record delivery outcomes", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
+            try? await Task.sleep(for: .seconds(1))
+            return false
         }
     }
 }

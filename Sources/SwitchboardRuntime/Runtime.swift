@@ -48,7 +48,7 @@ public final class Runtime: Sendable {
     }
 
     static func eventContext(_ c: SwitchboardConfig) -> EventContext {
-        EventContext(source: c.eventSource, sinks: c.helpdesks.map { SinkSubscription(name: $0.name, patterns: $0.events) })
+        EventContext(source: c.eventSource)
     }
 
     /// Builds every adapter of `config` without starting anything (used by `check-config` and
@@ -82,7 +82,14 @@ public final class Runtime: Sendable {
         configBox.withLock { $0 = config }
         pipeline.setEventContext(Self.eventContext(config))
 
-        // Helpdesk sinks.
+        // Helpdesk sinks. A new one gets its position in the event log before anything can
+        // be committed for it to miss.
+        do {
+            try store.prepareSinkPositions(config.helpdesks.map(\.name))
+        } catch {
+            logger.error("cannot record the helpdesks' positions in the event log; each sink starts at the end of the log when it starts",
+                         metadata: ["error": "\(error)"])
+        }
         let wanted = Dictionary(uniqueKeysWithValues: config.helpdesks.map { ($0.name, $0) })
         let current = sinkNames.withLock { $0 }
         for name in current.keys where wanted[name] == nil {
@@ -155,7 +162,8 @@ public final class Runtime: Sendable {
         }
         var log = logger
         log[metadataKey: "sink"] = "\(h.name)"
-        let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, schedule: h.retry, maxInFlight: h.maxInFlight, logger: log)
+        let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, events: h.events, schedule: h.retry,
+                                    maxInFlight: h.maxInFlight, logger: log)
         supervisor.start(.init(id: "sink:\(h.name)", drains: true) { try await worker.run() })
     }
 

@@ -2,33 +2,23 @@ import Foundation
 import GRDB
 import SwitchboardCore
 
-/// A helpdesk sink's subscription, applied when an event is committed: only matching sinks get
-/// an outbox row.
-public struct SinkSubscription: Sendable, Hashable {
-    public var name: String
-    public var patterns: [String]
-    public init(name: String, patterns: [String]) { self.name = name; self.patterns = patterns }
-    public func wants(_ type: EventType) -> Bool { patterns.contains { type.matches($0) } }
-}
-
 /// Everything needed to append events inside a write transaction.
 public struct EventContext: Sendable {
     /// CloudEvents `source` (`urn:switchboard:<instance>`).
     public var source: String
-    public var sinks: [SinkSubscription]
-    public init(source: String, sinks: [SinkSubscription]) { self.source = source; self.sinks = sinks }
+    public init(source: String) { self.source = source }
 }
 
 extension Store {
-    /// Appends one event to the log and queues it for every subscribed sink, in the caller's
-    /// transaction. The CloudEvent is serialized here, once: delivery, replay and the stream all
-    /// send these exact bytes, so a signature covers what was stored.
     /// What else an event changes on its conversation, in the same statement as the sequence.
     struct Touch {
         /// A customer message: the conversation's `last_inbound_at` (the platforms' reply windows).
         var lastInboundAt: Int64?
     }
 
+    /// Appends one event to the log, in the caller's transaction; sinks read the log from
+    /// their own positions (DeliveryWorker). The CloudEvent is serialized here, once: delivery,
+    /// replay and the stream all send these exact bytes, so a signature covers what was stored.
     @discardableResult
     static func appendEvent(_ db: Database, ctx: EventContext, type: EventType, conversationID: String?,
                             channel: ChannelRef?, dataJSON: Data, now: Int64, touch: Touch? = nil) throws -> String {
@@ -47,12 +37,6 @@ extension Store {
         let body = encodeCloudEvent(id: id, source: ctx.source, type: type, subject: conversationID,
                                     time: Timestamp(milliseconds: now), sequence: sequence, channel: channel?.id, data: dataJSON)
         try db.cachedStatement(sql: "INSERT INTO events (id, type, conversation_id, channel_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?)").execute(arguments: [id, type.rawValue, conversationID, channel?.id, now, body])
-        let seq = db.lastInsertedRowID
-        for sink in ctx.sinks where sink.wants(type) {
-            try db.cachedStatement(sql: """
-                INSERT INTO outbox (sink, event_seq, conversation_id, next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?)
-                """).execute(arguments: [sink.name, seq, conversationID ?? "", now, now])
-        }
         return id
     }
 

@@ -55,33 +55,83 @@ extension Store {
     }
 
     /// What a delivery worker needs to know before each batch, read in one go.
-    public struct OutboxPoll: Sendable {
+    public struct DeliveryPoll: Sendable {
         /// The sink was disabled (410) and waits for `recoverSink`.
         public var disabled: Bool
-        /// Due events, as `dueOutbox` returns them (empty while disabled).
+        /// Due outbox rows, as `dueOutbox` returns them (empty while disabled).
         public var due: [OutboxItem]
-        /// With nothing due: when the earliest event waiting for a retry becomes due, or nil
+        /// With nothing due: when the earliest row waiting for a retry becomes due, or nil
         /// when none is waiting.
         public var nextDue: Int64?
+        /// Events of the log after the asked-for position, in log order (none while disabled).
+        public var log: [OutboxItem]
+        /// Conversations with a pending outbox row (when asked for): their new events must
+        /// queue behind it.
+        public var blocked: Set<String>?
     }
 
-    /// `isSinkDisabled`, `dueOutbox` and, when nothing is due, `nextOutboxDue`, in one read: the
-    /// worker polls once per batch, and at a trickle of events a batch is one event.
+    /// `isSinkDisabled`, `dueOutbox`, `nextOutboxDue`, the next events of the log and the
+    /// conversations held in the outbox, in one read: the worker polls once per batch, and at a
+    /// trickle of events a batch is one event.
     ///
     /// The read runs on the calling thread (GRDB's blocking read), not on a reader queue: it is
     /// a few index lookups that never wait for the writer (WAL), and the hop to the queue and
     /// back cost more than the read.
-    public func pollOutbox(sink: String, limit: Int, excluding: Set<Int64> = [], now: Int64 = Store.nowMS()) throws -> OutboxPoll {
+    public func pollDelivery(sink: String, limit: Int, excluding: Set<Int64> = [], logAfter: Int64, logLimit: Int,
+                             blocked: Bool, now: Int64 = Store.nowMS()) throws -> DeliveryPoll {
         try pool.read { db in
             if try Int64.fetchOne(db.cachedStatement(sql: "SELECT disabled_at FROM sinks WHERE name = ?"), arguments: [sink]) != nil {
-                return OutboxPoll(disabled: true, due: [], nextDue: nil)
+                return DeliveryPoll(disabled: true, due: [], nextDue: nil, log: [], blocked: nil)
             }
-            let due = try Self.dueOutbox(db, sink: sink, limit: limit, now: now, excluding: excluding)
+            let due = limit > 0 ? try Self.dueOutbox(db, sink: sink, limit: limit, now: now, excluding: excluding) : []
             // Rows due already but held back (behind an event under way) need no timer: the
             // outcome of what holds them back wakes the worker.
             let next = due.isEmpty ? try Self.nextOutboxDue(db, sink: sink, after: now) : nil
-            return OutboxPoll(disabled: false, due: due, nextDue: next)
+            let log = logLimit > 0 ? try Self.logEvents(db, after: logAfter, limit: logLimit) : []
+            let held = blocked ? Set(try String.fetchAll(db.cachedStatement(sql: """
+                SELECT DISTINCT conversation_id FROM outbox WHERE sink = ? AND state = 'pending'
+                """), arguments: [sink])) : nil
+            return DeliveryPoll(disabled: false, due: due, nextDue: next, log: log, blocked: held)
         }
+    }
+
+    /// Up to `limit` events of the log after `seq`, in order.
+    static func logEvents(_ db: Database, after seq: Int64, limit: Int) throws -> [OutboxItem] {
+        try Row.fetchAll(db.cachedStatement(sql: """
+            SELECT seq, id, type, conversation_id, created_at, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?
+            """), arguments: [seq, limit]).map { r in
+            OutboxItem(sink: "", eventSeq: r["seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"] ?? "",
+                       attempts: 0, body: r["body"], createdAt: r["created_at"])
+        }
+    }
+
+    /// Where a sink's delivery stands in the event log: every event up to this `seq` was
+    /// delivered, passed over (not subscribed) or moved to the outbox. A sink seen for the
+    /// first time starts at the end of the log, as a new subscriber: it gets what is committed
+    /// from then on.
+    public func sinkPosition(_ sink: String) throws -> Int64 {
+        try pool.write { db in
+            try Self.startPosition(db, sink)
+            return try Int64.fetchOne(db, sql: "SELECT event_seq FROM sink_positions WHERE sink = ?", arguments: [sink]) ?? 0
+        }
+    }
+
+    /// Gives every configured sink a position (new ones at the end of the log) and forgets
+    /// those of sinks no longer configured, so one added again later starts afresh, as it did
+    /// when every event got outbox rows for the sinks configured at the time. Run when a
+    /// configuration is applied, before ingest commits events the new sinks should get.
+    public func prepareSinkPositions(_ sinks: [String]) throws {
+        try pool.write { db in
+            for sink in sinks { try Self.startPosition(db, sink) }
+            let keep = String(decoding: try JSON.bytes(sinks), as: UTF8.self)
+            try db.execute(sql: "DELETE FROM sink_positions WHERE sink NOT IN (SELECT value FROM json_each(?))", arguments: [keep])
+        }
+    }
+
+    private static func startPosition(_ db: Database, _ sink: String) throws {
+        try db.execute(sql: """
+            INSERT OR IGNORE INTO sink_positions (sink, event_seq) SELECT ?, COALESCE(MAX(seq), 0) FROM events
+            """, arguments: [sink])
     }
 
     /// What happened to one delivered (or not) event.
@@ -93,9 +143,28 @@ extension Store {
         case failed(error: String)
     }
 
-    /// Records a whole batch's outcomes in one transaction.
-    public func record(sink: String, outcomes: [(eventSeq: Int64, outcome: Outcome)]) async throws {
-        guard !outcomes.isEmpty else { return }
+    /// An event read from the log that goes into the outbox instead of being settled by its
+    /// first attempt.
+    public struct Deferred: Sendable {
+        public enum Kind: Sendable {
+            /// Queued behind an earlier event of its conversation that waits in the outbox (or
+            /// was refused with 410): due at once, delivered after that one.
+            case held
+            /// Its first attempt failed; retried at `at`.
+            case retry(at: Int64, error: String)
+            /// Its first attempt failed and no retry is left: parked, recoverable.
+            case failed(error: String)
+        }
+        public var item: OutboxItem
+        public var kind: Kind
+        public init(item: OutboxItem, kind: Kind) { self.item = item; self.kind = kind }
+    }
+
+    /// Records a whole batch in one transaction: outcomes of outbox rows, log events moved to
+    /// the outbox, and the sink's new position in the log.
+    public func record(sink: String, outcomes: [(eventSeq: Int64, outcome: Outcome)], deferred: [Deferred] = [],
+                       position: Int64? = nil, now: Int64 = Store.nowMS()) async throws {
+        guard !outcomes.isEmpty || !deferred.isEmpty || position != nil else { return }
         try await pool.write { db in
             for (seq, outcome) in outcomes {
                 switch outcome {
@@ -111,12 +180,27 @@ extension Store {
                         """).execute(arguments: [error, sink, seq])
                 }
             }
+            for d in deferred {
+                let row: (state: String, attempts: Int, next: Int64, error: String?)
+                switch d.kind {
+                case .held: row = ("pending", 0, now, nil)
+                case .retry(let at, let error): row = ("pending", 1, at, error)
+                case .failed(let error): row = ("failed", 1, now, error)
+                }
+                // `created_at` is the event's: retry schedules and `oldest_pending_at` count
+                // from when the event happened.
+                try db.cachedStatement(sql: """
+                    INSERT OR IGNORE INTO outbox (sink, event_seq, conversation_id, state, attempts, next_attempt_at, last_error, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    """).execute(arguments: [sink, d.item.eventSeq, d.item.conversationID, row.state, row.attempts, row.next, row.error,
+                                             d.item.createdAt])
+            }
+            if let position {
+                try db.cachedStatement(sql: "UPDATE sink_positions SET event_seq = MAX(event_seq, ?) WHERE sink = ?")
+                    .execute(arguments: [position, sink])
+            }
         }
     }
-
-
-
-
 
     public func disableSink(_ name: String, reason: String, now: Int64 = Store.nowMS()) async throws {
         try await pool.write { db in
@@ -148,9 +232,23 @@ extension Store {
 
     public func sinkStats(_ name: String) async throws -> SinkStats {
         try await pool.read { db in
-            let pending = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [name]) ?? 0
+            let held = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [name]) ?? 0
             let failed = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox WHERE sink = ? AND state = 'failed'", arguments: [name]) ?? 0
-            let oldest = try Int64.fetchOne(db, sql: "SELECT MIN(created_at) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [name])
+            var oldest = try Int64.fetchOne(db, sql: "SELECT MIN(created_at) FROM outbox WHERE sink = ? AND state = 'pending'", arguments: [name])
+            // Events after the sink's position are pending too. They are counted as a difference
+            // of sequence numbers (the log has no gaps: AUTOINCREMENT reuses a rolled-back
+            // number), so a long backlog costs nothing to count; events the sink is not
+            // subscribed to count until its worker passes over them, which it does on reading.
+            var unread = 0
+            if let position = try Int64.fetchOne(db, sql: "SELECT event_seq FROM sink_positions WHERE sink = ?", arguments: [name]) {
+                let last = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM events") ?? 0
+                unread = Int(max(0, last - position))
+                if unread > 0, let first = try Int64.fetchOne(db, sql: "SELECT created_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1",
+                                                              arguments: [position]) {
+                    oldest = min(oldest ?? first, first)
+                }
+            }
+            let pending = held + unread
             let row = try Row.fetchOne(db, sql: "SELECT disabled_at, disabled_reason FROM sinks WHERE name = ?", arguments: [name])
             let disabledAt: Int64? = row?["disabled_at"]
             return SinkStats(pending: pending, failed: failed, disabledAt: disabledAt.map { Timestamp(milliseconds: $0) },

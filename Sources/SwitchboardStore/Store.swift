@@ -195,6 +195,20 @@ public final class Store: Sendable {
         m.registerMigration("v2-relay-recipient") { db in
             try db.execute(sql: "ALTER TABLE send_queue ADD COLUMN recipient TEXT")
         }
+        // Delivery reads the event log from each sink's position instead of writing an outbox
+        // row per event and sink (and deleting it after delivery): the healthy path writes one
+        // position per batch. The outbox keeps only the exceptions — events waiting for a
+        // retry, parked, or held behind those in their conversation. Rows already in the outbox
+        // stay valid as exceptions; a sink's position starts at the end of the log
+        // (`prepareSinkPositions`), since every event before it has its outbox row.
+        m.registerMigration("v3-sink-positions") { db in
+            try db.execute(sql: """
+                CREATE TABLE sink_positions (
+                    sink TEXT PRIMARY KEY,
+                    event_seq INTEGER NOT NULL
+                ) WITHOUT ROWID
+                """)
+        }
         return m
     }
 

@@ -296,7 +296,7 @@ import Logging
         let signal = ChangeSignal()
         let worker = DeliveryWorker(sink: SlowSink(delay: .seconds(3)), store: store, signal: signal, maxInFlight: 2,
                                     logger: Logger(label: "test"))
-        let ctx = EventContext(source: "urn:switchboard:test", sinks: [SinkSubscription(name: "slow", patterns: ["*"])])
+        let ctx = EventContext(source: "urn:switchboard:test")
         let channel = ChannelRef(type: "recording", id: "rec")
         func commit(_ text: String, from user: String) async throws {
             let work = InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),

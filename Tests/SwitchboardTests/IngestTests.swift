@@ -288,7 +288,7 @@ import WebhookAdapter
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("s.sqlite"), durability: .normal)
-        let ctx = EventContext(source: "urn:t", sinks: [])
+        let ctx = EventContext(source: "urn:t")
         let channel = ChannelRef(type: "recording", id: "r")
         func inbound(_ text: String, raw: Int = 2) -> InboundWork {
             let body = "{\"t\":\"" + String(repeating: "x", count: raw) + "\"}"
@@ -323,7 +323,7 @@ import WebhookAdapter
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("s.sqlite"))
-        let pipeline = IngestPipeline(store: store, eventSignal: ChangeSignal(), context: EventContext(source: "urn:t", sinks: []),
+        let pipeline = IngestPipeline(store: store, eventSignal: ChangeSignal(), context: EventContext(source: "urn:t"),
                                       logger: Logger(label: "test"))
         let channel = ChannelRef(type: "recording", id: "r")
         func work(_ i: Int) -> InboundWork {
@@ -420,7 +420,7 @@ import WebhookAdapter
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("db.sqlite"))
-        let ctx = EventContext(source: "urn:test", sinks: [])
+        let ctx = EventContext(source: "urn:test")
         let first = try await store.commitInbound([event("m1", updates: [
             StateUpdate(key: "window:{conversation_id}", value: "2000", version: 2000),
             StateUpdate(key: "cursor", value: "A"),

@@ -93,7 +93,11 @@ import Testing
             let conv = try await Self.conversation(d, channel)
             // Another connection to the same database makes removing the send from the queue
             // fail, as a full disk would, until the test lets it.
-            let db = try DatabaseQueue(path: d.dir.file("db.sqlite"))
+            // It waits for the daemon's writes (the send worker retrying its record) like the
+            // daemon's own connections do, rather than failing at once on a busy database.
+            var config = Configuration()
+            config.busyMode = .timeout(10)
+            let db = try DatabaseQueue(path: d.dir.file("db.sqlite"), configuration: config)
             try await db.write { db in
                 try db.execute(sql: """
                     CREATE TABLE refuse (on_ INTEGER);

@@ -24,6 +24,8 @@ final class TestHelpdesk: Sendable {
         case redirectToLogin
         /// Hangs (30 s) on events whose body contains the text, takes the others.
         case hangOn(String)
+        /// 503 for events whose body contains the text, takes the others.
+        case downOn(String)
     }
 
     private let state = Mutex<(deliveries: [Delivery], attempts: [ContinuousClock.Instant], mode: Mode, loginPageViews: Int)>(([], [], .up, 0))
@@ -51,8 +53,11 @@ final class TestHelpdesk: Sendable {
             if case .hangOn(let marker) = mode {
                 mode = String(decoding: body.readableBytesView, as: UTF8.self).contains(marker) ? .hang : .up
             }
+            if case .downOn(let marker) = mode {
+                mode = String(decoding: body.readableBytesView, as: UTF8.self).contains(marker) ? .down : .up
+            }
             switch mode {
-            case .up, .upWithBody, .hangOn:
+            case .up, .upWithBody, .hangOn, .downOn:
                 var h: [String: String] = [:]
                 for f in req.headers { h[f.name.canonicalName] = f.value }
                 helpdesk.state.withLock { $0.deliveries.append(Delivery(headers: h, body: Data(body.readableBytesView), at: .now)) }

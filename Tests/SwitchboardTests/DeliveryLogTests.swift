@@ -1,0 +1,258 @@
+import Foundation
+import GRDB
+import Testing
+import Logging
+import Synchronization
+@testable import SwitchboardCore
+@testable import SwitchboardDelivery
+@testable import SwitchboardRuntime
+@testable import SwitchboardStore
+
+/// Delivery reads the event log from each sink's position; the outbox holds only exceptions.
+@Suite struct DeliveryLogTests {
+    /// A receiver that takes everything costs no outbox row at all: the position moves.
+    @Test func aHealthySinkWritesNoOutboxRows() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        // Counts every row ever written to the outbox, from a second connection.
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        let db = try DatabaseQueue(path: d.dir.file("db.sqlite"), configuration: config)
+        try await db.write { db in
+            try db.execute(sql: """
+                CREATE TABLE outbox_writes (n INTEGER NOT NULL);
+                INSERT INTO outbox_writes VALUES (0);
+                CREATE TRIGGER count_outbox_writes AFTER INSERT ON outbox BEGIN UPDATE outbox_writes SET n = n + 1; END;
+                """)
+        }
+        let ctx = d.context(channel)
+        for i in 0..<30 { _ = try await ctx.customerSays("m\(i)", from: "u\(i % 3)") }
+        try await eventually("33 events delivered (3 conversation.created)") { Set(helpdesk.events.map(\.id)).count == 33 }
+        try await eventually("the position reached the end of the log") { try await d.runtime.store.sinkStats("desk").pending == 0 }
+        let writes = try await db.read { db in try Int.fetchOne(db, sql: "SELECT n FROM outbox_writes") }
+        #expect(writes == 0, "\(writes ?? -1) outbox rows written for a healthy sink")
+        let position = try await db.read { db in try Int64.fetchOne(db, sql: "SELECT event_seq FROM sink_positions WHERE sink = 'desk'") }
+        let last = try await db.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM events") }
+        #expect(position == last)
+        try await db.write { db in try db.execute(sql: "DROP TRIGGER count_outbox_writes; DROP TABLE outbox_writes") }
+    }
+
+    /// One conversation's event keeps failing: it and the events behind it wait in the outbox,
+    /// in order, while the other conversations' events go straight from the log.
+    @Test func aFailingConversationWaitsInTheOutboxWhileOthersGoOn() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        helpdesk.setMode(.downOn("poison"))
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("""
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"], retry: { schedule: [100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms, 100ms], jitter: 0 } } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """)
+        defer { Task { await d.stop() } }
+        let ctx = d.context(channel)
+        _ = try await ctx.customerSays("poison a0", from: "a")
+        try await eventually("the first attempt failed") { helpdesk.attempts.count >= 1 }
+        for i in 1..<4 { _ = try await ctx.customerSays("a\(i)", from: "a") }
+        for i in 0..<4 { _ = try await ctx.customerSays("b\(i)", from: "b") }
+        try await eventually("the other conversation's events") {
+            helpdesk.events.compactMap { $0.data?["text_fallback"]?.stringValue }.filter { $0.hasPrefix("b") } == ["b0", "b1", "b2", "b3"]
+        }
+        #expect(!helpdesk.events.contains { $0.data?["text_fallback"]?.stringValue?.hasPrefix("a") == true }, "a1..a3 went before a0")
+        // a0 waits for a retry, a1..a3 behind it (once b3's outcome is recorded, nothing else).
+        try await eventually("four waiting") { try await d.runtime.store.sinkStats("desk").pending == 4 }
+        helpdesk.setMode(.up)
+        try await eventually("the waiting conversation, in order") {
+            helpdesk.events.compactMap { $0.data?["text_fallback"]?.stringValue }.filter { !$0.hasPrefix("b") } == ["poison a0", "a1", "a2", "a3"]
+        }
+        try await eventually("nothing left") { try await d.runtime.store.sinkStats("desk").pending == 0 }
+        // The conversation is free again: its next event goes straight out.
+        _ = try await ctx.customerSays("a4", from: "a")
+        try await eventually("a4") { helpdesk.events.last?.data?["text_fallback"]?.stringValue == "a4" }
+    }
+
+    /// What was delivered before a restart is not delivered again after it.
+    @Test func thePositionSurvivesARestart() async throws {
+        let helpdesk = try await TestHelpdesk.start()
+        defer { Task { await helpdesk.stop() } }
+        let channel = uniqueID("rec")
+        let config = """
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"] } ]
+            channels: [ { id: \(channel), type: recording } ]
+            """
+        let first = try await TestDaemon.start(config)
+        for i in 0..<5 { _ = try await first.context(channel).customerSays("m\(i)", from: "u1") }
+        try await eventually("five delivered") { helpdesk.events.count == 5 }
+        await first.stop(keepFiles: true)
+        let second = try await TestDaemon.start(config, dir: first.dir)
+        defer { Task { await second.stop() } }
+        _ = try await second.context(channel).customerSays("after", from: "u1")
+        try await eventually("the new one") { helpdesk.events.last?.data?["text_fallback"]?.stringValue == "after" }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(helpdesk.events.count == 6, "\(helpdesk.events.compactMap { $0.data?["text_fallback"]?.stringValue })")
+    }
+
+    /// A sink sees what is committed after it is configured; one removed and added again
+    /// starts afresh at the end of the log.
+    @Test func aNewSinkStartsAtTheEndOfTheLog() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let ctx = EventContext(source: "urn:switchboard:test")
+        let channel = ChannelRef(type: "recording", id: "rec")
+        func commit(_ text: String) async throws {
+            let work = InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
+                                                                         peer: Peer(channelUserID: "u1"), dedupeKey: text))
+            _ = try await store.commitInbound([work], ctx: ctx)
+        }
+        try await commit("before")                       // conversation.created + message.received
+        try store.prepareSinkPositions(["desk"])
+        #expect(try await store.sinkStats("desk").pending == 0)
+        try await commit("after")
+        #expect(try await store.sinkStats("desk").pending == 1)
+        try store.prepareSinkPositions([])
+        try await commit("while removed")
+        try store.prepareSinkPositions(["desk"])
+        #expect(try await store.sinkStats("desk").pending == 0)
+        #expect(try store.sinkPosition("desk") == 4)
+    }
+
+    /// Outbox rows written before the log had positions (an upgraded database) are delivered,
+    /// in order and before the conversation's later events.
+    @Test func outboxRowsFromBeforeAreDelivered() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let ctx = EventContext(source: "urn:switchboard:test")
+        let channel = ChannelRef(type: "recording", id: "rec")
+        func commit(_ text: String) async throws {
+            let work = InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
+                                                                         peer: Peer(channelUserID: "u1"), dedupeKey: text))
+            _ = try await store.commitInbound([work], ctx: ctx)
+        }
+        try await commit("old 1")
+        try await commit("old 2")
+        // What the previous version left: a row per undelivered event.
+        try await store.pool.write { db in
+            try db.execute(sql: """
+                INSERT INTO outbox (sink, event_seq, conversation_id, next_attempt_at, created_at)
+                SELECT 'rec-sink', seq, conversation_id, created_at, created_at FROM events ORDER BY seq
+                """)
+        }
+        try store.prepareSinkPositions(["rec-sink"])
+        try await commit("new 3")
+        let sink = RecordingSink()
+        let signal = ChangeSignal()
+        let worker = DeliveryWorker(sink: sink, store: store, signal: signal, events: ["message.*"], logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            try await eventually("all three") { sink.texts.count == 3 }
+            #expect(sink.texts == ["old 1", "old 2", "new 3"])
+            try await eventually("recorded") { try await store.sinkStats("rec-sink").pending == 0 }
+            group.cancelAll()
+        }
+    }
+
+    final class RecordingSink: EventSink, Sendable {
+        let name = "rec-sink"
+        private let bodies = Mutex<[Data]>([])
+        var texts: [String] {
+            bodies.withLock { $0 }.compactMap { body in
+                (try? JSONValue.parse(body))?["data"]?["text_fallback"]?.stringValue
+            }
+        }
+        func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
+            bodies.withLock { $0.append(body) }
+            return .delivered(status: 204)
+        }
+    }
+}
+
+/// The window's bookkeeping on its own.
+@Suite struct LogWindowTests {
+    func item(_ seq: Int64, _ conversation: String, _ type: String = "message.received") -> OutboxItem {
+        OutboxItem(sink: "s", eventSeq: seq, eventID: "evt_\(seq)", eventType: type, conversationID: conversation, attempts: 0,
+                   body: Data(), createdAt: 0)
+    }
+
+    @Test func oneEventPerConversationAtATime() {
+        var w = LogWindow(position: 0) { _ in true }
+        w.read([item(1, "a"), item(2, "b"), item(3, "a"), item(4, "c")])
+        #expect(w.take(10).map(\.eventSeq) == [1, 2, 4])
+        #expect(w.take(10).isEmpty)
+        w.finished(1, .delivered)
+        #expect(w.take(10).map(\.eventSeq) == [3])
+    }
+
+    @Test func thePositionStopsAtTheFirstUnsettledEvent() {
+        var w = LogWindow(position: 10) { $0.hasPrefix("message.") }
+        w.read([item(11, "a"), item(12, "b", "conversation.created"), item(13, "b")])
+        _ = w.take(10)
+        w.finished(13, .delivered)
+        #expect(w.needsWrite == false, "11 is still in flight")
+        w.finished(11, .delivered)
+        let write = w.beginWrite()
+        #expect(write.rows.isEmpty)
+        #expect(write.position == 13)
+        w.written()
+        #expect(w.position == 13)
+        #expect(w.count == 0)
+        #expect(w.needsWrite == false)
+    }
+
+    @Test func aFailureSendsTheConversationToTheOutbox() {
+        var w = LogWindow(position: 0) { _ in true }
+        w.read([item(1, "a"), item(2, "a"), item(3, "b")])
+        #expect(w.take(10).map(\.eventSeq) == [1, 3])
+        w.finished(1, .retry(at: 99, error: "503"))
+        #expect(w.state(of: 2) == .deferred)
+        #expect(w.blocked == ["a"])
+        // Read later: behind them in the outbox too.
+        w.read([item(4, "a"), item(5, "c")])
+        #expect(w.state(of: 4) == .deferred)
+        #expect(w.take(10).map(\.eventSeq) == [5])
+        let write = w.beginWrite()
+        #expect(write.rows.map(\.item.eventSeq) == [1, 2, 4])
+        #expect(write.position == 2, "3 is in flight")
+        w.written()
+        #expect(w.state(of: 4) == .settled)
+        w.finished(3, .delivered)
+        w.finished(5, .delivered)
+        #expect(w.beginWrite().position == 5)
+        w.written()
+        // The outbox emptied: a's events go straight out again.
+        w.refreshBlocked([])
+        w.read([item(6, "a")])
+        #expect(w.take(10).map(\.eventSeq) == [6])
+    }
+
+    @Test func aParkedEventFreesItsConversation() {
+        var w = LogWindow(position: 0) { _ in true }
+        w.read([item(1, "a"), item(2, "a")])
+        _ = w.take(10)
+        w.finished(1, .parked(error: "gone for good"))
+        #expect(w.blocked.isEmpty)
+        #expect(w.take(10).map(\.eventSeq) == [2])
+    }
+
+    @Test func aFailedWriteIsWrittenAgain() {
+        var w = LogWindow(position: 0) { _ in true }
+        w.read([item(1, "a")])
+        _ = w.take(1)
+        w.finished(1, .refused)
+        let first = w.beginWrite()
+        #expect(first.rows.count == 1 && first.position == 1)
+        w.writeFailed()
+        #expect(w.position == 0)
+        let again = w.beginWrite()
+        #expect(again.rows.map(\.item.eventSeq) == [1])
+        #expect(again.position == 1)
+        w.written()
+        #expect(w.position == 1)
+    }
+}
