@@ -422,8 +422,8 @@ if [[ $PYWA == 1 ]]; then
         PYWA_NOTE="not measured: python3 -m pip install 'pywa[fastapi]' uvicorn (make bench does this)"
     fi
 fi
-WA_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WA_RPS / $PYWA_RPS : 0)")
-WAN_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WAN_RPS / $PYWA_RPS : 0)")
+WA_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WA_RPS / ${PYWA_RPS:-1} : 0)")
+WAN_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WAN_RPS / ${PYWA_RPS:-1} : 0)")
 
 # --- 5. email: MIME parse throughput; LMTP ingest straight and behind Postfix ---------------------
 

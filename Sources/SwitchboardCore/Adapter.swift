@@ -37,7 +37,7 @@ public struct InboundMessage: Sendable, Hashable {
 }
 
 /// What an adapter hands the runtime. The runtime resolves identity and conversation, assigns
-/// ids and per-conversation sequence numbers, and commits message, event and outbox rows in one
+/// ids and per-conversation sequence numbers, and commits the message and its events in one
 /// transaction.
 public struct InboundEvent: Sendable {
     public enum Kind: Sendable {

@@ -132,8 +132,8 @@ extension HTTPSink {
     }()
 }
 
-/// Prints each event as one readable line (the demo's "helpdesk"). Goes through the same
-/// outbox as any sink, so what it prints is exactly what a helpdesk would receive.
+/// Prints each event as one readable line (the demo's "helpdesk"). It is delivered from the
+/// event log like any sink, so what it prints is exactly what a helpdesk would receive.
 public struct ConsoleSink: EventSink {
     public let name: String
     public let write: @Sendable (String) -> Void

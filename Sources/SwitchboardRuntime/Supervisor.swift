@@ -87,8 +87,8 @@ public final class Supervisor: Service, Sendable {
                     let stoppedEarlier = stopped.withLock { $0.removeValue(forKey: unit.id) }
                     group.addTask {
                         // A replaced draining unit (a reloaded sink or channel) first finishes
-                        // what it has under way: two workers on one outbox or send queue would
-                        // claim the same rows and deliver them twice.
+                        // what it has under way: two workers on one sink's log position or one
+                        // send queue would take the same events and deliver them twice.
                         if let previous, previous.drains { await previous.done.wait() }
                         if let stoppedEarlier { await stoppedEarlier.wait() }
                         await self.supervise(unit, latch: latch)

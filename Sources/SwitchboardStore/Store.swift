@@ -3,8 +3,8 @@ import GRDB
 import SwitchboardCore
 
 /// Persistence for everything Switchboard promises not to lose: conversations, identities,
-/// messages with their raw payloads, the event log, the helpdesk outbox, the outbound send
-/// queue, dedupe keys, media and adapter state.
+/// messages with their raw payloads, the event log, each helpdesk's position in it and its
+/// outbox of retries, the outbound send queue, dedupe keys, media and adapter state.
 ///
 /// SQLite in WAL mode through GRDB. Nothing an acknowledged event needs lives only in memory,
 /// and work is claimed with leases rather than held in process state, so a second instance on a
