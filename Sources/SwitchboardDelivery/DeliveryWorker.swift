@@ -30,13 +30,13 @@ public final class DeliveryWorker: Service, Sendable {
     let logger: Logger
 
     /// `events`: the event types the sink subscribes to (`*`, a family such as `message.*`,
-    /// or a type).
+    /// or a type). `window`: events read ahead, at most (tests make it small).
     public init(sink: any EventSink, store: Store, signal: ChangeSignal, events: [String] = ["*"], schedule: RetrySchedule = .standard,
-                maxInFlight: Int = 64, logger: Logger) {
+                maxInFlight: Int = 64, window: Int? = nil, logger: Logger) {
         self.sink = sink; self.store = store; self.signal = signal; self.schedule = schedule
         self.patterns = events
         self.maxInFlight = maxInFlight
-        self.windowLimit = max(256, maxInFlight * 4)
+        self.windowLimit = window ?? max(1024, maxInFlight * 16)
         self.logger = logger
         self.latency = Metrics.Timer(label: "switchboard_delivery_latency_seconds", dimensions: [("sink", sink.name)])
         self.retries = Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)])
@@ -99,6 +99,10 @@ public final class DeliveryWorker: Service, Sendable {
             // Outbox rows in flight or waiting to be recorded. They are still pending, so the
             // outbox query holds back the later rows of their conversations.
             var taken = Set<Int64>()
+            // Events sent from the log and moved to the outbox while in flight (`spill`): their
+            // outcomes are recorded as outbox rows'.
+            var spilled = Set<Int64>()
+            var lastBlockedRead = ContinuousClock.now - .seconds(60)
             var inFlight = 0
             // Outcomes of outbox rows, to record.
             var outcomes: [(OutboxItem, DeliveryOutcome)] = []
@@ -147,18 +151,26 @@ public final class DeliveryWorker: Service, Sendable {
                     }
                     // Under load, refill the window in batches (when half of it is free), not
                     // one read per finished delivery.
+                    // A window full of events behind a slow one: move the slow conversations to
+                    // the outbox so the others keep going.
+                    if window.count >= windowLimit && !holding {
+                        for seq in window.spill() {
+                            spilled.insert(seq)
+                            taken.insert(seq)
+                        }
+                    }
                     if needPoll && !holding && inFlight <= maxInFlight / 2 {
                         needPoll = false
                         generation = signal.generation
-                        // Read the log on while few conversations wait in the outbox. Many
-                        // waiting means the receiver is failing: the log is left where it is
-                        // rather than copied into the outbox, and read when they clear.
-                        let logRoom = window.blocked.count < maxInFlight ? windowLimit - window.count : 0
+                        let logRoom = max(0, windowLimit - window.count)
+                        // Which conversations wait in the outbox, read again while no write is
+                        // under way, and at least twice a second under steady load (the window
+                        // adds what a write under way may hold).
+                        let readBlocked = !recording || ContinuousClock.now - lastBlockedRead > .milliseconds(500)
+                        if readBlocked { lastBlockedRead = .now }
                         do {
-                            // The outbox's blocked conversations are only read while no write is
-                            // under way: one half-written would be missed.
                             let poll = try store.pollDelivery(sink: sink.name, limit: maxInFlight - inFlight, excluding: taken,
-                                                              logAfter: window.readThrough, logLimit: logRoom, blocked: !recording)
+                                                              logAfter: window.readThrough, logLimit: logRoom, blocked: readBlocked)
                             disabled = poll.disabled
                             // Disabled: look again now and then (recovery through the API notifies).
                             nextDue = poll.disabled ? Store.nowMS() + 5000 : poll.nextDue
@@ -213,7 +225,11 @@ public final class DeliveryWorker: Service, Sendable {
                 switch step {
                 case .attempted(let item, let outcome, let fromLog):
                     inFlight -= 1
-                    if fromLog {
+                    if fromLog && spilled.remove(item.eventSeq) != nil {
+                        // Now an outbox row's attempt (its row is written or being written).
+                        outcomes.append((item, outcome))
+                        if case .disable = outcome { holding = true }
+                    } else if fromLog {
                         window.finished(item.eventSeq, judgeFirstAttempt(item, outcome))
                         if case .disable(let reason) = outcome {
                             refusal = reason
@@ -236,7 +252,12 @@ public final class DeliveryWorker: Service, Sendable {
                         if let reason, refusal == nil { refusal = reason }
                         if stopping { abandon = true }
                     }
-                    if reason != nil && ok { holding = false }
+                    if reason != nil && ok {
+                        holding = false
+                        // Stored: nothing more goes out, not even from the window, until the
+                        // next poll says the sink was recovered.
+                        disabled = true
+                    }
                     for item in items { taken.remove(item.eventSeq) }
                     needPoll = true
                 case .woken:

@@ -1,3 +1,4 @@
+import Foundation
 import SwitchboardCore
 import SwitchboardStore
 
@@ -51,6 +52,7 @@ struct LogWindow {
     private var ready: [Int64] = []
     private var readyStart = 0
     private var deferredCount = 0
+    private var writingCount = 0
     /// The position a write under way will record.
     private var writingPosition: Int64? = nil
 
@@ -88,18 +90,20 @@ struct LogWindow {
             readThrough = seq
             order.append(seq)
             if !wants(item.eventType) {
-                entries[seq] = Entry(item: item, state: .settled)
+                entries[seq] = Entry(item: Self.withoutBody(item), state: .settled)
+            } else if lines[k] != nil {
+                // Behind the conversation's events already here, whatever the outbox holds: a
+                // row that appears there meanwhile (a parked event recovered) no longer holds
+                // back its conversation anyway.
+                entries[seq] = Entry(item: item, state: .queued)
+                lines[k]!.append(seq)
             } else if blocked.contains(k) {
                 entries[seq] = Entry(item: item, state: .deferred, row: .held)
                 deferredCount += 1
             } else {
                 entries[seq] = Entry(item: item, state: .queued)
-                if lines[k] == nil {
-                    lines[k] = [seq]
-                    ready.append(seq)
-                } else {
-                    lines[k]!.append(seq)
-                }
+                lines[k] = [seq]
+                ready.append(seq)
             }
         }
     }
@@ -110,6 +114,8 @@ struct LogWindow {
         while out.count < n, readyStart < ready.count {
             let seq = ready[readyStart]
             readyStart += 1
+            // Spilled to the outbox while it waited here.
+            guard entries[seq]?.state == .queued else { continue }
             entries[seq]!.state = .inFlight
             out.append(entries[seq]!.item)
         }
@@ -125,7 +131,9 @@ struct LogWindow {
         guard var entry = entries[seq], entry.state == .inFlight else { return }
         let k = entry.item.conversationID
         switch outcome {
-        case .delivered: entry.state = .settled
+        case .delivered:
+            entry.state = .settled
+            entry.item = Self.withoutBody(entry.item)
         case .retry(let at, let error): entry.row = .retry(at: at, error: error)
         case .parked(let error): entry.row = .failed(error: error)
         case .refused: entry.row = .held
@@ -159,17 +167,24 @@ struct LogWindow {
         }
     }
 
-    /// Replaces the blocked conversations with what the outbox holds (read while no write was
-    /// under way) plus those of rows not written yet.
+    /// Replaces the blocked conversations with what the outbox holds plus those of rows not
+    /// written yet or being written (the read may or may not have seen them).
     mutating func refreshBlocked(_ inOutbox: Set<String>) {
         var b = inOutbox
-        if deferredCount > 0 {
+        if deferredCount > 0 || writingCount > 0 {
             for i in start..<order.count {
                 let e = entries[order[i]]!
                 if e.state == .deferred || e.state == .writing, let row = e.row, Self.holdsBack(row) { b.insert(e.item.conversationID) }
             }
         }
         blocked = b
+    }
+
+    /// A settled event is kept only for the position's sake: its body can go.
+    static func withoutBody(_ item: OutboxItem) -> OutboxItem {
+        var item = item
+        item.body = Data()
+        return item
     }
 
     static func holdsBack(_ row: Store.Deferred.Kind) -> Bool {
@@ -188,6 +203,7 @@ struct LogWindow {
                 entries[seq]!.state = .writing
                 rows.append(Store.Deferred(item: entries[seq]!.item, kind: entries[seq]!.row!))
             }
+            writingCount += deferredCount
             deferredCount = 0
         }
         writingPosition = prefixEnd > start && order[prefixEnd - 1] > position ? order[prefixEnd - 1] : nil
@@ -197,8 +213,12 @@ struct LogWindow {
     /// The write is committed: its rows settle their events, and events up to the new
     /// position are let go.
     mutating func written() {
-        for i in start..<order.count where entries[order[i]]!.state == .writing {
-            entries[order[i]]!.state = .settled
+        if writingCount > 0 {
+            for i in start..<order.count where entries[order[i]]!.state == .writing {
+                entries[order[i]]!.state = .settled
+                entries[order[i]]!.item = Self.withoutBody(entries[order[i]]!.item)
+            }
+            writingCount = 0
         }
         if let p = writingPosition {
             position = p
@@ -222,6 +242,7 @@ struct LogWindow {
             entries[order[i]]!.state = .deferred
             deferredCount += 1
         }
+        writingCount = 0
         writingPosition = nil
     }
 
@@ -233,6 +254,34 @@ struct LogWindow {
             case .queued, .inFlight: return
             }
         }
+    }
+
+    /// Makes room when the window is full because its oldest events wait for something slow
+    /// (an answer that takes until the timeout, a conversation with a long run of events): the
+    /// conversations of the unsettled events in its older half move to the outbox, so the
+    /// position can pass them and the other conversations keep going. Events of theirs that are
+    /// in flight get outbox rows too; their seqs are returned, and their outcomes are then
+    /// recorded as outbox rows' (the caller keeps them out of outbox reads meanwhile).
+    mutating func spill() -> [Int64] {
+        var inFlight: [Int64] = []
+        let end = start + count / 2
+        var i = start
+        while i < end {
+            let seq = order[i]
+            i += 1
+            let entry = entries[seq]!
+            guard entry.state == .queued || entry.state == .inFlight else { continue }
+            let k = entry.item.conversationID
+            for s in lines[k] ?? [seq] {
+                if entries[s]!.state == .inFlight { inFlight.append(s) }
+                entries[s]!.state = .deferred
+                entries[s]!.row = .held
+                deferredCount += 1
+            }
+            lines[k] = nil
+            blocked.insert(k)
+        }
+        return inFlight
     }
 
     /// The state of one event (tests).

@@ -35,6 +35,10 @@ public final class Runtime: Sendable {
 
     public init(config: SwitchboardConfig, registry: AdapterRegistry, httpClient: HTTPClient, logger: Logger) throws {
         self.store = try Store(path: config.storagePath, durability: config.durability == "normal" ? .normal : .full)
+        // Before any channel can commit: a helpdesk without a position would start at the end
+        // of the log when its worker starts, after events it should get (`apply` does it again
+        // for a reload).
+        try store.prepareSinkPositions(config.helpdesks.map(\.name))
         self.media = try FileMediaStore(root: config.mediaPath, maxBytes: config.mediaMaxBytes, store: store)
         self.pipeline = IngestPipeline(store: store, eventSignal: eventSignal, context: Self.eventContext(config), logger: logger)
         self.checkpointer = try WALCheckpointer(store: store, logger: logger)

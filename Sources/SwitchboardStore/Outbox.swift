@@ -166,20 +166,8 @@ extension Store {
                        position: Int64? = nil, now: Int64 = Store.nowMS()) async throws {
         guard !outcomes.isEmpty || !deferred.isEmpty || position != nil else { return }
         try await pool.write { db in
-            for (seq, outcome) in outcomes {
-                switch outcome {
-                case .delivered:
-                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE sink = ? AND event_seq = ?").execute(arguments: [sink, seq])
-                case .retry(let at, let error):
-                    try db.cachedStatement(sql: """
-                        UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE sink = ? AND event_seq = ?
-                        """).execute(arguments: [at, error, sink, seq])
-                case .failed(let error):
-                    try db.cachedStatement(sql: """
-                        UPDATE outbox SET attempts = attempts + 1, state = 'failed', last_error = ? WHERE sink = ? AND event_seq = ?
-                        """).execute(arguments: [error, sink, seq])
-                }
-            }
+            // Rows first: an event moved to the outbox while in flight may have its outcome in
+            // the same batch.
             for d in deferred {
                 let row: (state: String, attempts: Int, next: Int64, error: String?)
                 switch d.kind {
@@ -194,6 +182,20 @@ extension Store {
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                     """).execute(arguments: [sink, d.item.eventSeq, d.item.conversationID, row.state, row.attempts, row.next, row.error,
                                              d.item.createdAt])
+            }
+            for (seq, outcome) in outcomes {
+                switch outcome {
+                case .delivered:
+                    try db.cachedStatement(sql: "DELETE FROM outbox WHERE sink = ? AND event_seq = ?").execute(arguments: [sink, seq])
+                case .retry(let at, let error):
+                    try db.cachedStatement(sql: """
+                        UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE sink = ? AND event_seq = ?
+                        """).execute(arguments: [at, error, sink, seq])
+                case .failed(let error):
+                    try db.cachedStatement(sql: """
+                        UPDATE outbox SET attempts = attempts + 1, state = 'failed', last_error = ? WHERE sink = ? AND event_seq = ?
+                        """).execute(arguments: [error, sink, seq])
+                }
             }
             if let position {
                 try db.cachedStatement(sql: "UPDATE sink_positions SET event_seq = MAX(event_seq, ?) WHERE sink = ?")
@@ -242,7 +244,10 @@ extension Store {
             var unread = 0
             if let position = try Int64.fetchOne(db, sql: "SELECT event_seq FROM sink_positions WHERE sink = ?", arguments: [name]) {
                 let last = try Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM events") ?? 0
-                unread = Int(max(0, last - position))
+                // Events past the position that already have an outbox row are counted there.
+                let rowsAhead = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM outbox WHERE sink = ? AND event_seq > ?",
+                                                   arguments: [name, position]) ?? 0
+                unread = Int(max(0, last - position - rowsAhead))
                 if unread > 0, let first = try Int64.fetchOne(db, sql: "SELECT created_at FROM events WHERE seq > ? ORDER BY seq LIMIT 1",
                                                               arguments: [position]) {
                     oldest = min(oldest ?? first, first)

@@ -256,3 +256,95 @@ import Synchronization
         #expect(w.position == 1)
     }
 }
+
+extension LogWindowTests {
+    /// A full window whose oldest events wait on something slow moves those conversations to
+    /// the outbox, in flight or not, and lets the position pass them.
+    @Test func spillingMovesTheSlowConversationsToTheOutbox() {
+        var w = LogWindow(position: 0) { _ in true }
+        w.read([item(1, "slow"), item(2, "slow"), item(3, "b"), item(4, "c")])
+        #expect(w.take(10).map(\.eventSeq) == [1, 3, 4])
+        w.finished(3, .delivered)
+        w.finished(4, .delivered)
+        #expect(w.spill() == [1], "the in-flight event changes hands")
+        #expect(w.state(of: 1) == .deferred && w.state(of: 2) == .deferred)
+        #expect(w.blocked == ["slow"])
+        let write = w.beginWrite()
+        #expect(write.rows.map(\.item.eventSeq) == [1, 2])
+        #expect(write.rows.allSatisfy { if case .held = $0.kind { true } else { false } })
+        #expect(write.position == 4)
+        w.written()
+        #expect(w.count == 0)
+        // Its later events queue behind it in the outbox.
+        w.read([item(5, "slow")])
+        #expect(w.state(of: 5) == .deferred)
+    }
+
+    /// A conversation that gets an outbox row while events of it wait here (a parked event
+    /// recovered) keeps its new events in line behind those, not in the outbox ahead of them.
+    @Test func newEventsQueueBehindTheirConversationsWaitingEvents() {
+        var w = LogWindow(position: 0) { _ in true }
+        w.read([item(1, "k"), item(2, "k")])
+        #expect(w.take(10).map(\.eventSeq) == [1])
+        w.refreshBlocked(["k"])
+        w.read([item(3, "k")])
+        #expect(w.state(of: 3) == .queued)
+        w.finished(1, .delivered)
+        #expect(w.take(10).map(\.eventSeq) == [2])
+        w.finished(2, .delivered)
+        #expect(w.take(10).map(\.eventSeq) == [3])
+    }
+}
+
+extension DeliveryLogTests {
+    /// A sink that hangs on events containing "slow" and takes the others.
+    final class HangingSink: EventSink, Sendable {
+        let name = "hang-sink"
+        private let delivered = Mutex<[String]>([])
+        var texts: [String] { delivered.withLock { $0 } }
+        func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
+            let text = (try? JSONValue.parse(body))?["data"]?["text_fallback"]?.stringValue ?? ""
+            if text.hasPrefix("slow") {
+                try? await Task.sleep(for: .seconds(30))
+                return .retry(error: "timeout", retryAfter: nil)
+            }
+            delivered.withLock { $0.append(text) }
+            return .delivered(status: 204)
+        }
+    }
+
+    /// One answer that hangs holds back its own conversation only, however many events of
+    /// the others arrive behind it: more than the window holds.
+    @Test func aHangingAnswerDoesNotHoldBackMoreThanItsConversation() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let ctx = EventContext(source: "urn:switchboard:test")
+        let channel = ChannelRef(type: "recording", id: "rec")
+        try store.prepareSinkPositions(["hang-sink"])
+        var batch: [InboundWork] = []
+        func add(_ text: String, _ user: String) {
+            batch.append(InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
+                                                                           peer: Peer(channelUserID: user), dedupeKey: text)))
+        }
+        add("slow 1", "stuck")
+        add("slow 2 behind", "stuck")
+        for i in 0..<60 { add("m\(i)", "u\(i % 5)") }
+        _ = try await store.commitInbound(batch, ctx: ctx)
+        let sink = HangingSink()
+        let worker = DeliveryWorker(sink: sink, store: store, signal: ChangeSignal(), events: ["message.*"], maxInFlight: 4, window: 8,
+                                    logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            try await eventually("every other conversation's events, in order") {
+                let texts = sink.texts
+                return texts.count == 60 && (0..<5).allSatisfy { u in
+                    texts.filter { Int($0.dropFirst()).map { $0 % 5 == u } ?? false } == (0..<60).filter { $0 % 5 == u }.map { "m\($0)" }
+                }
+            }
+            // The stuck conversation waits in the outbox, its second event behind the first.
+            try await eventually("two waiting") { try await store.sinkStats("hang-sink").pending == 2 }
+            group.cancelAll()
+        }
+    }
+}
