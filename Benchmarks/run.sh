@@ -235,6 +235,9 @@ write_config() {
 # start_daemon_phase NAME [CHANNEL]: fresh directory, helpdesk receiver and daemon. Sets HPORT, HPID, DPORT, DPID, DLOG.
 start_daemon_phase() {
     local name=$1 dir=$TMP/$1 channel=${2:-webhook}
+    # The previous phase's database pages are still being written back to the disk: let that
+    # finish first, or its I/O lands in this phase's fsyncs (and latencies).
+    sync
     start "$name-helpdesk" "$BENCH" helpdesk --port 0 --secret "$WHSEC"
     HPID=$PID
     HPORT=$(wait_ready "$LOG_DIR/$name-helpdesk.log" "$HPID") || die "the helpdesk receiver did not start"
