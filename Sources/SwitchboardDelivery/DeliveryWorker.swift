@@ -76,10 +76,11 @@ public final class DeliveryWorker: Service, Sendable {
         /// One delivery attempt ended (`fromLog`: of an event read from the log, else of an
         /// outbox row).
         case attempted(OutboxItem, DeliveryOutcome, fromLog: Bool)
-        /// A batch of outcomes was written (`ok`) or not. `refusal`: it disabled the sink (410).
-        case recorded([OutboxItem], refusal: String?, ok: Bool)
-        /// Something was committed (the change signal moved), or a timeout passed.
-        case woken
+        /// A batch of outcomes was written or not. `refusal`: it was to disable the sink (410).
+        case recorded([OutboxItem], refusal: String?, result: RecordResult)
+        /// Something was committed (the change signal moved), or a timeout passed: the wait
+        /// that was to end by `deadline` (`.max`: no timeout) ended.
+        case woken(deadline: Int64)
     }
 
     /// Deliveries run side by side, up to `maxInFlight`, one per conversation at a time: a new
@@ -103,6 +104,9 @@ public final class DeliveryWorker: Service, Sendable {
             // outcomes are recorded as outbox rows'.
             var spilled = Set<Int64>()
             var lastBlockedRead = ContinuousClock.now - .seconds(60)
+            // When the position last moved (or the window last spilled).
+            var positionMoved = ContinuousClock.now
+            var lastPosition = window.position
             var inFlight = 0
             // Outcomes of outbox rows, to record.
             var outcomes: [(OutboxItem, DeliveryOutcome)] = []
@@ -137,8 +141,8 @@ public final class DeliveryWorker: Service, Sendable {
                     refusal = nil
                     recording = true
                     group.addTask {
-                        let ok = await self.record(batch, deferred: rows, position: position, refusal: reason)
-                        return .recorded(batch.map(\.0), refusal: reason, ok: ok)
+                        let result = await self.record(batch, deferred: rows, position: position, refusal: reason)
+                        return .recorded(batch.map(\.0), refusal: reason, result: result)
                     }
                 }
                 if stopping {
@@ -149,24 +153,27 @@ public final class DeliveryWorker: Service, Sendable {
                         lastGauge = .now
                         if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
                     }
-                    // Under load, refill the window in batches (when half of it is free), not
-                    // one read per finished delivery.
-                    // A window full of events behind a slow one: move the slow conversations to
-                    // the outbox so the others keep going.
-                    if window.count >= windowLimit && !holding {
+                    // A window full of events behind a slow one (the position has not moved for a
+                    // while): move the slow conversations to the outbox so the others keep
+                    // going. A window that is merely full (a backlog being caught up) moves on.
+                    if window.count >= windowLimit && !holding && ContinuousClock.now - positionMoved >= Self.spillAfter {
                         for seq in window.spill() {
                             spilled.insert(seq)
                             taken.insert(seq)
                         }
+                        positionMoved = .now
                     }
+                    // Under load, refill the window in batches (when half of it is free), not
+                    // one read per finished delivery.
                     if needPoll && !holding && inFlight <= maxInFlight / 2 {
                         needPoll = false
                         generation = signal.generation
                         let logRoom = max(0, windowLimit - window.count)
-                        // Which conversations wait in the outbox, read again while no write is
-                        // under way, and at least twice a second under steady load (the window
-                        // adds what a write under way may hold).
-                        let readBlocked = !recording || ContinuousClock.now - lastBlockedRead > .milliseconds(500)
+                        // Which conversations wait in the outbox, read at most twice a second
+                        // (a scan of the outbox's pending rows; while a receiver is down there
+                        // are many). Meanwhile the window adds what it decides itself, so the
+                        // set can only be too large for a moment, never too small.
+                        let readBlocked = ContinuousClock.now - lastBlockedRead > .milliseconds(500)
                         if readBlocked { lastBlockedRead = .now }
                         do {
                             let poll = try store.pollDelivery(sink: sink.name, limit: maxInFlight - inFlight, excluding: taken,
@@ -194,6 +201,13 @@ public final class DeliveryWorker: Service, Sendable {
                             group.addTask { .attempted(item, await self.sink.deliver(eventID: item.eventID, body: item.body), fromLog: true) }
                         }
                     }
+                    // Full and stuck: look again when it is time to spill (a few ms late rather
+                    // than early: timers may fire a little ahead).
+                    if window.count >= windowLimit && !holding {
+                        let left = Self.spillAfter - (ContinuousClock.now - positionMoved)
+                        let wake = Store.nowMS() + max(0, Int64((left / .milliseconds(1)).rounded(.up))) + 5
+                        nextDue = min(nextDue ?? .max, wake)
+                    }
                     if inFlight == 0 && taken.isEmpty && window.count == 0 && !disabled && nextDue == nil && !logMore { depth.record(0) }
                     // Wake for news, or when a retry falls due. The usual wait has no timer (at a
                     // trickle of events the worker waits once per event, and a timer per wait
@@ -216,7 +230,7 @@ public final class DeliveryWorker: Service, Sendable {
                             } else {
                                 await signal.wait(after: after, timeout: .milliseconds(max(10, min(deadline - Store.nowMS(), 5000))))
                             }
-                            return .woken
+                            return .woken(deadline: deadline)
                         }
                     }
                 }
@@ -241,28 +255,37 @@ public final class DeliveryWorker: Service, Sendable {
                     }
                     // A free slot can take a due row the last poll had no room for.
                     if saturated { needPoll = true }
-                case .recorded(let items, let reason, let ok):
+                case .recorded(let items, let reason, let result):
                     recording = false
-                    if ok {
+                    if result.rows {
                         window.written()
+                        if window.position != lastPosition {
+                            lastPosition = window.position
+                            positionMoved = .now
+                        }
                     } else {
+                        // Outcomes of outbox rows are lost, and those rows delivered again.
                         window.writeFailed()
-                        // The disable goes with the next write; outcomes of outbox rows are
-                        // lost, and those rows delivered again.
-                        if let reason, refusal == nil { refusal = reason }
                         if stopping { abandon = true }
                     }
-                    if reason != nil && ok {
-                        holding = false
-                        // Stored: nothing more goes out, not even from the window, until the
-                        // next poll says the sink was recovered.
-                        disabled = true
+                    if let reason {
+                        if result.disabled {
+                            holding = false
+                            // Stored: nothing more goes out, not even from the window, until
+                            // the next poll says the sink was recovered.
+                            disabled = true
+                        } else if refusal == nil {
+                            // The disable goes with the next write.
+                            refusal = reason
+                        }
                     }
                     for item in items { taken.remove(item.eventSeq) }
                     needPoll = true
-                case .woken:
+                case .woken(let deadline):
                     watchers -= 1
-                    if watchers == 0 { watchDeadline = .max }
+                    // The earliest timed wait ended: a new deadline needs a wait of its own
+                    // even while others (later, or untimed) still run.
+                    if watchers == 0 || deadline <= watchDeadline { watchDeadline = .max }
                     needPoll = true
                 }
                 if logMore && window.count < windowLimit / 2 { needPoll = true }
@@ -334,24 +357,36 @@ public final class DeliveryWorker: Service, Sendable {
         }
     }
 
+    /// How long the position may stand still with a full window before the window spills.
+    static let spillAfter: Duration = .seconds(1)
+
+    /// What `record` stored: the batch's rows and position, and the sink's disable (when a 410
+    /// asked for it).
+    struct RecordResult: Sendable {
+        var rows: Bool
+        var disabled: Bool
+    }
+
     /// Writes a batch — outcomes of outbox rows, log events moved to the outbox, the new
-    /// position, a 410's disable — in one transaction. False when the store refused it (after
-    /// a pause, so a failing store is not hammered).
-    func record(_ results: [(OutboxItem, DeliveryOutcome)], deferred: [Store.Deferred], position: Int64?, refusal: String?) async -> Bool {
+    /// position — in one transaction, then a 410's disable. After a failure it pauses, so a
+    /// failing store is not hammered.
+    func record(_ results: [(OutboxItem, DeliveryOutcome)], deferred: [Store.Deferred], position: Int64?, refusal: String?) async -> RecordResult {
         let now = Store.nowMS()
         let outcomes = results.compactMap { item, outcome in judge(item, outcome, now: now).map { (eventSeq: item.eventSeq, outcome: $0) } }
+        var result = RecordResult(rows: false, disabled: false)
         do {
             try await store.record(sink: sink.name, outcomes: outcomes, deferred: deferred, position: position, now: now)
+            result.rows = true
             if let reason = refusal {
                 logger.error("sink disabled", metadata: ["sink": "\(sink.name)", "reason": "\(reason)"])
                 try await store.disableSink(sink.name, reason: reason)
+                result.disabled = true
             }
-            return true
         } catch {
             // Unrecorded deliveries are delivered again: at least once.
             logger.error("cannot record delivery outcomes", metadata: ["sink": "\(sink.name)", "error": "\(error)"])
             try? await Task.sleep(for: .seconds(1))
-            return false
         }
+        return result
     }
 }

@@ -264,7 +264,7 @@ struct LogWindow {
     /// recorded as outbox rows' (the caller keeps them out of outbox reads meanwhile).
     mutating func spill() -> [Int64] {
         var inFlight: [Int64] = []
-        let end = start + count / 2
+        let end = start + max(1, count / 2)
         var i = start
         while i < end {
             let seq = order[i]
