@@ -348,3 +348,103 @@ extension DeliveryLogTests {
         }
     }
 }
+
+extension DeliveryLogTests {
+    /// A receiver that answers at random (seeded): mostly at once, sometimes with a 503,
+    /// sometimes slowly. It records every acknowledged event.
+    final class FlakySink: EventSink, Sendable {
+        let name = "flaky"
+        private let state: Mutex<(rng: UInt64, acked: [(conversation: String, seq: Int64, id: String)])>
+        init(seed: UInt64) { state = Mutex((seed, [])) }
+        var acked: [(conversation: String, seq: Int64, id: String)] { state.withLock { $0.acked } }
+
+        private func roll() -> UInt64 {
+            state.withLock { s in
+                // xorshift64*: deterministic per seed, good enough to vary the interleavings.
+                s.rng ^= s.rng >> 12; s.rng ^= s.rng << 25; s.rng ^= s.rng >> 27
+                return (s.rng &* 2685821657736338717) >> 33
+            }
+        }
+
+        func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
+            let r = roll() % 100
+            let event = try? JSONValue.parse(body)
+            let subject = event?["subject"]?.stringValue ?? ""
+            let seq = Int64(event?["sequence"]?.stringValue ?? "") ?? -1
+            if r < 20 {
+                try? await Task.sleep(for: .milliseconds(Int64(roll() % 3)))
+                return .retry(error: "503", retryAfter: nil)
+            }
+            if r < 22 {
+                // Longer than the window waits before it spills.
+                try? await Task.sleep(for: .milliseconds(Int64(1100 + roll() % 400)))
+            } else if r < 28 {
+                try? await Task.sleep(for: .milliseconds(Int64(50 + roll() % 250)))
+            } else {
+                try? await Task.sleep(for: .milliseconds(Int64(roll() % 4)))
+            }
+            state.withLock { $0.acked.append((subject, seq, eventID)) }
+            return .delivered(status: 204)
+        }
+    }
+
+    /// Many conversations, a receiver that fails and stalls at random, a small window (so it
+    /// spills) and a worker restarted midway: every event is acknowledged, and within each
+    /// conversation the first acknowledgements come in sequence order.
+    @Test(arguments: [UInt64(0x9E3779B97F4A7C15), 0xD1B54A32D192ED03, 0x8CB92BA72F3D8DD7])
+    func randomFailuresKeepEveryConversationWholeAndInOrder(seed: UInt64) async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let ctx = EventContext(source: "urn:switchboard:test")
+        let channel = ChannelRef(type: "recording", id: "rec")
+        try store.prepareSinkPositions(["flaky"])
+        let sink = FlakySink(seed: seed)
+        let signal = ChangeSignal()
+        let schedule = RetrySchedule(delays: Array(repeating: 0.01, count: 200), jitter: 0)
+        func worker() -> DeliveryWorker {
+            DeliveryWorker(sink: sink, store: store, signal: signal, events: ["*"], schedule: schedule, maxInFlight: 4, window: 8,
+                           logger: Logger(label: "test"))
+        }
+        var n = 0
+        func commitSome(_ count: Int) async throws {
+            var batch: [InboundWork] = []
+            for _ in 0..<count {
+                let text = "m\(n)"
+                batch.append(InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
+                                                                               peer: Peer(channelUserID: "u\(n % 12)"), dedupeKey: text)))
+                n += 1
+            }
+            _ = try await store.commitInbound(batch, ctx: ctx)
+            signal.notify()
+        }
+        // First worker: events arrive while it runs; then it is stopped midway.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let first = worker()
+            group.addTask { try await first.run() }
+            for _ in 0..<10 {
+                try await commitSome(15)
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            group.cancelAll()
+        }
+        // A second worker goes on from the stored position and outbox.
+        try await commitSome(100)
+        let total = try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM events") ?? 0 }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            let second = worker()
+            group.addTask { try await second.run() }
+            try await eventually(timeout: 60, "every event acknowledged") { Set(sink.acked.map(\.id)).count == total }
+            try await eventually("and recorded") { try await store.sinkStats("flaky").pending == 0 }
+            group.cancelAll()
+        }
+        var seen = Set<String>()
+        var lastSeq: [String: Int64] = [:]
+        for ack in sink.acked where seen.insert(ack.id).inserted {
+            #expect(ack.seq > lastSeq[ack.conversation, default: 0], "\(ack.conversation): \(ack.seq) after \(lastSeq[ack.conversation, default: 0])")
+            lastSeq[ack.conversation] = ack.seq
+        }
+        #expect(lastSeq.count == 12)
+    }
+}
