@@ -111,7 +111,7 @@ public final class Daemon: Sendable {
 
     public func run() async throws {
         let config = runtime.config
-        var services: [any Service] = [runtime.pipeline, runtime.supervisor, runtime.checkpointer]
+        var services: [any Service] = [runtime.pipeline, runtime.supervisor, runtime.checkpointer, runtime.retention]
         let onRunning: Listeners.OnRunning = { [self] name, address in await self.listenerUp(name, address) }
         // Sockets passed by systemd (switchboard.socket / switchboard-public.socket) replace the
         // matching configured addresses; everything else is bound here.

@@ -59,6 +59,12 @@ public struct SwitchboardConfig: Sendable {
     public var durability: String
     public var mediaPath: String
     public var mediaMaxBytes: Int64
+    /// How long events stay in the log once every helpdesk is past them, in seconds (0: for
+    /// ever); `storage.event_retention`.
+    public var eventRetentionSeconds: Double = 30 * 86400
+    /// How long a platform's message id is remembered to drop its redeliveries (0: for ever);
+    /// `storage.dedupe_retention`.
+    public var dedupeRetentionSeconds: Double = 14 * 86400
     public var helpdesks: [HelpdeskConfig]
     public var channels: [ChannelConfig]
     public var logLevel: String
@@ -159,12 +165,20 @@ public enum ConfigLoader {
         }
 
         let storage = root["storage"]
-        storage.rejectUnknownKeys(["path", "durability"])
+        storage.rejectUnknownKeys(["path", "durability", "event_retention", "dedupe_retention"])
         let storagePathText = storage.string("path", default: "/var/lib/switchboard/switchboard.sqlite")!
         if storagePathText.isEmpty { storage["path"].problem("must not be empty") }
         let storagePath = storage.resolvePath(storagePathText)
         let durability = storage.string("durability", default: "full")!
         if !["full", "normal"].contains(durability) { storage["durability"].problem("expected full or normal") }
+        let eventRetention = storage.seconds("event_retention", default: 30 * 86400)
+        if eventRetention > 0 && eventRetention < 3600 {
+            storage["event_retention"].problem("at least 1h (or 0 to keep events for ever): GET /v1/events clients need time to catch up")
+        }
+        let dedupeRetention = storage.seconds("dedupe_retention", default: 14 * 86400)
+        if dedupeRetention > 0 && dedupeRetention < 86400 {
+            storage["dedupe_retention"].problem("at least 1d (or 0 to keep them for ever): platforms redeliver webhooks for days (WhatsApp up to 7)")
+        }
 
         let media = root["media"]
         media.rejectUnknownKeys(["path", "max_bytes"])
@@ -279,6 +293,8 @@ public enum ConfigLoader {
             helpdesks: helpdesks, channels: channels, logLevel: level, heartbeatSeconds: api.seconds("heartbeat", default: 15),
             sendRetry: sendRetry, shutdownGraceSeconds: grace, trustedProxies: trustedProxies)
         loaded.apiSocketGroup = socketGroup
+        loaded.eventRetentionSeconds = eventRetention
+        loaded.dedupeRetentionSeconds = dedupeRetention
         return loaded
     }
 }

@@ -20,6 +20,7 @@ public final class Runtime: Sendable {
     public let outboundSignal = ChangeSignal()
     /// Keeps SQLite's checkpoints out of the commits webhooks wait for.
     public let checkpointer: WALCheckpointer
+    public let retention: StoreRetention
     public let registry: AdapterRegistry
     /// Signs the public media links (`/media/{id}?exp=…&sig=…`).
     public let mediaSigner: MediaURLSigner
@@ -42,6 +43,7 @@ public final class Runtime: Sendable {
         self.media = try FileMediaStore(root: config.mediaPath, maxBytes: config.mediaMaxBytes, store: store)
         self.pipeline = IngestPipeline(store: store, eventSignal: eventSignal, context: Self.eventContext(config), logger: logger)
         self.checkpointer = try WALCheckpointer(store: store, logger: logger)
+        self.retention = StoreRetention(store: store, logger: logger)
         self.hub = ChannelHub(store: store, pipeline: pipeline, eventSignal: eventSignal)
         self.supervisor = Supervisor(logger: logger)
         self.mediaSigner = MediaURLSigner(key: try store.installationSecret("media_url_key"))
@@ -84,6 +86,7 @@ public final class Runtime: Sendable {
     /// and sinks whose configuration is unchanged keep running untouched.
     public func apply(_ config: SwitchboardConfig, adapters: [String: any ChannelAdapter]) {
         configBox.withLock { $0 = config }
+        retention.setRetention(events: config.eventRetentionSeconds, dedupe: config.dedupeRetentionSeconds)
         pipeline.setEventContext(Self.eventContext(config))
 
         // Helpdesk sinks. A new one gets its position in the event log before anything can
