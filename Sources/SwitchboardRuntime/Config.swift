@@ -64,7 +64,7 @@ public struct SwitchboardConfig: Sendable {
     public var eventRetentionSeconds: Double = 30 * 86400
     /// How long a platform's message id is remembered to drop its redeliveries (0: for ever);
     /// `storage.dedupe_retention`.
-    public var dedupeRetentionSeconds: Double = 14 * 86400
+    public var dedupeRetentionSeconds: Double = 0
     public var helpdesks: [HelpdeskConfig]
     public var channels: [ChannelConfig]
     public var logLevel: String
@@ -175,7 +175,10 @@ public enum ConfigLoader {
         if eventRetention > 0 && eventRetention < 3600 {
             storage["event_retention"].problem("at least 1h (or 0 to keep events for ever): GET /v1/events clients need time to catch up")
         }
-        let dedupeRetention = storage.seconds("dedupe_retention", default: 14 * 86400)
+        // Kept for ever by default: they are small (a key per message, beside the message
+        // itself, which is kept anyway), and an IMAP mailbox whose UIDVALIDITY changes is read
+        // again from the start, with only these keys to recognise what was already stored.
+        let dedupeRetention = storage.seconds("dedupe_retention", default: 0)
         if dedupeRetention > 0 && dedupeRetention < 86400 {
             storage["dedupe_retention"].problem("at least 1d (or 0 to keep them for ever): platforms redeliver webhooks for days (WhatsApp up to 7)")
         }
