@@ -10,6 +10,15 @@ import Synchronization
 
 /// Delivery reads the event log from each sink's position; the outbox holds only exceptions.
 @Suite struct DeliveryLogTests {
+    static let ctx = EventContext(source: "urn:switchboard:test")
+
+    /// A customer's text for the store-level tests (its text is its platform id too).
+    static func message(_ text: String, from user: String = "u1") -> InboundWork {
+        InboundWork(channel: ChannelRef(type: "recording", id: "rec"),
+                    event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])), peer: Peer(channelUserID: user),
+                                        dedupeKey: text))
+    }
+
     /// A receiver that takes everything costs no outbox row at all: the position moves.
     @Test func aHealthySinkWritesNoOutboxRows() async throws {
         let helpdesk = try await TestHelpdesk.start()
@@ -103,13 +112,7 @@ import Synchronization
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
-        let ctx = EventContext(source: "urn:switchboard:test")
-        let channel = ChannelRef(type: "recording", id: "rec")
-        func commit(_ text: String) async throws {
-            let work = InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
-                                                                         peer: Peer(channelUserID: "u1"), dedupeKey: text))
-            _ = try await store.commitInbound([work], ctx: ctx)
-        }
+        func commit(_ text: String) async throws { _ = try await store.commitInbound([Self.message(text)], ctx: Self.ctx) }
         try await commit("before")                       // conversation.created + message.received
         try store.prepareSinkPositions(["desk"])
         #expect(try await store.sinkStats("desk").pending == 0)
@@ -128,13 +131,7 @@ import Synchronization
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
-        let ctx = EventContext(source: "urn:switchboard:test")
-        let channel = ChannelRef(type: "recording", id: "rec")
-        func commit(_ text: String) async throws {
-            let work = InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
-                                                                         peer: Peer(channelUserID: "u1"), dedupeKey: text))
-            _ = try await store.commitInbound([work], ctx: ctx)
-        }
+        func commit(_ text: String) async throws { _ = try await store.commitInbound([Self.message(text)], ctx: Self.ctx) }
         try await commit("old 1")
         try await commit("old 2")
         // What the previous version left: a row per undelivered event.
@@ -319,18 +316,10 @@ extension DeliveryLogTests {
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
-        let ctx = EventContext(source: "urn:switchboard:test")
-        let channel = ChannelRef(type: "recording", id: "rec")
         try store.prepareSinkPositions(["hang-sink"])
-        var batch: [InboundWork] = []
-        func add(_ text: String, _ user: String) {
-            batch.append(InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
-                                                                           peer: Peer(channelUserID: user), dedupeKey: text)))
-        }
-        add("slow 1", "stuck")
-        add("slow 2 behind", "stuck")
-        for i in 0..<60 { add("m\(i)", "u\(i % 5)") }
-        _ = try await store.commitInbound(batch, ctx: ctx)
+        let batch = [Self.message("slow 1", from: "stuck"), Self.message("slow 2 behind", from: "stuck")]
+            + (0..<60).map { Self.message("m\($0)", from: "u\($0 % 5)") }
+        _ = try await store.commitInbound(batch, ctx: Self.ctx)
         let sink = HangingSink()
         let worker = DeliveryWorker(sink: sink, store: store, signal: ChangeSignal(), events: ["message.*"], maxInFlight: 4, window: 8,
                                     logger: Logger(label: "test"))
@@ -396,8 +385,6 @@ extension DeliveryLogTests {
         let dir = TempDir()
         defer { dir.remove() }
         let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
-        let ctx = EventContext(source: "urn:switchboard:test")
-        let channel = ChannelRef(type: "recording", id: "rec")
         try store.prepareSinkPositions(["flaky"])
         let sink = FlakySink(seed: seed)
         let signal = ChangeSignal()
@@ -408,14 +395,9 @@ extension DeliveryLogTests {
         }
         var n = 0
         func commitSome(_ count: Int) async throws {
-            var batch: [InboundWork] = []
-            for _ in 0..<count {
-                let text = "m\(n)"
-                batch.append(InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
-                                                                               peer: Peer(channelUserID: "u\(n % 12)"), dedupeKey: text)))
-                n += 1
-            }
-            _ = try await store.commitInbound(batch, ctx: ctx)
+            let batch = (n..<(n + count)).map { Self.message("m\($0)", from: "u\($0 % 12)") }
+            n += count
+            _ = try await store.commitInbound(batch, ctx: Self.ctx)
             signal.notify()
         }
         // First worker: events arrive while it runs; then it is stopped midway.
