@@ -518,3 +518,43 @@ struct IMAPParserTests {
         #expect(outcomes.allSatisfy { $0 > 0 }, "\(outcomes)")
     }
 }
+
+extension EmailIMAPTests {
+    @Test("mail stored but left in the mailbox (no move before a restart) is moved to processed_folder at the next login, not stored again")
+    func storedButUnfiledMailIsFiledLater() async throws {
+        let dovecot = try await TestDovecot.start()
+        do {
+            try await withHelpdesk { helpdesk in
+                func yaml(_ folder: String) -> String {
+                    """
+                    helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+                    channels:
+                      - id: mail
+                        type: email
+                        address: "\(EmailFixture.support)"
+                        thread_secret: "\(EmailFixture.secret)"
+                        imap: { host: 127.0.0.1, port: \(dovecot.imapPort), tls: none, username: "\(TestDovecot.user)", password: "\(TestDovecot.password)", poll_interval: 0.2s, processed_folder: \(folder) }
+                    """
+                }
+                // First run: every move fails, as if the connection dropped after each commit.
+                let first = try await TestDaemon.start(yaml("\"\(Self.refusedFolder)\""), registry: EmailFixture.registry())
+                try await dovecot.deliver(EmailFixture.message(messageID: "<left1@example.org>", body: "Left behind.\n"))
+                try await eventually(timeout: 15, "stored") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 1 }
+                try await Task.sleep(for: .milliseconds(300))
+                await first.stop(keepFiles: true)
+                #expect(dovecot.files().count == 1, "still in the mailbox")
+                // Next run, with a folder that works: the leftover is filed, not stored again.
+                let second = try await TestDaemon.start(yaml("Processed"), registry: EmailFixture.registry(), dir: first.dir)
+                try await eventually(timeout: 15, "filed") { dovecot.files().isEmpty && dovecot.files("Processed").count == 1 }
+                try await dovecot.deliver(EmailFixture.message(messageID: "<left2@example.org>", body: "New one.\n"))
+                try await eventually(timeout: 15, "the next one") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2 }
+                #expect(helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2, "the leftover was not stored twice")
+                await second.stop()
+            }
+        } catch {
+            await dovecot.stop()
+            throw error
+        }
+        await dovecot.stop()
+    }
+}

@@ -53,6 +53,7 @@ extension EmailChannelAdapter {
             let (validity, _) = try await s.select(settings.mailbox)
             await context.reportStatus(.connected, detail: nil)
             connected()
+            try await fileLeftovers(&s, validity: validity, settings: settings, context: context)
             while !Task.isCancelled {
                 s.sawExists = false
                 try await sync(&s, validity: validity, settings: settings, context: context)
@@ -70,16 +71,56 @@ extension EmailChannelAdapter {
         }
     }
 
+    /// The cursor stored for this mailbox, when it belongs to the mailbox's current UIDVALIDITY.
+    func storedCursor(_ settings: IMAPSettings, validity: Int64, context: any AdapterContext) async throws -> Int64 {
+        guard let stored = try await context.state.get(Self.imapCursorKey(settings.mailbox)) else { return 0 }
+        let f = stored.split(separator: ":")
+        guard f.count == 2, Int64(f[0]) == validity, let uid = Int64(f[1]) else { return 0 }
+        return uid
+    }
+
+    /// With `processed_folder`: moves there what is still in the mailbox at or below the
+    /// cursor. Those messages were stored, but the connection (or the daemon) went down
+    /// between the commit and the move, and nothing would ever file them otherwise. (Flagging
+    /// \Seen is not redone: without a processed folder, unread mail below the cursor may be
+    /// someone marking it unread on purpose.)
+    func fileLeftovers(_ s: inout IMAPSession, validity: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
+        guard settings.processedFolder != nil else { return }
+        let cursor = try await storedCursor(settings, validity: validity, context: context)
+        let leftovers = try await s.uids(through: cursor)
+        guard !leftovers.isEmpty else { return }
+        context.logger.info("IMAP: filing messages stored earlier but left in the mailbox", metadata: [
+            "channel": "\(channel.id)", "count": "\(leftovers.count)"])
+        for uid in leftovers { try await file(&s, uid: uid, settings: settings, context: context) }
+    }
+
+    /// Marks a stored message (`\Seen`) or moves it to `processed_folder`. A refusal (a missing
+    /// or read-only folder) is logged and leaves the message where it is.
+    func file(_ s: inout IMAPSession, uid: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
+        do {
+            if let folder = settings.processedFolder {
+                if s.capabilities.contains("MOVE") {
+                    _ = try await s.command("UID MOVE \(uid) \(IMAPParser.mailbox(folder))")
+                } else {
+                    _ = try await s.command("UID COPY \(uid) \(IMAPParser.mailbox(folder))")
+                    _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Deleted)")
+                    if s.capabilities.contains("UIDPLUS") { _ = try await s.command("UID EXPUNGE \(uid)") }
+                }
+            } else {
+                _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Seen)")
+            }
+        } catch let e as IMAPError where e.refusal != nil {
+            context.logger.warning("IMAP server refused to file a stored message; it stays in the mailbox", metadata: [
+                "channel": "\(channel.id)", "uid": "\(uid)", "error": "\(e)"])
+        }
+    }
+
     /// Fetches every message above the cursor, commits it, then marks or moves it and advances
     /// the cursor. A message that can't be stored stops the round (it is fetched again next time);
     /// UIDVALIDITY changes restart from 0 (dedupe by Message-ID absorbs the repeats).
     func sync(_ s: inout IMAPSession, validity: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
         let key = Self.imapCursorKey(settings.mailbox)
-        var last: Int64 = 0
-        if let stored = try await context.state.get(key) {
-            let f = stored.split(separator: ":")
-            if f.count == 2, Int64(f[0]) == validity, let uid = Int64(f[1]) { last = uid }
-        }
+        let last = try await storedCursor(settings, validity: validity, context: context)
         for uid in try await s.uids(after: last) {
             let size = try await s.size(uid: uid)
             if let size, size > settings.maxMessageBytes {
@@ -108,22 +149,7 @@ extension EmailChannelAdapter {
             // server refuses (a missing or read-only folder) leaves one message where it is
             // instead of stopping the mailbox on it for good.
             try await context.state.set(key, "\(validity):\(uid)")
-            do {
-                if let folder = settings.processedFolder {
-                    if s.capabilities.contains("MOVE") {
-                        _ = try await s.command("UID MOVE \(uid) \(IMAPParser.mailbox(folder))")
-                    } else {
-                        _ = try await s.command("UID COPY \(uid) \(IMAPParser.mailbox(folder))")
-                        _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Deleted)")
-                        if s.capabilities.contains("UIDPLUS") { _ = try await s.command("UID EXPUNGE \(uid)") }
-                    }
-                } else {
-                    _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Seen)")
-                }
-            } catch let e as IMAPError where e.refusal != nil {
-                context.logger.warning("IMAP server refused to file a stored message; it stays in the mailbox", metadata: [
-                    "channel": "\(channel.id)", "uid": "\(uid)", "error": "\(e)"])
-            }
+            try await file(&s, uid: uid, settings: settings, context: context)
         }
     }
 }

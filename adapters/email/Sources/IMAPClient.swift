@@ -212,12 +212,22 @@ public struct IMAPSession {
 
     /// UIDs above `after`, ascending (`n:*` always includes the last message, so filter).
     mutating func uids(after: Int64) async throws -> [Int64] {
-        let r = try await command("UID SEARCH UID \(after + 1):*")
+        try await search("UID \(after + 1):*").filter { $0 > after }
+    }
+
+    /// UIDs from 1 through `last`, ascending.
+    mutating func uids(through last: Int64) async throws -> [Int64] {
+        guard last >= 1 else { return [] }
+        return try await search("UID 1:\(last)").filter { $0 <= last }
+    }
+
+    private mutating func search(_ criteria: String) async throws -> [Int64] {
+        let r = try await command("UID SEARCH \(criteria)")
         var out: [Int64] = []
         for case .data(let v) in r where v.first?.text?.uppercased() == "SEARCH" {
             out += v.dropFirst().compactMap(\.number)
         }
-        return out.filter { $0 > after }.sorted()
+        return out.sorted()
     }
 
     /// RFC822.SIZE of a message.
