@@ -193,15 +193,23 @@ extension Store {
         let ev = work.event
         let now = work.receivedAt.milliseconds
         let channel = work.channel
-        // A receipt for a message that isn't ours changes nothing: check before creating any
-        // identity or conversation for it (or using up its dedupe key).
-        if case .status(let externalID, _, _) = ev.kind,
-           try ourMessage(db, channel: channel, externalID: externalID, hint: ev.ourMessageID) == nil {
-            return .ignored(reason: "status for unknown message \(externalID)")
+        // A receipt is about our message and goes to its conversation. It creates no identity
+        // or conversation: the platform may name the recipient otherwise than we addressed
+        // them (WhatsApp's `recipient_id` for a number typed without Brazil's ninth digit), and
+        // a receipt for a message that isn't ours changes nothing (nor uses up a dedupe key).
+        var receiptFor: OwnMessage? = nil
+        if case .status(let externalID, _, _) = ev.kind {
+            guard let target = try ourMessage(db, channel: channel, externalID: externalID, hint: ev.ourMessageID) else {
+                return .ignored(reason: "status for unknown message \(externalID)")
+            }
+            receiptFor = target
         }
         if let key = ev.dedupeKey {
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO dedupe_keys (channel_id, key, created_at) VALUES (?, ?, ?)").execute(arguments: [channel.id, key, now])
             if db.changesCount == 0 { return .duplicate }
+        }
+        if let target = receiptFor, case .status(let externalID, let status, let error) = ev.kind {
+            return try receipt(db, work, target: target, externalID: externalID, status: status, error: error, ctx: ctx)
         }
         var eventIDs: [String] = []
         let (identity, identityChanged) = try upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
@@ -269,24 +277,9 @@ extension Store {
                                             channel: channel, dataJSON: Data(body), now: now,
                                             touch: .init(lastInboundAt: m.origin == .customer ? now : nil)))
 
-        case .status(let externalID, let status, let error):
-            guard let target = try ourMessage(db, channel: channel, externalID: externalID, hint: ev.ourMessageID) else {
-                return .ignored(reason: "status for unknown message \(externalID)")
-            }
-            // Platforms deliver receipts out of order (WhatsApp's `delivered` can come after its
-            // `read`): a status never goes back, so the helpdesk never shows read → delivered.
-            if let current = target.status, status.isRegression(after: current) {
-                return .ignored(reason: "status \(status.rawValue) after \(current.rawValue) for \(externalID)")
-            }
-            try db.cachedStatement(sql: "UPDATE messages SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, target.id])
-            let data = MessageStatus(MessageStatusFields(
-                messageID: target.id, conversationID: target.conversationID, status: status, externalIDs: [externalID], error: error,
-                // Nothing follows `read` or `failed` (a status only moves forward). A retryable
-                // failure means the helpdesk may send again, as a new message.
-                final: status == .read || status == .failed, metadata: target.metadata,
-                at: ev.occurredAt ?? work.receivedAt))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .messageStatus, conversationID: target.conversationID, channel: channel,
-                                            dataJSON: JSON.encode(data), now: now))
+        case .status:
+            // Handled above, before any identity or conversation is looked up.
+            break
 
         case .reaction(let targetExternalID, let emoji, let action):
             let target = try ourMessage(db, channel: channel, externalID: targetExternalID)
@@ -378,6 +371,26 @@ extension Store {
                     """).execute(arguments: [channel.id, key, value, now])
             }
         }
+    }
+
+    /// A receipt for our message `target`: its status, unless it would go backwards.
+    static func receipt(_ db: Database, _ work: InboundWork, target: OwnMessage, externalID: String, status: DeliveryStatus,
+                        error: StatusError?, ctx: EventContext) throws -> EmitResult {
+        // Platforms deliver receipts out of order (WhatsApp's `delivered` can come after its
+        // `read`): a status never goes back, so the helpdesk never shows read → delivered.
+        if let current = target.status, status.isRegression(after: current) {
+            return .ignored(reason: "status \(status.rawValue) after \(current.rawValue) for \(externalID)")
+        }
+        try db.cachedStatement(sql: "UPDATE messages SET status = ? WHERE id = ?").execute(arguments: [status.rawValue, target.id])
+        let data = MessageStatus(MessageStatusFields(
+            messageID: target.id, conversationID: target.conversationID, status: status, externalIDs: [externalID], error: error,
+            // Nothing follows `read` or `failed` (a status only moves forward). A retryable
+            // failure means the helpdesk may send again, as a new message.
+            final: status == .read || status == .failed, metadata: target.metadata,
+            at: work.event.occurredAt ?? work.receivedAt))
+        let id = try appendEvent(db, ctx: ctx, type: .messageStatus, conversationID: target.conversationID, channel: work.channel,
+                                 dataJSON: JSON.encode(data), now: work.receivedAt.milliseconds)
+        return .committed(eventIDs: [id], messageID: nil, conversationID: target.conversationID)
     }
 
     /// The message an inbound `.message` event becomes, as stored and delivered.

@@ -578,6 +578,16 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(helpdesk.events.filter { $0.type == "switchboard.message.status" && $0.data?["message_id"]?.stringValue == id2 }
                     .compactMap { $0.data?["status"]?.stringValue } == ["sent", "failed"])
+                // A receipt naming the recipient otherwise than we addressed them (Brazil's ninth
+                // digit) is about our message all the same: no new identity or conversation.
+                #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(statuses: [
+                    WAFixture.status(wamid3, "sent", recipient: "551112345678")]))).status == 200)
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(!helpdesk.events.contains { $0.type == "switchboard.conversation.created" && $0.subject != conversation })
+                let identities = try await d.runtime.store.pool.read { db in
+                    try String.fetchAll(db, sql: "SELECT channel_user_id FROM identities WHERE channel_id = ?", arguments: [channel])
+                }
+                #expect(identities == ["16505551234"], "receipts create no identities")
                 #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 1, "no stray conversations from receipts")
 
                 // 4. mark_read and typing use the latest inbound wamid.
