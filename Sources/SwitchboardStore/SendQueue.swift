@@ -66,6 +66,15 @@ extension Store {
         }
     }
 
+    /// The platform's id of a message of this conversation: a customer's as it arrived, ours as
+    /// the platform returned it when sent (one of them, for a message sent in several parts).
+    static func externalID(_ db: Database, messageID: String, conversationID: String) throws -> String? {
+        try String.fetchOne(db, sql: """
+            SELECT COALESCE(m.external_id, (SELECT MIN(x.external_id) FROM message_external_ids x WHERE x.message_id = m.id))
+            FROM messages m WHERE m.id = ? AND m.conversation_id = ?
+            """, arguments: [messageID, conversationID])
+    }
+
     /// Stores the outbound message and queues it for sending, in one transaction. With an
     /// idempotency key already used, returns the first answer and queues nothing.
     public func enqueueOutbound(_ req: OutboundRequest, now: Int64 = Store.nowMS()) async throws -> SendAccepted {
@@ -84,6 +93,13 @@ extension Store {
                 replyTo?.externalID = try String.fetchOne(db, sql: "SELECT external_id FROM messages WHERE id = ? AND conversation_id = ?",
                                                           arguments: [mid, conv.id])
             }
+            // A reaction names the message reacted to by our id; the platform needs its own.
+            var rendered = req.rendered
+            rendered.parts = try rendered.parts.map { part in
+                guard case .reaction(var r) = part, r.targetExternalID == nil, let target = r.targetMessageID else { return part }
+                r.targetExternalID = try Self.externalID(db, messageID: target, conversationID: conv.id)
+                return .reaction(r)
+            }
             let message = Message(MessageFields(
                 id: id, conversationID: conv.id, direction: .outbound, origin: .helpdesk, channel: conv.channel,
                 sender: req.sender ?? Participant(role: "agent"), replyTo: replyTo, receivedAt: t, parts: req.parts,
@@ -94,7 +110,7 @@ extension Store {
                 """, arguments: [id, conv.id, conv.channel.id, now, try JSON.encode(message).utf8String])
             try db.execute(sql: """
                 INSERT INTO send_queue (message_id, conversation_id, channel_id, next_attempt_at, rendered, created_at) VALUES (?, ?, ?, ?, ?, ?)
-                """, arguments: [id, conv.id, conv.channel.id, now, try JSON.encode(req.rendered).utf8String, now])
+                """, arguments: [id, conv.id, conv.channel.id, now, try JSON.encode(rendered).utf8String, now])
             try db.execute(sql: "UPDATE conversations SET updated_at = ? WHERE id = ?", arguments: [now, conv.id])
             if !req.rendered.numberedOptions.isEmpty {
                 // The newest numbered prompt is the one a bare number answers; it expires after a day.

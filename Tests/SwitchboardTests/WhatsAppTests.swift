@@ -590,6 +590,14 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 #expect(identities == ["16505551234"], "receipts create no identities")
                 #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 1, "no stray conversations from receipts")
 
+                // A reaction to the customer's message named by our id goes out on its wamid.
+                let react = try await d.api("POST", "/v1/conversations/\(conversation)/messages",
+                                            json: #"{"parts":[{"type":"reaction","emoji":"👍","target_message_id":"\#(inboundID)"}]}"#)
+                #expect(react.status == 202)
+                let reactID = try #require(react.json?["id"]?.stringValue)
+                try await eventually("reaction sent") { Self.status(helpdesk, reactID, "sent") != nil }
+                #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?["reaction"] == ["message_id": "wamid.IN1", "emoji": "👍"])
+
                 // 4. mark_read and typing use the latest inbound wamid.
                 #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"mark_read"}"#).status == 204)
                 #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"typing_start"}"#).status == 204)
