@@ -234,3 +234,38 @@ import Testing
         }
     }
 }
+
+extension InstagramEndToEndTests {
+    /// A reply that goes out in two requests: the echo of the first arrives while the second is
+    /// still under way. It is ours at once (not a `message.echo`), and the webhook is answered
+    /// without waiting for the whole send.
+    @Test func theEchoOfAReplysFirstRequestIsOursWhileTheRestGoesOut() async throws {
+        try await withHelpdesk { helpdesk in
+            let channel = uniqueID("ig")
+            try await withMessaging({ graph in """
+                helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+                channels: [ \(MP.instagramYAML(channel, graph: graph)) ]
+                """ }) { d, graph in
+                #expect(try await MP.post(d, channel, MP.instagram([MP.text("Hi", mid: "aWdf_in7", from: MP.igsid, to: MP.igAccount)])).status == 200)
+                try await eventually("message.received") { helpdesk.events.contains { $0.type == "switchboard.message.received" } }
+                let conversation = try #require(helpdesk.events.first { $0.type == "switchboard.message.received" }?.subject)
+                graph.queue("POST", graph.graphPath("me/messages"), [
+                    .init(["recipient_id": .string(MP.igsid), "message_id": "aWdf_outA"]),
+                    .init(["recipient_id": .string(MP.igsid), "message_id": "aWdf_outB"], delay: .seconds(7)),
+                ])
+                let r = try await d.mpReply(conversation, #"""
+                    {"parts":[{"type":"text","text":"First"},{"type":"buttons","text":"Then","actions":[{"type":"postback","title":"OK","payload":"OK"}]}]}
+                    """#)
+                #expect(r.status == 202)
+                try await eventually("the second request is under way") { graph.mpSends("me").count == 2 }
+                let started = ContinuousClock.now
+                let echo = MP.instagram([MP.event(from: MP.igAccount, to: MP.igsid, #""message":{"mid":"aWdf_outA","text":"First","is_echo":true}"#)])
+                #expect(try await MP.post(d, channel, echo).status == 200)
+                let took = ContinuousClock.now - started
+                #expect(took < .seconds(3), "the webhook waited \(took) for the whole send")
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(try await d.mpEvents("message.echo").isEmpty, "our own reply came back as an echo")
+            }
+        }
+    }
+}

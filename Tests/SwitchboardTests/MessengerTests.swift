@@ -368,6 +368,9 @@ import Testing
             let lookup = try #require(graph.requests("GET", graph.graphPath(MP.psid)).first)
             #expect(lookup.query["fields"] == "first_name,last_name,profile_pic" && lookup.headers["authorization"] == "Bearer \(graph.token)")
             try await eventually("refused look-up") { graph.requests("GET", graph.graphPath(MP.psid2)).count == 1 }
+            // The refusal is remembered once its answer is handled (not when the request is seen).
+            let state = StoreAdapterState(store: d.runtime.store, channelID: channel)
+            try await eventually("refusal remembered") { try await state.get("profile:\(MP.psid2)") != nil }
             // The refusal is remembered: a second message does not ask again; the first one's name is reused.
             #expect(try await MP.post(d, channel, MP.page([MP.text("again", from: MP.psid2), MP.text("again", from: MP.psid)])).status == 200)
             try await Task.sleep(for: .milliseconds(200))

@@ -39,7 +39,11 @@ final class FakeGraph: Sendable {
         var status: Int
         var body: JSONValue
         var headers: [String: String] = [:]
-        init(status: Int = 200, _ body: JSONValue, headers: [String: String] = [:]) { self.status = status; self.body = body; self.headers = headers }
+        /// Answered after this long (a slow Graph call).
+        var delay: Duration? = nil
+        init(status: Int = 200, _ body: JSONValue, headers: [String: String] = [:], delay: Duration? = nil) {
+            self.status = status; self.body = body; self.headers = headers; self.delay = delay
+        }
     }
     struct File: Sendable {
         var bytes: [UInt8]
@@ -107,7 +111,12 @@ final class FakeGraph: Sendable {
             let graph = box.withLock { $0 }!
             var r = req
             let bytes = try await r.collectBody(upTo: 64 * 1024 * 1024)
-            return graph.handle(req, body: Array(bytes.readableBytesView))
+            var response = graph.handle(req, body: Array(bytes.readableBytesView))
+            if let ms = response.headers[FakeGraph.delayHeader].flatMap(Double.init) {
+                response.headers[FakeGraph.delayHeader] = nil
+                try await Task.sleep(for: .milliseconds(Int64(ms)))
+            }
+            return response
         }
         var logger = Logger(label: "fake-graph")
         logger.logLevel = .critical
@@ -134,6 +143,8 @@ final class FakeGraph: Sendable {
     }
 
     // MARK: answering
+
+    static let delayHeader = HTTPField.Name("x-fake-graph-delay-ms")!
 
     static func response(_ a: Answer) -> Response {
         var fields: HTTPFields = [.contentType: "application/json"]
@@ -183,7 +194,10 @@ final class FakeGraph: Sendable {
             s.queued[key] = list
             return first
         }) {
-            return Self.response(queued)
+            var response = Self.response(queued)
+            // Slept in the responder (this function is synchronous); the header never leaves.
+            if let delay = queued.delay { response.headers[Self.delayHeader] = String(delay / .milliseconds(1)) }
+            return response
         }
         return Self.response(defaultAnswer(rec))
     }

@@ -222,12 +222,14 @@ public struct MessagingChannel: Sendable {
         if let m = echo.metadata, m.hasPrefix(MessengerPlatform.metadataPrefix) { return true }
         if let ours = settings.appID, let app = echo.appID, app == ours { return true }
         guard let mid = echo.mid else { return false }
-        if await sentBook(customer, context: context).contains(where: { $0.m == mid }) { return true }
+        // Each request of a send enters its mid as soon as it returns: look again until it
+        // does, while a send to this customer is under way.
         let deadline = ContinuousClock.now + .milliseconds(Int64(settings.echoWait * 1000))
-        while inflight.withLock({ ($0[customer] ?? 0) > 0 }) && ContinuousClock.now < deadline {
+        while true {
+            if await sentBook(customer, context: context).contains(where: { $0.m == mid }) { return true }
+            guard inflight.withLock({ ($0[customer] ?? 0) > 0 }) && ContinuousClock.now < deadline else { return false }
             try? await Task.sleep(for: .milliseconds(25))
         }
-        return await sentBook(customer, context: context).contains { $0.m == mid }
     }
 
     // MARK: receipts

@@ -86,15 +86,7 @@ extension MessagingChannel {
         let firstMessage = outgoing.firstIndex { if case .action = $0 { return false } else { return true } }
 
         inflight.withLock { $0[customer, default: 0] += 1 }
-        // The mids this send adds to the customer's book (for receipts and echoes).
-        var added: [SentRecord] = []
-        func finish() async {
-            if !added.isEmpty {
-                let new = added
-                await updateBook(customer: customer, context: context) { current in
-                    current += new.filter { a in !current.contains { $0.m == a.m } }
-                }
-            }
+        func finish() {
             inflight.withLock { $0[customer] = max(0, ($0[customer] ?? 1) - 1); if $0[customer] == 0 { $0[customer] = nil } }
         }
         do {
@@ -124,7 +116,13 @@ extension MessagingChannel {
                 let answer = try await call(path, body: body)
                 if let mid = answer["message_id"]?.stringValue {
                     progress.ids.append(mid)
-                    added.append(SentRecord(m: mid, t: started, s: 0))
+                    // In the customer's book at once (for receipts and echoes): the echo of this
+                    // request can arrive while the next ones are still going out, and an
+                    // Instagram echo is known as ours only by its mid.
+                    let record = SentRecord(m: mid, t: started, s: 0)
+                    await updateBook(customer: customer, context: context) { current in
+                        if !current.contains(where: { $0.m == record.m }) { current.append(record) }
+                    }
                 }
                 progress.done = i + 1
                 if outgoing.count > 1 && i < outgoing.count - 1 {
@@ -132,10 +130,10 @@ extension MessagingChannel {
                 }
             }
         } catch {
-            await finish()
+            finish()
             throw error
         }
-        await finish()
+        finish()
         if outgoing.count > 1 { try? await context.state.set(Self.progressKey(out.message.id), nil) }
         if !progress.ids.isEmpty { try? await context.state.set(Self.ourMIDsKey(out.message.id), progress.ids.joined(separator: " ")) }
         await clearProblem(context: context)

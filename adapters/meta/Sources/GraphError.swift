@@ -176,6 +176,7 @@ public enum GraphErrorCodes {
     public static let subcodeTable: [String: Rule] = [
         "10/2018278": Rule("window_closed", retryable: false),  // Messenger: sent outside the allowed window
         "10/2018065": Rule("window_closed", retryable: false),  // Messenger (older): outside the 24 h window
+        "10/2534022": Rule("window_closed", retryable: false),  // Instagram: outside the allowed window
         "10/1893063": Rule("account_problem", retryable: false), // Page temporarily restricted from sending
         "100/2018218": Rule("not_found", retryable: false),     // Messenger profile: no profile for this user
         "100/2018001": Rule("not_found", retryable: false),     // Messenger: no matching user
