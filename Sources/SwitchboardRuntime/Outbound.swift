@@ -68,6 +68,8 @@ extension Runtime {
         guard let entry = hub.entry(conversation.channel.id) else {
             throw APIProblem(409, "channel_unavailable", "channel \(conversation.channel.id) is not configured")
         }
+        var request = request
+        request.parts = await withStoredMediaDetails(request.parts)
         do {
             try await entry.adapter.validateSend(parts: request.parts, override: request.overrides?[conversation.channel.type],
                                                  conversation: conversation, context: entry.context)
@@ -93,6 +95,23 @@ extension Runtime {
         } catch is IdempotencyError {
             throw APIProblem(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
         }
+    }
+
+    /// Media parts that name an uploaded file (`media_id`) get its type, size and name from the
+    /// media store where the helpdesk left them out, so adapters can choose by them (Messenger
+    /// uploads an image too large to send by link) and the stored message says what was sent.
+    /// An unknown id is left as it is, for the adapter to refuse.
+    func withStoredMediaDetails(_ parts: [Part]) async -> [Part] {
+        var out = parts
+        for i in out.indices {
+            guard case .media(var m) = out[i], let id = m.mediaID, m.size == nil || m.mimeType == nil || m.filename == nil,
+                  let info = try? await media.info(id) else { continue }
+            if m.size == nil { m.size = info.size }
+            if m.mimeType == nil { m.mimeType = info.mimeType }
+            if m.filename == nil { m.filename = info.filename }
+            out[i] = .media(m)
+        }
+        return out
     }
 
     public func activity(conversationID: String, kind: ActivityKind) async throws {

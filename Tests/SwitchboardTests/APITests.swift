@@ -103,7 +103,24 @@ import Glibc
             #expect(try await http("GET", d.publicBase + "/media/\(id)").status == 403)
             let expired = d.runtime.mediaSigner.url(base: "", mediaID: id, validFor: -10)
             #expect(try await http("GET", d.publicBase + expired).status == 403)
+            // A reply naming the upload by its id alone goes out (and is stored) with its type,
+            // size and name, for the channel to choose by.
+            let r = try await d.api("POST", "/v1/conversations/\(try await Self.conversationOf(d, channel))/messages",
+                                    json: #"{"parts":[{"type":"media","kind":"image","media_id":"\#(id)"}]}"#)
+            #expect(r.status == 202)
+            let adapter = TestRegistry.adapter(channel)
+            try await eventually("sent") { adapter.sent.count == 1 }
+            guard case .media(let m)? = adapter.sent.first?.message.parts.first else { Issue.record("\(adapter.sent)"); return }
+            #expect(m.size == 5000 && m.mimeType == "image/png" && m.filename == "photo.png")
         }
+    }
+
+    /// A conversation on a recording channel, opened by a customer's message.
+    static func conversationOf(_ d: TestDaemon, _ channel: String) async throws -> String {
+        guard case .committed(_, _, let conversation?) = try await d.context(channel).customerSays("hello", from: "media-user") else {
+            throw CancellationError()
+        }
+        return conversation
     }
 
     @Test func eventReplayAfterACursor() async throws {

@@ -239,6 +239,11 @@ import Testing
         ])
         let linked = try MP.render(#"[{"type":"media","kind":"file","media_id":"med_9"}]"#, link: true)
         #expect(linked == [.message(["attachment": ["type": "file", "payload": ["url": "https://chat.example.com/media/med_9?sig=x", "is_reusable": true]]])])
+        // Meta takes an image by link only up to 8 MB: a larger one is uploaded (up to 25 MB).
+        let big = try MP.render(#"[{"type":"media","kind":"image","media_id":"med_7","size":9000000}]"#, link: true)
+        #expect(big == [.upload(type: "image", mediaID: "med_7")])
+        let small = try MP.render(#"[{"type":"media","kind":"image","media_id":"med_6","size":900000}]"#, link: true)
+        #expect(small == [.message(["attachment": ["type": "image", "payload": ["url": "https://chat.example.com/media/med_6?sig=x", "is_reusable": true]]])])
     }
 
     @Test func reactionsAndOverrides() throws {

@@ -7,6 +7,8 @@ extension MessengerPlatform {
         /// Text "must be UTF-8 and < 2000 characters" (Instagram: < 1000): 1,999 and 999 at most.
         public static let messengerText = 1999
         public static let instagramText = 999
+        /// "image 8 MB when sent by URL" (uploads take up to 25 MB).
+        public static let imageByLink: Int64 = 8 * 1024 * 1024
         public static let buttonTemplateText = 640
         public static let buttons = 3
         public static let buttonTitle = 20
@@ -178,7 +180,8 @@ extension MessengerPlatform {
         } else if let url = m.url, url.hasPrefix("https://") || url.hasPrefix("http://") {
             out.append(.message(attachment(type: type, payload: ["url": .string(url), "is_reusable": true])))
         } else if let id = m.mediaID {
-            if let link = mediaLink(id) {
+            // Meta fetches an image from a link only up to 8 MB; an upload takes up to 25 MB.
+            if let link = mediaLink(id), !(type == "image" && (m.size ?? 0) > Limits.imageByLink) {
                 out.append(.message(attachment(type: type, payload: ["url": .string(link), "is_reusable": true])))
             } else {
                 out.append(.upload(type: type, mediaID: id))
