@@ -819,3 +819,40 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         }
     }
 }
+
+extension WhatsAppEndToEndTests {
+    /// An expired token during a media download does not lose the file: the download waits
+    /// (the part stays pending) and runs when the channel starts again with a working token.
+    @Test func aMediaDownloadRefusedForTheTokenWaitsForTheNextStart() async throws {
+        let graph = try await FakeGraph.start()
+        let channel = uniqueID("wa")
+        let yaml = "channels: [ \(WAFixture.channelYAML(channel, graph: graph)) ]"
+        do {
+            let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + (0..<3000).map { UInt8($0 % 251) }
+            graph.serveWhatsAppMedia(id: "7000001", bytes: jpeg, mimeType: "image/jpeg")
+            graph.queue("GET", "/v23.0/7000001", [FakeGraph.graphError(status: 401, code: 190, subcode: 463, message: "Error validating access token: Session has expired")])
+            let first = try await TestDaemon.start(yaml, registry: WAFixture.registry())
+            let body = WAFixture.body(WAFixture.value(messages: [
+                WAFixture.message("image", #"{"id":"7000001","mime_type":"image/jpeg","sha256":"x"}"#, id: "wamid.TOKEN")]))
+            #expect(try await WAFixture.post(first, channel, body).status == 200)
+            try await eventually("the refused lookup") { graph.requests("GET", "/v23.0/7000001").count == 1 }
+            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await first.storedEvents("message.updated").isEmpty, "not given up as download_failed")
+            let kept = try await first.runtime.store.pool.read { db in
+                try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM adapter_state WHERE key LIKE 'media_job:%'")
+            }
+            #expect(kept == 1)
+            await first.stop(keepFiles: true)
+            // The next start (after the token was renewed) finishes it.
+            let second = try await TestDaemon.start(yaml, registry: WAFixture.registry(), dir: first.dir)
+            try await eventually("message.updated") { try await second.storedEvents("message.updated").count == 1 }
+            let part = try await second.storedEvents("message.updated").first?["data"]?["parts"]?.arrayValue?.first
+            #expect(part?["unavailable"] == nil && part?["size"] == .int(Int64(jpeg.count)))
+            await second.stop()
+        } catch {
+            await graph.stop()
+            throw error
+        }
+        await graph.stop()
+    }
+}

@@ -376,6 +376,12 @@ extension WhatsAppChannelAdapter {
             part.sha256 = media.sha256
             part.filename = part.filename ?? media.filename
             part.unavailable = nil
+        case .failure(let reason) where reason.reason == Unavailable.later:
+            // Kept: the job stays in the adapter's state and runs again when the channel
+            // starts (a reload with a new token restarts it). The media id stays valid for days.
+            context.logger.warning("WhatsApp media download waits for a working access token; it resumes when the channel restarts",
+                                   metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)"])
+            return
         case .failure(let reason):
             part.unavailable = reason.reason
         }
@@ -386,7 +392,11 @@ extension WhatsAppChannelAdapter {
         if stored { try? await context.state.set(WhatsAppMediaJob.key(job.wamid), nil) }
     }
 
-    struct Unavailable: Error { var reason: String }
+    struct Unavailable: Error {
+        var reason: String
+        /// Not a reason to publish: the download is tried again later.
+        static let later = "later"
+    }
 
     func fetchMedia(_ job: WhatsAppMediaJob, context: any AdapterContext) async -> Result<StoredMedia, Unavailable> {
         let limit = context.media.maxBytes
@@ -405,7 +415,8 @@ extension WhatsAppChannelAdapter {
             } catch let e as GraphError {
                 await noteGraph(e, context: context)
                 context.logger.info("WhatsApp media download failed", metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)", "error": "\(e)"])
-                if e.isAuthExpired { return .failure(Unavailable(reason: "download_failed")) }
+                // The file is still there; the token is not. Giving up would lose it for good.
+                if e.isAuthExpired { return .failure(Unavailable(reason: Unavailable.later)) }
                 // Webhook media ids expire after 7 days: Graph answers "not found" (100 / 404).
                 if e.httpStatus == 404 || e.code == 100 { return .failure(Unavailable(reason: "expired")) }
                 guard e.retryable, attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed")) }
