@@ -154,9 +154,11 @@ public final class DeliveryWorker: Service, Sendable {
                         if let stats = try? await store.sinkStats(sink.name) { depth.record(stats.pending) }
                     }
                     // A window full of events behind a slow one (the position has not moved for a
-                    // while): move the slow conversations to the outbox so the others keep
-                    // going. A window that is merely full (a backlog being caught up) moves on.
-                    if window.count >= windowLimit && !holding && ContinuousClock.now - positionMoved >= Self.spillAfter {
+                    // while), or full of one conversation's run while slots sit idle: move those
+                    // conversations to the outbox so the others keep going. A window that is
+                    // merely full (a backlog being caught up) moves on.
+                    if window.count >= windowLimit && !holding
+                        && (ContinuousClock.now - positionMoved >= Self.spillAfter || window.readyCount + inFlight <= maxInFlight / 2) {
                         for seq in window.spill() {
                             spilled.insert(seq)
                             taken.insert(seq)

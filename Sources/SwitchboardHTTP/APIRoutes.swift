@@ -247,15 +247,14 @@ public enum APIRoutes {
     static func startSeq(_ req: Request, runtime: Runtime, defaultToEnd: Bool) async throws -> Int64 {
         guard let after = req.query("after") else { return defaultToEnd ? try await runtime.store.lastEventSeq() : 0 }
         if after.isEmpty || after == "0" { return 0 }
-        guard let seq = try await runtime.store.eventSeq(of: after) else {
-            // Event ids sort by time: one older than the oldest event kept was pruned
-            // (`storage.event_retention`), and the client's place in the log is gone.
-            if after.hasPrefix("evt_"), try await runtime.store.wasPruned(eventID: after) {
-                throw APIProblem(410, "cursor_expired",
-                                 "event \(after) is older than the event log keeps (storage.event_retention); start again with after=0, the oldest event kept")
-            }
-            throw APIProblem(404, "not_found", "event \(after) is not in the event log")
+        let seq = try await runtime.store.eventSeq(of: after)
+        // Pruned (`storage.event_retention`): the client's place in the log, or events after
+        // it, are gone; say so rather than skip them silently.
+        if after.hasPrefix("evt_"), try await runtime.store.replayLostEvents(after: after, seq: seq) {
+            throw APIProblem(410, "cursor_expired",
+                             "events after \(after) were pruned from the log (storage.event_retention); start again with after=0, the oldest event kept")
         }
+        guard let seq else { throw APIProblem(404, "not_found", "event \(after) is not in the event log") }
         return seq
     }
 

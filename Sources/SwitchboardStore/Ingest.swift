@@ -390,6 +390,8 @@ extension Store {
             at: work.event.occurredAt ?? work.receivedAt))
         let id = try appendEvent(db, ctx: ctx, type: .messageStatus, conversationID: target.conversationID, channel: work.channel,
                                  dataJSON: JSON.encode(data), now: work.receivedAt.milliseconds)
+        try applyStateUpdates(db, work.event.stateUpdates, channel: work.channel, conversationID: target.conversationID,
+                              now: work.receivedAt.milliseconds)
         return .committed(eventIDs: [id], messageID: nil, conversationID: target.conversationID)
     }
 

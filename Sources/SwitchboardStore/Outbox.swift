@@ -130,7 +130,8 @@ extension Store {
 
     private static func startPosition(_ db: Database, _ sink: String) throws {
         try db.execute(sql: """
-            INSERT OR IGNORE INTO sink_positions (sink, event_seq) SELECT ?, COALESCE(MAX(seq), 0) FROM events
+            INSERT OR IGNORE INTO sink_positions (sink, event_seq)
+            SELECT ?, COALESCE(MAX(seq), (SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0) FROM events
             """, arguments: [sink])
     }
 

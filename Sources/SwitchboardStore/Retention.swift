@@ -1,5 +1,7 @@
 import Foundation
 import GRDB
+import ServiceLifecycle
+import SwitchboardCore
 
 extension Store {
     /// What one `prune` removed.
@@ -22,26 +24,40 @@ extension Store {
     public func prune(eventsBefore: Int64?, dedupeBefore: Int64?, batch: Int = 2000) async throws -> Pruned {
         var pruned = Pruned()
         if let cutoff = eventsBefore {
-            while true {
+            // Rows of helpdesks no longer configured are never delivered (one added back starts
+            // afresh) and would keep their events for ever.
+            try await pool.write { db in
+                try db.execute(sql: "DELETE FROM outbox WHERE sink NOT IN (SELECT sink FROM sink_positions)")
+            }
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 let n = try await pool.write { db -> Int in
                     // Every sink is past this event, or there are no sinks (then only the
                     // replay API reads the log).
                     let bound = try Int64.fetchOne(db, sql: "SELECT MIN(event_seq) FROM sink_positions")
                         ?? Int64.fetchOne(db, sql: "SELECT MAX(seq) FROM events") ?? 0
-                    try db.execute(sql: """
-                        DELETE FROM events WHERE seq IN (
-                            SELECT seq FROM events WHERE seq <= ? AND created_at < ?
-                              AND seq NOT IN (SELECT event_seq FROM outbox)
-                            ORDER BY seq LIMIT ?)
+                    let doomed = try Row.fetchAll(db, sql: """
+                        SELECT seq, id FROM events e WHERE seq <= ? AND created_at < ?
+                          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.event_seq = e.seq)
+                        ORDER BY seq LIMIT ?
                         """, arguments: [bound, cutoff, batch])
-                    return db.changesCount
+                    guard let last = doomed.last else { return 0 }
+                    let seqs: [Int64] = doomed.map { $0["seq"] }
+                    try db.execute(sql: "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))",
+                                   arguments: [String(decoding: try JSON.bytes(seqs), as: UTF8.self)])
+                    // How far the log was pruned: a replay cursor before this has lost events.
+                    try db.execute(sql: """
+                        INSERT INTO log_pruned (id, through_seq, through_id) VALUES (1, ?, ?)
+                        ON CONFLICT(id) DO UPDATE SET through_seq = MAX(through_seq, excluded.through_seq),
+                          through_id = CASE WHEN excluded.through_seq > through_seq THEN excluded.through_id ELSE through_id END
+                        """, arguments: [last["seq"] as Int64, last["id"] as String])
+                    return doomed.count
                 }
                 pruned.events += n
                 if n < batch { break }
             }
         }
         if let cutoff = dedupeBefore {
-            while true {
+            while !Task.isShuttingDownGracefully && !Task.isCancelled {
                 let keys = try await pool.read { db in
                     try Row.fetchAll(db, sql: "SELECT channel_id, key FROM dedupe_keys WHERE created_at < ? LIMIT ?", arguments: [cutoff, batch])
                         .map { (channel: $0["channel_id"] as String, key: $0["key"] as String) }
@@ -60,16 +76,15 @@ extension Store {
         return pruned
     }
 
-    /// Whether an event id the log does not have is one that was pruned: older than the
-    /// oldest event kept, after pruning removed some. Sequence numbers start at 1 and are
-    /// never reused (AUTOINCREMENT), so a first event above 1, or an empty log that had
-    /// events, means events were removed. (Event ids sort by time.)
-    public func wasPruned(eventID id: String) async throws -> Bool {
+    /// Whether a replay after this event (`after=`) would miss pruned events: the event was
+    /// pruned itself (an id the log lacks, at or before the last one pruned: ids sort by time),
+    /// or events after it were (events held by the outbox survive pruning, so a cursor can
+    /// still exist below the gap).
+    public func replayLostEvents(after id: String, seq: Int64?) async throws -> Bool {
         try await pool.read { db in
-            if let first = try Row.fetchOne(db, sql: "SELECT id, seq FROM events ORDER BY seq LIMIT 1") {
-                return (first["seq"] as Int64) > 1 && id < (first["id"] as String)
-            }
-            return (try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'events'") ?? 0) > 0
+            guard let row = try Row.fetchOne(db, sql: "SELECT through_seq, through_id FROM log_pruned WHERE id = 1") else { return false }
+            if let seq { return seq < (row["through_seq"] as Int64) }
+            return id <= (row["through_id"] as String)
         }
     }
 }

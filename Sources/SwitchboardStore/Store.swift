@@ -209,6 +209,18 @@ public final class Store: Sendable {
                 ) WITHOUT ROWID
                 """)
         }
+        // Retention (`prune`): how far the log was pruned, so a replay cursor into the gap is
+        // told so; and outbox rows by event, for pruning to skip the events they hold.
+        m.registerMigration("v4-log-pruned") { db in
+            try db.execute(sql: """
+                CREATE TABLE log_pruned (
+                    id INTEGER PRIMARY KEY CHECK (id = 1),
+                    through_seq INTEGER NOT NULL,
+                    through_id TEXT NOT NULL
+                );
+                CREATE INDEX outbox_event ON outbox(event_seq);
+                """)
+        }
         return m
     }
 

@@ -430,3 +430,43 @@ extension DeliveryLogTests {
         #expect(lastSeq.count == 12)
     }
 }
+
+extension DeliveryLogTests {
+    /// A sink that takes every event after `delay`, recording the order of texts.
+    final class SteadySink: EventSink, Sendable {
+        let name = "steady"
+        let delay: Duration
+        private let texts = Mutex<[String]>([])
+        init(delay: Duration) { self.delay = delay }
+        var delivered: [String] { texts.withLock { $0 } }
+        func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
+            try? await Task.sleep(for: delay)
+            let text = (try? JSONValue.parse(body))?["data"]?["text_fallback"]?.stringValue ?? ""
+            texts.withLock { $0.append(text) }
+            return .delivered(status: 204)
+        }
+    }
+
+    /// One conversation's long run fills the window while slots sit idle: it moves to the
+    /// outbox, and the other conversations' events behind it go out meanwhile.
+    @Test func aLongRunOfOneConversationDoesNotHoldBackTheOthers() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        try store.prepareSinkPositions(["steady"])
+        let batch = (0..<40).map { Self.message("k\($0)", from: "chatty") } + (0..<4).map { Self.message("other\($0)", from: "o\($0)") }
+        _ = try await store.commitInbound(batch, ctx: Self.ctx)
+        let sink = SteadySink(delay: .milliseconds(20))
+        let worker = DeliveryWorker(sink: sink, store: store, signal: ChangeSignal(), events: ["message.*"], maxInFlight: 4, window: 8,
+                                    logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            try await eventually("everything") { sink.delivered.count == 44 }
+            let texts = sink.delivered
+            let lastOther = try #require(texts.lastIndex { $0.hasPrefix("other") })
+            #expect(lastOther < 20, "the other conversations waited for the long run: \(texts)")
+            #expect(texts.filter { $0.hasPrefix("k") } == (0..<40).map { "k\($0)" }, "the run stays in order")
+            group.cancelAll()
+        }
+    }
+}

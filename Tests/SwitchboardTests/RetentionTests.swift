@@ -44,9 +44,14 @@ import Logging
                 SELECT 'a', seq, conversation_id, 'failed', 20, 0, created_at FROM events WHERE seq = 2
                 """)
         }
+        let ids = try await store.pool.read { db in try String.fetchAll(db, sql: "SELECT id FROM events ORDER BY seq") }
         let pruned = try await store.prune(eventsBefore: now - 30 * day, dedupeBefore: nil, batch: 1)
         #expect(pruned == Store.Pruned(events: 2, dedupeKeys: 0))
         #expect(try await seqs(store) == [2, 4, 5])
+        // A replay after event 2 (kept for the outbox) or 3 (pruned) would miss 3; after 4, nothing.
+        #expect(try await store.replayLostEvents(after: ids[1], seq: 2))
+        #expect(try await store.replayLostEvents(after: ids[2], seq: nil))
+        #expect(try await !store.replayLostEvents(after: ids[3], seq: 4))
         // Messages are history, not log: all four are still there.
         #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") } == 4)
         // The parked event can still be recovered and delivered.

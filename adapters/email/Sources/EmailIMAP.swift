@@ -15,6 +15,9 @@ extension EmailChannelAdapter {
     }
 
     static func imapCursorKey(_ mailbox: String) -> String { "imap_cursor:\(mailbox)" }
+    /// Stored messages not filed yet (`validity:uid uid …`): written between the commit and the
+    /// move, cleared once filed.
+    static func imapUnfiledKey(_ mailbox: String) -> String { "imap_unfiled:\(mailbox)" }
 
     /// Connects, syncs, polls; reconnects with backoff (1 s doubling to 5 min) on any error and
     /// reports the channel's state.
@@ -79,24 +82,37 @@ extension EmailChannelAdapter {
         return uid
     }
 
-    /// With `processed_folder`: moves there what is still in the mailbox at or below the
-    /// cursor. Those messages were stored, but the connection (or the daemon) went down
-    /// between the commit and the move, and nothing would ever file them otherwise. (Flagging
-    /// \Seen is not redone: without a processed folder, unread mail below the cursor may be
-    /// someone marking it unread on purpose.)
+    /// With `processed_folder`: moves there the messages stored earlier but not filed — the
+    /// connection (or the daemon) went down between the commit and the move — which nothing
+    /// would ever file otherwise. Only those recorded as stored (`imapUnfiledKey`) and still in
+    /// the mailbox. (Flagging \Seen is not redone: without a processed folder, unread mail may
+    /// be someone marking it unread on purpose.)
     func fileLeftovers(_ s: inout IMAPSession, validity: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
         guard settings.processedFolder != nil else { return }
-        let cursor = try await storedCursor(settings, validity: validity, context: context)
-        let leftovers = try await s.uids(through: cursor)
-        guard !leftovers.isEmpty else { return }
-        context.logger.info("IMAP: filing messages stored earlier but left in the mailbox", metadata: [
-            "channel": "\(channel.id)", "count": "\(leftovers.count)"])
-        for uid in leftovers { try await file(&s, uid: uid, settings: settings, context: context) }
+        let recorded = try await unfiled(settings, validity: validity, context: context)
+        guard let highest = recorded.max() else { return }
+        let present = Set(try await s.uids(through: highest))
+        let leftovers = recorded.filter { present.contains($0) }.sorted()
+        if !leftovers.isEmpty {
+            context.logger.info("IMAP: filing messages stored earlier but left in the mailbox", metadata: [
+                "channel": "\(channel.id)", "count": "\(leftovers.count)"])
+            for uid in leftovers { try await file(&s, uid: uid, settings: settings, context: context) }
+        }
+        try await context.state.set(Self.imapUnfiledKey(settings.mailbox), nil)
+    }
+
+    /// The stored-but-unfiled UIDs recorded for this mailbox's UIDVALIDITY.
+    func unfiled(_ settings: IMAPSettings, validity: Int64, context: any AdapterContext) async throws -> [Int64] {
+        guard let s = try await context.state.get(Self.imapUnfiledKey(settings.mailbox)) else { return [] }
+        let f = s.split(separator: ":", maxSplits: 1)
+        guard f.count == 2, Int64(f[0]) == validity else { return [] }
+        return f[1].split(separator: " ").compactMap { Int64($0) }
     }
 
     /// Marks a stored message (`\Seen`) or moves it to `processed_folder`. A refusal (a missing
-    /// or read-only folder) is logged and leaves the message where it is.
-    func file(_ s: inout IMAPSession, uid: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
+    /// or read-only folder) is logged and leaves the message where it is; false then.
+    @discardableResult
+    func file(_ s: inout IMAPSession, uid: Int64, settings: IMAPSettings, context: any AdapterContext) async throws -> Bool {
         do {
             if let folder = settings.processedFolder {
                 if s.capabilities.contains("MOVE") {
@@ -109,9 +125,11 @@ extension EmailChannelAdapter {
             } else {
                 _ = try await s.command("UID STORE \(uid) +FLAGS.SILENT (\\Seen)")
             }
+            return true
         } catch let e as IMAPError where e.refusal != nil {
             context.logger.warning("IMAP server refused to file a stored message; it stays in the mailbox", metadata: [
                 "channel": "\(channel.id)", "uid": "\(uid)", "error": "\(e)"])
+            return false
         }
     }
 
@@ -148,8 +166,18 @@ extension EmailChannelAdapter {
             // Stored: the cursor moves on before the message is filed, so a flag or move the
             // server refuses (a missing or read-only folder) leaves one message where it is
             // instead of stopping the mailbox on it for good.
+            // Recorded as stored-but-unfiled until the move, so a connection lost in between
+            // leaves it for the next login to file (the last 1,000 at most).
+            if settings.processedFolder != nil {
+                let pending = (try await unfiled(settings, validity: validity, context: context) + [uid]).suffix(1000)
+                try await context.state.set(Self.imapUnfiledKey(settings.mailbox), "\(validity):" + pending.map(String.init).joined(separator: " "))
+            }
             try await context.state.set(key, "\(validity):\(uid)")
-            try await file(&s, uid: uid, settings: settings, context: context)
+            if try await file(&s, uid: uid, settings: settings, context: context), settings.processedFolder != nil {
+                let rest = try await unfiled(settings, validity: validity, context: context).filter { $0 != uid }
+                try await context.state.set(Self.imapUnfiledKey(settings.mailbox),
+                                            rest.isEmpty ? nil : "\(validity):" + rest.map(String.init).joined(separator: " "))
+            }
         }
     }
 }

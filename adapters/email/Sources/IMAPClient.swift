@@ -215,10 +215,11 @@ public struct IMAPSession {
         try await search("UID \(after + 1):*").filter { $0 > after }
     }
 
-    /// UIDs from 1 through `last`, ascending.
+    /// UIDs from 1 through `last` not marked `\Deleted` (a COPY-and-delete move without
+    /// UIDPLUS leaves those until an expunge), ascending.
     mutating func uids(through last: Int64) async throws -> [Int64] {
         guard last >= 1 else { return [] }
-        return try await search("UID 1:\(last)").filter { $0 <= last }
+        return try await search("UID 1:\(last) UNDELETED").filter { $0 <= last }
     }
 
     private mutating func search(_ criteria: String) async throws -> [Int64] {
