@@ -87,7 +87,7 @@ extension Store {
             // Rows due already but held back (behind an event under way) need no timer: the
             // outcome of what holds them back wakes the worker.
             let next = due.isEmpty ? try Self.nextOutboxDue(db, sink: sink, after: now) : nil
-            let log = logLimit > 0 ? try Self.logEvents(db, after: logAfter, limit: logLimit) : []
+            let log = logLimit > 0 ? try Self.logEvents(db, sink: sink, after: logAfter, limit: logLimit) : []
             let held = blocked ? Set(try String.fetchAll(db.cachedStatement(sql: """
                 SELECT DISTINCT conversation_id FROM outbox WHERE sink = ? AND state = 'pending'
                 """), arguments: [sink])) : nil
@@ -95,12 +95,12 @@ extension Store {
         }
     }
 
-    /// Up to `limit` events of the log after `seq`, in order.
-    static func logEvents(_ db: Database, after seq: Int64, limit: Int) throws -> [OutboxItem] {
+    /// Up to `limit` events of the log after `seq`, in order, as items for `sink`.
+    static func logEvents(_ db: Database, sink: String, after seq: Int64, limit: Int) throws -> [OutboxItem] {
         try Row.fetchAll(db.cachedStatement(sql: """
             SELECT seq, id, type, conversation_id, created_at, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?
             """), arguments: [seq, limit]).map { r in
-            OutboxItem(sink: "", eventSeq: r["seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"] ?? "",
+            OutboxItem(sink: sink, eventSeq: r["seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"] ?? "",
                        attempts: 0, body: r["body"], createdAt: r["created_at"])
         }
     }

@@ -168,29 +168,42 @@ final class TestDovecot: Sendable {
 
 @Suite("Email IMAP (real Dovecot)", .serialized, .enabled(if: TestDovecot.available, "dovecot is not installed (apt-get install dovecot-imapd dovecot-lmtpd)"))
 struct EmailIMAPTests {
-    func withDovecotDaemon(processedFolder: String? = nil, poll: String = "0.2s", maxSize: String = "1MB", _ body: (TestDaemon, TestHelpdesk, TestDovecot) async throws -> Void) async throws {
+    /// A daemon whose email channel reads the test Dovecot's mailbox over IMAP.
+    static func yaml(_ helpdesk: TestHelpdesk, _ dovecot: TestDovecot, processedFolder: String? = nil, poll: String = "0.2s",
+                     maxSize: String = "1MB") -> String {
+        let folder = processedFolder.map { ", processed_folder: \($0)" } ?? ""
+        return """
+            helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+            channels:
+              - id: mail
+                type: email
+                address: "\(EmailFixture.support)"
+                thread_secret: "\(EmailFixture.secret)"
+                imap: { host: 127.0.0.1, port: \(dovecot.imapPort), tls: none, username: "\(TestDovecot.user)", password: "\(TestDovecot.password)", poll_interval: \(poll), max_message_size: \(maxSize)\(folder) }
+            """
+    }
+
+    /// A Dovecot for `body`, stopped after it however it ends.
+    func withDovecot(_ body: (TestDovecot) async throws -> Void) async throws {
         let dovecot = try await TestDovecot.start()
         do {
-            try await withHelpdesk { helpdesk in
-                let folder = processedFolder.map { ", processed_folder: \($0)" } ?? ""
-                let yaml = """
-                    helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
-                    channels:
-                      - id: mail
-                        type: email
-                        address: "\(EmailFixture.support)"
-                        thread_secret: "\(EmailFixture.secret)"
-                        imap: { host: 127.0.0.1, port: \(dovecot.imapPort), tls: none, username: "\(TestDovecot.user)", password: "\(TestDovecot.password)", poll_interval: \(poll), max_message_size: \(maxSize)\(folder) }
-                    """
-                let d = try await TestDaemon.start(yaml, registry: EmailFixture.registry())
-                do { try await body(d, helpdesk, dovecot) } catch { await d.stop(); throw error }
-                await d.stop()
-            }
+            try await body(dovecot)
         } catch {
             await dovecot.stop()
             throw error
         }
         await dovecot.stop()
+    }
+
+    func withDovecotDaemon(processedFolder: String? = nil, poll: String = "0.2s", maxSize: String = "1MB", _ body: (TestDaemon, TestHelpdesk, TestDovecot) async throws -> Void) async throws {
+        try await withDovecot { dovecot in
+            try await withHelpdesk { helpdesk in
+                let d = try await TestDaemon.start(Self.yaml(helpdesk, dovecot, processedFolder: processedFolder, poll: poll, maxSize: maxSize),
+                                                   registry: EmailFixture.registry())
+                do { try await body(d, helpdesk, dovecot) } catch { await d.stop(); throw error }
+                await d.stop()
+            }
+        }
     }
 
     @Test("mail in the mailbox is fetched with BODY.PEEK, committed, then flagged \\Seen; the UID cursor is kept; new mail follows")
@@ -522,39 +535,25 @@ struct IMAPParserTests {
 extension EmailIMAPTests {
     @Test("mail stored but left in the mailbox (no move before a restart) is moved to processed_folder at the next login, not stored again")
     func storedButUnfiledMailIsFiledLater() async throws {
-        let dovecot = try await TestDovecot.start()
-        do {
+        try await withDovecot { dovecot in
             try await withHelpdesk { helpdesk in
-                func yaml(_ folder: String) -> String {
-                    """
-                    helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
-                    channels:
-                      - id: mail
-                        type: email
-                        address: "\(EmailFixture.support)"
-                        thread_secret: "\(EmailFixture.secret)"
-                        imap: { host: 127.0.0.1, port: \(dovecot.imapPort), tls: none, username: "\(TestDovecot.user)", password: "\(TestDovecot.password)", poll_interval: 0.2s, processed_folder: \(folder) }
-                    """
-                }
                 // First run: every move fails, as if the connection dropped after each commit.
-                let first = try await TestDaemon.start(yaml("\"\(Self.refusedFolder)\""), registry: EmailFixture.registry())
+                let first = try await TestDaemon.start(Self.yaml(helpdesk, dovecot, processedFolder: "\"\(Self.refusedFolder)\""),
+                                                       registry: EmailFixture.registry())
                 try await dovecot.deliver(EmailFixture.message(messageID: "<left1@example.org>", body: "Left behind.\n"))
                 try await eventually(timeout: 15, "stored") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 1 }
                 try await Task.sleep(for: .milliseconds(300))
                 await first.stop(keepFiles: true)
                 #expect(dovecot.files().count == 1, "still in the mailbox")
                 // Next run, with a folder that works: the leftover is filed, not stored again.
-                let second = try await TestDaemon.start(yaml("Processed"), registry: EmailFixture.registry(), dir: first.dir)
+                let second = try await TestDaemon.start(Self.yaml(helpdesk, dovecot, processedFolder: "Processed"), registry: EmailFixture.registry(),
+                                                        dir: first.dir)
                 try await eventually(timeout: 15, "filed") { dovecot.files().isEmpty && dovecot.files("Processed").count == 1 }
                 try await dovecot.deliver(EmailFixture.message(messageID: "<left2@example.org>", body: "New one.\n"))
                 try await eventually(timeout: 15, "the next one") { helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2 }
                 #expect(helpdesk.events.filter { $0.type == "switchboard.message.received" }.count == 2, "the leftover was not stored twice")
                 await second.stop()
             }
-        } catch {
-            await dovecot.stop()
-            throw error
         }
-        await dovecot.stop()
     }
 }
