@@ -66,6 +66,17 @@ extension Store {
         }
     }
 
+    /// A reaction names the message reacted to by our id; the platform needs its own. Looked up
+    /// when the reply is queued, and again when it is claimed (the target, one of our own
+    /// replies, may have been sent only in between).
+    static func withReactionTargets(_ db: Database, _ parts: [Part], conversationID: String) throws -> [Part] {
+        try parts.map { part in
+            guard case .reaction(var r) = part, r.targetExternalID == nil, let target = r.targetMessageID else { return part }
+            r.targetExternalID = try externalID(db, messageID: target, conversationID: conversationID)
+            return .reaction(r)
+        }
+    }
+
     /// The platform's id of a message of this conversation: a customer's as it arrived, ours as
     /// the platform returned it when sent (one of them, for a message sent in several parts).
     static func externalID(_ db: Database, messageID: String, conversationID: String) throws -> String? {
@@ -93,13 +104,8 @@ extension Store {
                 replyTo?.externalID = try String.fetchOne(db, sql: "SELECT external_id FROM messages WHERE id = ? AND conversation_id = ?",
                                                           arguments: [mid, conv.id])
             }
-            // A reaction names the message reacted to by our id; the platform needs its own.
             var rendered = req.rendered
-            rendered.parts = try rendered.parts.map { part in
-                guard case .reaction(var r) = part, r.targetExternalID == nil, let target = r.targetMessageID else { return part }
-                r.targetExternalID = try Self.externalID(db, messageID: target, conversationID: conv.id)
-                return .reaction(r)
-            }
+            rendered.parts = try Self.withReactionTargets(db, rendered.parts, conversationID: conv.id)
             let message = Message(MessageFields(
                 id: id, conversationID: conv.id, direction: .outbound, origin: .helpdesk, channel: conv.channel,
                 sender: req.sender ?? Participant(role: "agent"), replyTo: replyTo, receivedAt: t, parts: req.parts,
@@ -201,9 +207,15 @@ extension Store {
                     recipient.channelUserID = to.channelUserID
                     recipient.displayName = to.displayName ?? recipient.displayName
                 }
-                jobs.append(SendJob(message: message, rendered: try JSON.decode(RenderedMessage.self, from: Data((r["rendered"] as String).utf8)),
-                                    conversation: conversation, recipient: recipient, attempts: r["attempts"],
-                                    replyToExternalID: message.replyTo?.externalID))
+                var rendered = try JSON.decode(RenderedMessage.self, from: Data((r["rendered"] as String).utf8))
+                rendered.parts = try Self.withReactionTargets(db, rendered.parts, conversationID: conversation.id)
+                // Quoting one of our own replies sent after this one was queued: its id is known now.
+                var quoted = message.replyTo?.externalID
+                if quoted == nil, let target = message.replyTo?.messageID {
+                    quoted = try Self.externalID(db, messageID: target, conversationID: conversation.id)
+                }
+                jobs.append(SendJob(message: message, rendered: rendered, conversation: conversation, recipient: recipient,
+                                    attempts: r["attempts"], replyToExternalID: quoted))
             }
             return jobs
         }

@@ -597,6 +597,18 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 let reactID = try #require(react.json?["id"]?.stringValue)
                 try await eventually("reaction sent") { Self.status(helpdesk, reactID, "sent") != nil }
                 #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?["reaction"] == ["message_id": "wamid.IN1", "emoji": "👍"])
+                // A reaction to our own reply queued while that reply is still going out (Graph
+                // answers late): its wamid is looked up again when the reaction is claimed.
+                graph.queue("POST", "/v23.0/\(WAFixture.phoneID)/messages", [.init(["messaging_product": "whatsapp",
+                    "contacts": [["input": "16505551234", "wa_id": "16505551234"]], "messages": [["id": "wamid.SLOW1"]]], delay: .milliseconds(800))])
+                let slow = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"slow one"}]}"#)
+                let slowID = try #require(slow.json?["id"]?.stringValue)
+                try await eventually("the slow reply is under way") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?["text"]?["body"] == "slow one" }
+                let react2 = try await d.api("POST", "/v1/conversations/\(conversation)/messages",
+                                             json: #"{"parts":[{"type":"reaction","emoji":"🎉","target_message_id":"\#(slowID)"}]}"#)
+                let react2ID = try #require(react2.json?["id"]?.stringValue)
+                try await eventually("second reaction sent") { Self.status(helpdesk, react2ID, "sent") != nil }
+                #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?["reaction"] == ["message_id": "wamid.SLOW1", "emoji": "🎉"])
 
                 // 4. mark_read and typing use the latest inbound wamid.
                 #expect(try await d.api("POST", "/v1/conversations/\(conversation)/activity", json: #"{"type":"mark_read"}"#).status == 204)
