@@ -98,7 +98,12 @@ extension EmailChannelAdapter {
                 "channel": "\(channel.id)", "count": "\(leftovers.count)"])
             for uid in leftovers { try await file(&s, uid: uid, settings: settings, context: context) }
         }
-        try await context.state.set(Self.imapUnfiledKey(settings.mailbox), nil)
+        try await saveUnfiled([], settings, validity: validity, context: context)
+    }
+
+    func saveUnfiled(_ uids: [Int64], _ settings: IMAPSettings, validity: Int64, context: any AdapterContext) async throws {
+        try await context.state.set(Self.imapUnfiledKey(settings.mailbox),
+                                    uids.isEmpty ? nil : "\(validity):" + uids.map(String.init).joined(separator: " "))
     }
 
     /// The stored-but-unfiled UIDs recorded for this mailbox's UIDVALIDITY.
@@ -139,6 +144,8 @@ extension EmailChannelAdapter {
     func sync(_ s: inout IMAPSession, validity: Int64, settings: IMAPSettings, context: any AdapterContext) async throws {
         let key = Self.imapCursorKey(settings.mailbox)
         let last = try await storedCursor(settings, validity: validity, context: context)
+        // Read once: this session is the only one writing it.
+        var unfiledUIDs = settings.processedFolder == nil ? [] : try await unfiled(settings, validity: validity, context: context)
         for uid in try await s.uids(after: last) {
             let size = try await s.size(uid: uid)
             if let size, size > settings.maxMessageBytes {
@@ -169,14 +176,13 @@ extension EmailChannelAdapter {
             // Recorded as stored-but-unfiled until the move, so a connection lost in between
             // leaves it for the next login to file (the last 1,000 at most).
             if settings.processedFolder != nil {
-                let pending = (try await unfiled(settings, validity: validity, context: context) + [uid]).suffix(1000)
-                try await context.state.set(Self.imapUnfiledKey(settings.mailbox), "\(validity):" + pending.map(String.init).joined(separator: " "))
+                unfiledUIDs = Array((unfiledUIDs + [uid]).suffix(1000))
+                try await saveUnfiled(unfiledUIDs, settings, validity: validity, context: context)
             }
             try await context.state.set(key, "\(validity):\(uid)")
             if try await file(&s, uid: uid, settings: settings, context: context), settings.processedFolder != nil {
-                let rest = try await unfiled(settings, validity: validity, context: context).filter { $0 != uid }
-                try await context.state.set(Self.imapUnfiledKey(settings.mailbox),
-                                            rest.isEmpty ? nil : "\(validity):" + rest.map(String.init).joined(separator: " "))
+                unfiledUIDs.removeAll { $0 == uid }
+                try await saveUnfiled(unfiledUIDs, settings, validity: validity, context: context)
             }
         }
     }
