@@ -7,11 +7,30 @@ import Logging
 
 /// The customer (or group) on the channel, as the adapter knows them.
 public struct Peer: Sendable, Hashable {
+    /// The id a new identity is keyed by and that replies are addressed to.
     public var channelUserID: String
     public var displayName: String?
     public var profile: JSONObject?
-    public init(channelUserID: String, displayName: String? = nil, profile: JSONObject? = nil) {
+    /// Other ids the channel also names this customer by (WhatsApp: the business-scoped user id
+    /// beside the phone number). Any of them finds the customer's identity, so a customer who
+    /// later arrives under only one of them keeps their conversation; each is remembered for
+    /// that identity. An id already naming another identity is left with it.
+    public var aliases: [String]
+    /// The channel says this customer now goes by other ids (WhatsApp: a changed phone number,
+    /// which also brings a new business-scoped id). The identity found by `channelUserID` or an
+    /// alias is re-keyed to them and keeps its conversations; the old ids no longer find it — a
+    /// recycled number must not open the previous owner's history. Ignored, with `profile`,
+    /// when the new key already names another identity.
+    public var movedTo: IDs?
+    /// A key and its aliases.
+    public struct IDs: Sendable, Hashable {
+        public var channelUserID: String
+        public var aliases: [String]
+        public init(channelUserID: String, aliases: [String] = []) { self.channelUserID = channelUserID; self.aliases = aliases }
+    }
+    public init(channelUserID: String, displayName: String? = nil, profile: JSONObject? = nil, aliases: [String] = [], movedTo: IDs? = nil) {
         self.channelUserID = channelUserID; self.displayName = displayName; self.profile = profile
+        self.aliases = aliases; self.movedTo = movedTo
     }
 }
 

@@ -252,7 +252,8 @@ extension Store {
             // The body encoded before the transaction, with our ids filled in, when nothing
             // decided inside it changes the message (see PreparedBody).
             var body: [UInt8]
-            if interaction == nil, isEcho || sender.displayName == prepared.senderName,
+            // (The prepared body names the peer's own id: an identity found by an alias has another.)
+            if interaction == nil, isEcho || (sender.displayName == prepared.senderName && sender.channelUserID == ev.peer.channelUserID),
                let filled = prepared.filled(messageID: id, conversationID: conversation.id, identityID: isEcho ? nil : sender.identityID) {
                 body = filled
             } else {
@@ -440,33 +441,103 @@ extension Store {
     /// Creates the identity, or refreshes its display name/profile; reports whether an existing
     /// identity changed (→ `identity.updated`). `keepKnownName`: the peer's name only fills an
     /// empty one (a helpdesk's name for a customer the channel already named).
+    ///
+    /// The identity is the one any of the peer's ids names (`channelUserID`, then `aliases`,
+    /// each as an identity's key and then as an alias), so a customer keeps one identity
+    /// whichever of their ids a webhook carries; ids not yet recorded become aliases. A peer
+    /// that has `movedTo` replaces its identity's key and aliases with those ids.
     static func upsertIdentity(_ db: Database, channel: ChannelRef, peer: Peer, now: Int64, keepKnownName: Bool = false) throws -> (Identity, Bool) {
-        if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE channel_id = ? AND channel_user_id = ?"), arguments: [channel.id, peer.channelUserID]) {
-            var identity = try identityFrom(row)
+        let keys = [peer.channelUserID] + peer.aliases
+        if var identity = try findIdentity(db, channel: channel, keys: keys)
+            ?? peer.movedTo.flatMap({ try findIdentity(db, channel: channel, keys: [$0.channelUserID] + $0.aliases) }) {
             var changed = false
-            if let name = peer.displayName, !name.isEmpty, name != identity.displayName,
+            var rekeyed = false
+            if let moved = peer.movedTo {
+                let holder = try identityID(db, channel: channel, key: moved.channelUserID)
+                if holder == nil || holder == identity.id {
+                    try db.cachedStatement(sql: "DELETE FROM identity_aliases WHERE identity_id = ?").execute(arguments: [identity.id])
+                    if moved.channelUserID != identity.channelUserID {
+                        identity.channelUserID = moved.channelUserID
+                        changed = true
+                        // Written now: the aliases below must see the new key taken.
+                        try db.cachedStatement(sql: "UPDATE identities SET channel_user_id = ? WHERE id = ?").execute(arguments: [moved.channelUserID, identity.id])
+                    }
+                    for alias in moved.aliases where alias != moved.channelUserID {
+                        try recordAlias(db, channel: channel, alias: alias, identityID: identity.id)
+                    }
+                    rekeyed = true
+                }
+            }
+            if !rekeyed {
+                for key in keys where key != identity.channelUserID {
+                    try recordAlias(db, channel: channel, alias: key, identityID: identity.id)
+                }
+            }
+        if let name = peer.displayName, !name.isEmpty, name != identity.displayName,
                !keepKnownName || (identity.displayName ?? "").isEmpty {
                 identity.displayName = name; changed = true
             }
-            if let profile = peer.profile {
+            // A refused move's profile names the ids it would have brought: not this identity's.
+            if let profile = peer.profile, peer.movedTo == nil || rekeyed {
                 let merged = (identity.profile ?? [:]).merging(profile) { _, new in new }
                 if merged != (identity.profile ?? [:]) { identity.profile = merged; changed = true }
             }
             if changed {
                 identity.updatedAt = Timestamp(milliseconds: now)
-                try db.cachedStatement(sql: "UPDATE identities SET display_name = ?, profile = ?, updated_at = ? WHERE id = ?").execute(arguments: [identity.displayName, try identity.profile.map { try JSON.encode($0).utf8String }, now, identity.id])
+                try db.cachedStatement(sql: "UPDATE identities SET channel_user_id = ?, display_name = ?, profile = ?, updated_at = ? WHERE id = ?").execute(arguments: [identity.channelUserID, identity.displayName, try identity.profile.map { try JSON.encode($0).utf8String }, now, identity.id])
             }
             return (identity, changed)
         }
+        // A customer first met in a notice of their new ids is keyed by those; their old ids are
+        // not recorded (they no longer name them).
+        let key = peer.movedTo?.channelUserID ?? peer.channelUserID
         let t = Timestamp(milliseconds: now)
-        let identity = Identity(IdentityFields(id: ID.make(.identity, at: t), channel: channel, channelUserID: peer.channelUserID,
+        let identity = Identity(IdentityFields(id: ID.make(.identity, at: t), channel: channel, channelUserID: key,
                                                displayName: peer.displayName, profile: peer.profile, createdAt: t, updatedAt: t))
         try db.cachedStatement(sql: """
             INSERT INTO identities (id, channel_id, channel_type, channel_user_id, display_name, profile, created_at, updated_at)
             VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """).execute(arguments: [identity.id, channel.id, channel.type, peer.channelUserID, peer.displayName,
+            """).execute(arguments: [identity.id, channel.id, channel.type, key, peer.displayName,
                              try peer.profile.map { try JSON.encode($0).utf8String }, now, now])
+        for alias in peer.movedTo?.aliases ?? peer.aliases where alias != key {
+            try recordAlias(db, channel: channel, alias: alias, identityID: identity.id)
+        }
         return (identity, false)
+    }
+
+    /// The identity one of `keys` names: as an identity's own key first (in order), then as an alias.
+    static func findIdentity(_ db: Database, channel: ChannelRef, keys: [String]) throws -> Identity? {
+        for key in keys {
+            if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE channel_id = ? AND channel_user_id = ?"), arguments: [channel.id, key]) {
+                return try identityFrom(row)
+            }
+        }
+        for key in keys {
+            if let row = try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT i.* FROM identity_aliases a JOIN identities i ON i.id = a.identity_id WHERE a.channel_id = ? AND a.alias = ?
+                """), arguments: [channel.id, key]) {
+                return try identityFrom(row)
+            }
+        }
+        return nil
+    }
+
+    /// The id of the identity `key` names on the channel, as its key or as an alias.
+    static func identityID(_ db: Database, channel: ChannelRef, key: String) throws -> String? {
+        if let id = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM identities WHERE channel_id = ? AND channel_user_id = ?"), arguments: [channel.id, key]) {
+            return id
+        }
+        return try String.fetchOne(db.cachedStatement(sql: "SELECT identity_id FROM identity_aliases WHERE channel_id = ? AND alias = ?"), arguments: [channel.id, key])
+    }
+
+    /// Records `alias` for the identity unless it already names one (this or another). The
+    /// alias table is asked first: on every later message the alias is already there.
+    static func recordAlias(_ db: Database, channel: ChannelRef, alias: String, identityID id: String) throws {
+        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM identity_aliases WHERE channel_id = ? AND alias = ?)"), arguments: [channel.id, alias]) == true
+            || Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM identities WHERE channel_id = ? AND channel_user_id = ?)"), arguments: [channel.id, alias]) == true {
+            return
+        }
+        try db.cachedStatement(sql: "INSERT INTO identity_aliases (channel_id, alias, identity_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, alias, id])
     }
 
     /// The conversation an adapter named (`InboundEvent.conversationID`): its own, or another

@@ -221,6 +221,19 @@ public final class Store: Sendable {
                 CREATE INDEX outbox_event ON outbox(event_seq);
                 """)
         }
+        // Other ids a channel names a customer by (`Peer.aliases`: WhatsApp's business-scoped
+        // user id beside the phone number). An id names at most one identity per channel.
+        m.registerMigration("v5-identity-aliases") { db in
+            try db.execute(sql: """
+                CREATE TABLE identity_aliases (
+                    channel_id TEXT NOT NULL,
+                    alias TEXT NOT NULL,
+                    identity_id TEXT NOT NULL REFERENCES identities(id),
+                    PRIMARY KEY (channel_id, alias)
+                ) WITHOUT ROWID;
+                CREATE INDEX identity_aliases_identity ON identity_aliases(identity_id);
+                """)
+        }
         return m
     }
 

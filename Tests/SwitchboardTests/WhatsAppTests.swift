@@ -130,6 +130,36 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         #expect(WhatsAppChannelAdapter.recipientFields("16505551234") == ["to": "16505551234"])
     }
 
+    @Test func businessScopedIDsAreAliasesAndIDChangesMoveTheCustomer() throws {
+        // Both ids: keyed by the number, the business-scoped ids are aliases.
+        let both = try WAFixture.one(WAFixture.text("hi"), contacts: [#"{"profile":{"name":"Sheena"},"wa_id":"16505551234","user_id":"US.1349","parent_user_id":"US.ENT.77"}"#])
+        #expect(both.event.peer.channelUserID == "16505551234" && both.event.peer.aliases == ["US.1349", "US.ENT.77"] && both.event.peer.movedTo == nil)
+        // A new number (the 2026 form: the new and previous business-scoped ids beside the new number).
+        let number = try WAFixture.one(WAFixture.message("system", #"{"type":"user_changed_number","body":"User A changed from 16505551234 to 16505559999","wa_id":"16505559999","user_id":"US.2222","previous_user_id":"US.1349","parent_user_id":"US.ENT.88","previous_parent_user_id":"US.ENT.77"}"#), contacts: [])
+        #expect(number.event.peer.channelUserID == "16505551234" && number.event.peer.aliases == ["US.1349", "US.ENT.77"])
+        #expect(number.event.peer.movedTo == Peer.IDs(channelUserID: "16505559999", aliases: ["US.2222", "US.ENT.88"]))
+        #expect(number.event.peer.profile == ["wa_id": "16505559999", "user_id": "US.2222", "parent_user_id": "US.ENT.88"])
+        // The earlier form names only the new number.
+        let legacy = try WAFixture.one(WAFixture.message("system", #"{"type":"user_changed_number","body":"User A changed from 16505551234 to 16505559999","wa_id":"16505559999"}"#), contacts: [])
+        #expect(legacy.event.peer.channelUserID == "16505551234" && legacy.event.peer.movedTo == Peer.IDs(channelUserID: "16505559999"))
+        #expect(legacy.event.peer.profile == ["wa_id": "16505559999", "user_id": .null], "the old business-scoped id is stale too")
+        // A new business-scoped id for a username user (no number): the old one from the body when not given.
+        let user = try WAFixture.one(#"{"id":"wamid.S2","timestamp":"1697043223","type":"system","system":{"type":"user_changed_user_id","body":"User Kim changed from US.1111 to US.2222","user_id":"US.2222"}}"#, contacts: [])
+        #expect(user.event.peer.channelUserID == "US.1111" && user.event.peer.movedTo == Peer.IDs(channelUserID: "US.2222"))
+        // Other system notices change no ids; a notice without a new id is only shown.
+        let other = try WAFixture.one(WAFixture.message("system", #"{"type":"customer_identity_changed","body":"User identity changed"}"#), contacts: [])
+        #expect(other.event.peer.movedTo == nil && other.event.peer.channelUserID == WAFixture.customer)
+        // The first form of the notice, the `user_id_update` field.
+        let update = #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"user_id_update","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"\#(WAFixture.phoneID)"},"contacts":[{"profile":{"name":"Ana"},"wa_id":"16505551234"}],"user_id_update":[{"wa_id":"16505551234","detail":"User id for Ana has been updated.","user_id":{"previous":"US.1349","current":"US.2222"},"timestamp":"1750030073"}]}}]}]}"#
+        let items = try WAFixture.translate(Array(update.utf8))
+        #expect(items.count == 1)
+        let u = try #require(items.first)
+        guard case .identityUpdated = u.event.kind else { Issue.record("user_id_update is an identity update"); return }
+        #expect(u.event.peer.channelUserID == "16505551234" && u.event.peer.aliases == ["US.1349"])
+        #expect(u.event.peer.movedTo == Peer.IDs(channelUserID: "16505551234", aliases: ["US.2222"]))
+        #expect(u.event.dedupeKey == "user_id_update:US.1349>US.2222")
+    }
+
     @Test func quotedRepliesForwardsAndAdReferrals() throws {
         let quoted = try WAFixture.one(WAFixture.text("yes", extra: #","context":{"from":"15550783881","id":"wamid.ORIGINAL"}"#))
         guard case .message(let q) = quoted.event.kind else { Issue.record("quoted"); return }
@@ -617,6 +647,90 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 let activity = graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").suffix(2).map(\.json)
                 #expect(activity == [["messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1"],
                                      ["messaging_product": "whatsapp", "status": "read", "message_id": "wamid.IN1", "typing_indicator": ["type": "text"]]])
+                #expect(graph.violations.isEmpty, "\(graph.violations)")
+            }
+        }
+    }
+
+    /// A customer keeps one identity and conversation whichever of their ids a webhook carries,
+    /// and through a change of number; replies follow them to the new number, and the old
+    /// number (which may be given to someone else) no longer finds them.
+    @Test func aCustomerKeepsTheirConversationAcrossTheirWhatsAppIDs() async throws {
+        try await withHelpdesk { helpdesk in
+            let channel = uniqueID("wa")
+            try await withWhatsApp({ graph in """
+                helpdesks: [ { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)" } ]
+                channels: [ \(WAFixture.channelYAML(channel, graph: graph)) ]
+                """ }) { d, graph in
+                func post(_ message: String, contacts: [String]) async throws {
+                    #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [message], contacts: contacts))).status == 200)
+                }
+                func received(_ wamid: String) async throws -> CloudEvent {
+                    try await eventually("\(wamid) delivered") { helpdesk.events.contains { $0.data?["external_id"]?.stringValue == wamid } }
+                    return try #require(helpdesk.events.first { $0.data?["external_id"]?.stringValue == wamid })
+                }
+                func reply(_ conversation: String, _ text: String) async throws -> JSONValue? {
+                    let before = graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count
+                    #expect(try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"text","text":"\#(text)"}]}"#).status == 202)
+                    try await eventually("\(text) sent") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count > before }
+                    return graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json
+                }
+                // 1. Number and business-scoped id: keyed by the number.
+                try await post(WAFixture.text("first", id: "wamid.ID1"), contacts: [WAFixture.contact])
+                let first = try await received("wamid.ID1")
+                let conversation = try #require(first.subject)
+                // 2. The same customer as a username user: only the business-scoped id.
+                try await post(#"{"from_user_id":"US.13491208655302741918","id":"wamid.ID2","timestamp":"\#(WAFixture.now)","type":"text","text":{"body":"second"}}"#,
+                               contacts: [#"{"profile":{"name":"Sheena Nelson","username":"@sheena"},"user_id":"US.13491208655302741918"}"#])
+                let second = try await received("wamid.ID2")
+                #expect(second.subject == conversation, "the same conversation, not a new customer")
+                #expect(second.data?["sender"]?["channel_user_id"] == "16505551234" && second.data?["sender"]?["identity_id"] == first.data?["sender"]?["identity_id"])
+                // 3. A customer first met by business-scoped id only, later with a number too.
+                try await post(#"{"from_user_id":"US.777","id":"wamid.K1","timestamp":"\#(WAFixture.now)","type":"text","text":{"body":"hello"}}"#,
+                               contacts: [#"{"profile":{"name":"Kim"},"user_id":"US.777"}"#])
+                let kim = try #require(try await received("wamid.K1").subject)
+                #expect(kim != conversation)
+                #expect(try await reply(kim, "to kim")?["recipient"] == "US.777")
+                try await post(WAFixture.text("with number", id: "wamid.K2", from: "4915112345678"), contacts: [#"{"profile":{"name":"Kim"},"wa_id":"4915112345678","user_id":"US.777"}"#])
+                #expect(try await received("wamid.K2").subject == kim)
+                // 4. A new number: the notice re-keys the identity; replies go to the new number.
+                try await post(WAFixture.message("system", #"{"type":"user_changed_number","body":"User Sheena changed from 16505551234 to 16505559999","wa_id":"16505559999","user_id":"US.2222","previous_user_id":"US.13491208655302741918"}"#, id: "wamid.SYS1"), contacts: [])
+                #expect(try await received("wamid.SYS1").subject == conversation)
+                try await eventually("identity.updated with the new number") {
+                    helpdesk.events.contains { $0.type == "switchboard.identity.updated" && $0.data?["channel_user_id"] == "16505559999" }
+                }
+                let updated = try #require(helpdesk.events.last { $0.type == "switchboard.identity.updated" && $0.data?["channel_user_id"] == "16505559999" })
+                #expect(updated.data?["profile"]?["wa_id"] == "16505559999" && updated.data?["profile"]?["user_id"] == "US.2222")
+                #expect(try await reply(conversation, "after the move")?["to"] == "16505559999")
+                // The new ids find the customer — the number, or the new business-scoped id alone.
+                try await post(WAFixture.text("from the new phone", id: "wamid.ID3", from: "16505559999"),
+                               contacts: [#"{"profile":{"name":"Sheena Nelson"},"wa_id":"16505559999","user_id":"US.2222"}"#])
+                #expect(try await received("wamid.ID3").subject == conversation)
+                try await post(#"{"from_user_id":"US.2222","id":"wamid.ID4","timestamp":"\#(WAFixture.now)","type":"text","text":{"body":"username now"}}"#,
+                               contacts: [#"{"profile":{"name":"Sheena Nelson"},"user_id":"US.2222"}"#])
+                #expect(try await received("wamid.ID4").subject == conversation)
+                // The old number and old business-scoped id are someone else's now.
+                try await post(WAFixture.text("new owner of the old number", id: "wamid.OLD", from: "16505551234"),
+                               contacts: [#"{"profile":{"name":"Bob"},"wa_id":"16505551234","user_id":"US.3333"}"#])
+                let stranger = try await received("wamid.OLD")
+                #expect(stranger.subject != conversation && stranger.subject != kim)
+                // 5. A new business-scoped id for a username user (the notice names it in its body).
+                try await post(#"{"id":"wamid.SYS2","timestamp":"\#(WAFixture.now)","type":"system","system":{"type":"user_changed_user_id","body":"User Kim changed from US.777 to US.778","user_id":"US.778"}}"#, contacts: [])
+                #expect(try await received("wamid.SYS2").subject == kim)
+                #expect(try await reply(kim, "to kim again")?["recipient"] == "US.778")
+                // 6. A move to an id another customer holds changes neither of them.
+                try await post(WAFixture.message("system", #"{"type":"user_changed_number","body":"User Bob changed","wa_id":"16505559999"}"#, id: "wamid.SYS3", from: "16505551234"), contacts: [])
+                #expect(try await received("wamid.SYS3").subject == stranger.subject)
+                #expect(try await reply(conversation, "still hers")?["to"] == "16505559999")
+                let bob = try await d.runtime.store.pool.read { db in
+                    try String.fetchOne(db, sql: "SELECT profile FROM identities WHERE channel_id = ? AND channel_user_id = '16505551234'", arguments: [channel])
+                }
+                #expect(bob?.contains(#""wa_id":"16505551234""#) == true, "a refused move leaves the profile alone: \(bob ?? "nil")")
+                let keys = try await d.runtime.store.pool.read { db in
+                    try String.fetchAll(db, sql: "SELECT channel_user_id FROM identities WHERE channel_id = ? ORDER BY channel_user_id", arguments: [channel])
+                }
+                #expect(keys == ["16505551234", "16505559999", "US.778"])
+                #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 3)
                 #expect(graph.violations.isEmpty, "\(graph.violations)")
             }
         }

@@ -39,7 +39,7 @@ extension WhatsAppChannelAdapter {
         let total = entries.reduce(0) { n, e in
             n + (e["changes"]?.arrayValue ?? []).reduce(0) { m, c in
                 m + (c["value"]?["messages"]?.arrayValue?.count ?? 0) + (c["value"]?["statuses"]?.arrayValue?.count ?? 0)
-                    + (c["value"]?["message_echoes"]?.arrayValue?.count ?? 0)
+                    + (c["value"]?["message_echoes"]?.arrayValue?.count ?? 0) + (c["value"]?["user_id_update"]?.arrayValue?.count ?? 0)
             }
         }
         for entry in entries {
@@ -80,6 +80,13 @@ extension WhatsAppChannelAdapter {
                     if (value["messages"]?.arrayValue ?? []).isEmpty && (value["statuses"]?.arrayValue ?? []).isEmpty && (value["errors"]?.arrayValue ?? []).isEmpty {
                         note("messages change without messages or statuses")
                     }
+                case "user_id_update":
+                    // The first form of the notice of a new business-scoped id (Meta has since
+                    // moved it to `user_changed_user_id` system messages); still honoured.
+                    for u in value["user_id_update"]?.arrayValue ?? [] {
+                        if let item = userIDUpdate(u, raw: raw("user_id_update", u)) { items.append(item) }
+                        else { note("user_id_update without a current user id") }
+                    }
                 case "smb_message_echoes":
                     // Coexistence: messages the business sent from the WhatsApp Business app.
                     for m in value["message_echoes"]?.arrayValue ?? [] {
@@ -94,21 +101,74 @@ extension WhatsAppChannelAdapter {
     }
 
     /// The customer for an inbound message (or the recipient of an echo): keyed by wa_id, else
-    /// the business-scoped user id; name and ids from the matching `contacts[]` entry.
+    /// the business-scoped user id; name and ids from the matching `contacts[]` entry. The
+    /// business-scoped ids are aliases, so a customer who later arrives without a phone number
+    /// (a username user) keeps their identity.
     static func peer(waID: String?, userID: String?, contacts: [JSONValue]) -> Peer {
         let contact: JSONValue? = contacts.first { c in
             (waID != nil && c["wa_id"]?.stringValue == waID) || (userID != nil && c["user_id"]?.stringValue == userID)
         } ?? (contacts.count == 1 ? contacts[0] : nil)
         let wa = waID ?? contact?["wa_id"]?.stringValue
         let bsuid = userID ?? contact?["user_id"]?.stringValue
+        let parent = contact?["parent_user_id"]?.stringValue
         var profile: JSONObject = [:]
         if let wa { profile["wa_id"] = .string(wa) }
         if let bsuid { profile["user_id"] = .string(bsuid) }
         if let u = contact?["profile"]?["username"]?.stringValue { profile["username"] = .string(u) }
-        if let p = contact?["parent_user_id"]?.stringValue { profile["parent_user_id"] = .string(p) }
+        if let parent { profile["parent_user_id"] = .string(parent) }
         var name = contact?["profile"]?["name"]?.stringValue
         if name?.allSatisfy(\.isWhitespace) == true || name == "~" { name = nil }
-        return Peer(channelUserID: wa ?? bsuid ?? "unknown", displayName: name, profile: profile.isEmpty ? nil : profile)
+        let key = wa ?? bsuid ?? "unknown"
+        let aliases = [bsuid, parent].compactMap { $0 }.filter { $0 != key }
+        return Peer(channelUserID: key, displayName: name, profile: profile.isEmpty ? nil : profile, aliases: aliases)
+    }
+
+    /// The customer of a notice that their ids changed: found by the old ids, moved to the new
+    /// ones. `user_changed_number` (a new phone number, which also brings a new business-scoped
+    /// id) names the new number in `wa_id`; `user_changed_user_id` (a new business-scoped id
+    /// and no number to share) names none. The old business-scoped id is `previous_user_id`,
+    /// or — in the earlier form of the notice — only in the body ("… changed from <old> to <new>").
+    /// Nil when the notice names no new id.
+    static func movedPeer(oldWA: String?, oldUserID: String?, system s: JSONValue?) -> Peer? {
+        let newWA = s?["wa_id"]?.stringValue ?? s?["new_wa_id"]?.stringValue
+        let newUser = s?["user_id"]?.stringValue
+        let newParent = s?["parent_user_id"]?.stringValue
+        guard let newKey = newWA ?? newUser else { return nil }
+        var previousUser = s?["previous_user_id"]?.stringValue
+        if previousUser == nil, s?["type"]?.stringValue == "user_changed_user_id", let body = s?["body"]?.stringValue,
+           let from = body.range(of: " changed from "), let to = body.range(of: " to ", range: from.upperBound..<body.endIndex) {
+            let old = String(body[from.upperBound..<to.lowerBound]).trimmingCharacters(in: .whitespaces)
+            if isBSUID(old) { previousUser = old }
+        }
+        let newIDs = [newKey, newUser, newParent].compactMap { $0 }
+        let old = [oldWA, oldUserID, previousUser, s?["previous_parent_user_id"]?.stringValue].compactMap { $0 }
+            .filter { !newIDs.contains($0) }
+        // The stale ids are cleared from the profile: a number no longer theirs must not be shown.
+        var profile: JSONObject = ["wa_id": newWA.map(JSONValue.string) ?? .null, "user_id": newUser.map(JSONValue.string) ?? .null]
+        if let newParent { profile["parent_user_id"] = .string(newParent) }
+        let moved = Peer.IDs(channelUserID: newKey, aliases: [newUser, newParent].compactMap { $0 }.filter { $0 != newKey })
+        guard let first = old.first else {
+            return Peer(channelUserID: newKey, profile: profile, aliases: moved.aliases)
+        }
+        return Peer(channelUserID: first, profile: profile, aliases: Array(old.dropFirst()), movedTo: moved)
+    }
+
+    /// One `user_id_update[]` element: `user_id` and `parent_user_id` as `{previous, current}`,
+    /// `wa_id` when the number may be shared. The customer's identity takes the current ids.
+    static func userIDUpdate(_ u: JSONValue, raw: RawPayload) -> WhatsAppItem? {
+        guard let current = u["user_id"]?["current"]?.stringValue else { return nil }
+        let wa = u["wa_id"]?.stringValue
+        let previous = u["user_id"]?["previous"]?.stringValue
+        let currentParent = u["parent_user_id"]?["current"]?.stringValue
+        let key = wa ?? current
+        let moved = Peer.IDs(channelUserID: key, aliases: [current, currentParent].compactMap { $0 }.filter { $0 != key })
+        var profile: JSONObject = ["user_id": .string(current)]
+        if let currentParent { profile["parent_user_id"] = .string(currentParent) }
+        let old = [wa, previous, u["parent_user_id"]?["previous"]?.stringValue].compactMap { $0 }
+        let peer = old.first.map { Peer(channelUserID: $0, profile: profile, aliases: Array(old.dropFirst()), movedTo: moved) }
+            ?? Peer(channelUserID: key, profile: profile, aliases: moved.aliases)
+        return WhatsAppItem(event: InboundEvent(.identityUpdated, peer: peer, dedupeKey: "user_id_update:\(previous ?? "-")>\(current)",
+                                                occurredAt: MetaWebhook.seconds(u["timestamp"]), raw: raw))
     }
 
     static func mediaKind(_ type: String, _ body: JSONValue?) -> MediaKind {
@@ -127,7 +187,7 @@ extension WhatsAppChannelAdapter {
     static func message(_ m: JSONValue, contacts: [JSONValue], raw: RawPayload, wabaID: String?, echo: Bool) -> WhatsAppItem {
         let type = m["type"]?.stringValue ?? "unknown"
         let wamid = m["id"]?.stringValue
-        let peer = echo ? Self.peer(waID: m["to"]?.stringValue, userID: m["to_user_id"]?.stringValue, contacts: contacts)
+        var peer = echo ? Self.peer(waID: m["to"]?.stringValue, userID: m["to_user_id"]?.stringValue, contacts: contacts)
                         : Self.peer(waID: m["from"]?.stringValue, userID: m["from_user_id"]?.stringValue, contacts: contacts)
         let at = MetaWebhook.seconds(m["timestamp"])
         var channelData: JSONObject = ["whatsapp_type": .string(type)]
@@ -199,7 +259,14 @@ extension WhatsAppChannelAdapter {
             origin = .system
             if let t = s?["type"]?.stringValue { channelData["system_type"] = .string(t) }
             if let w = s?["wa_id"]?.stringValue ?? s?["new_wa_id"]?.stringValue { channelData["new_wa_id"] = .string(w) }
+            if let u = s?["user_id"]?.stringValue { channelData["new_user_id"] = .string(u) }
             if let i = m["identity"] { channelData["identity"] = i }
+            // A changed number or business-scoped id re-keys the customer's identity: replies go
+            // to the new number, and the conversation goes on.
+            if let t = s?["type"]?.stringValue, t == "user_changed_number" || t == "user_changed_user_id",
+               let moved = movedPeer(oldWA: m["from"]?.stringValue, oldUserID: m["from_user_id"]?.stringValue, system: s) {
+                peer = moved
+            }
             parts = [.text(s?["body"]?.stringValue ?? "WhatsApp system notice: \(s?["type"]?.stringValue ?? "unknown")")]
         case "request_welcome":
             // The customer opened the chat for the first time (a welcome-message trigger).
