@@ -7,7 +7,13 @@ import Synchronization
 /// AsyncStream, which finishes when its consumer is cancelled. (What must survive a restart of
 /// the process belongs in the adapter state too, e.g. committed with the event.)
 public final class AdapterJobQueue<Job: Sendable>: Sendable {
-    private let state = Mutex<(jobs: [Job], waiter: CheckedContinuation<Void, Never>?)>(([], nil))
+    private struct State {
+        var jobs: [Job] = []
+        /// Jobs pushed with a delay, not yet due (few: each is a download that keeps failing).
+        var later: [(due: ContinuousClock.Instant, job: Job)] = []
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+    private let state = Mutex(State())
 
     public init() {}
 
@@ -20,9 +26,39 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
         w?.resume()
     }
 
-    public func pop() -> Job? { state.withLock { $0.jobs.isEmpty ? nil : $0.jobs.removeFirst() } }
+    /// Queues `job` to run once `delay` has passed (a retry that should not hold a slot while
+    /// it waits). Like every queued job it is lost with the process: keep it in the adapter
+    /// state too and push it again at start.
+    public func push(_ job: Job, after delay: Duration) {
+        let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.later.append((ContinuousClock.now + delay, job))
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        // The drain loop may be waiting without a deadline: it recomputes it.
+        w?.resume()
+    }
 
+    public func pop() -> Job? {
+        state.withLock { s in
+            if !s.later.isEmpty {
+                let now = ContinuousClock.now
+                let due = s.later.filter { $0.due <= now }
+                if !due.isEmpty {
+                    s.later.removeAll { $0.due <= now }
+                    s.jobs.append(contentsOf: due.sorted { $0.due < $1.due }.map(\.job))
+                }
+            }
+            return s.jobs.isEmpty ? nil : s.jobs.removeFirst()
+        }
+    }
+
+    /// Jobs ready to run now (delayed ones count once they are due and popped).
     public var count: Int { state.withLock { $0.jobs.count } }
+    /// Jobs waiting for their delay.
+    public var delayedCount: Int { state.withLock { $0.later.count } }
+
+    private var nextDue: ContinuousClock.Instant? { state.withLock { $0.later.map(\.due).min() } }
 
     /// Returns when a job is queued or the task is cancelled.
     public func waitForWork() async {
@@ -42,6 +78,16 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
         }
     }
 
+    /// Returns when a job is queued, `deadline` passes, or the task is cancelled.
+    func waitForWork(until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            group.addTask { await self.waitForWork() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
     /// Runs queued jobs, at most `maxConcurrent` at a time, as children of the calling task,
     /// until it is cancelled.
     public func drain(maxConcurrent: Int = 4, _ perform: @escaping @Sendable (Job) async -> Void) async {
@@ -58,10 +104,39 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
                     group.addTask { await perform(job) }
                     continue
                 }
-                await waitForWork()
+                if let due = nextDue { await waitForWork(until: due) } else { await waitForWork() }
             }
             group.cancelAll()
         }
+    }
+}
+
+/// How a background job that keeps failing for a transient reason (a media download while the
+/// platform answers 5xx) is tried again after its quick retries: after twice the last quick
+/// delay, doubling each time up to an hour, until `window` has passed since it was first put
+/// off; then it is given up. Kept with the job in the adapter state, so a restart continues the
+/// count rather than starting over.
+public struct DeferredRetry: Codable, Sendable, Hashable {
+    /// Times the job was put off so far.
+    public var count: Int = 0
+    /// When it was first put off (seconds since 1970).
+    public var since: Double?
+
+    public init() {}
+
+    public static let maxDelay: Double = 3600
+
+    /// Records one more deferral and returns the wait before the next attempt, or nil when the
+    /// job has been put off for `window` seconds already (or `window` is 0: no deferral).
+    public mutating func next(lastQuickDelay: Double, window: Double, now: Date = Date()) -> Duration? {
+        let t = now.timeIntervalSince1970
+        let first = since ?? t
+        guard window > 0, t - first < window else { return nil }
+        let base = max(lastQuickDelay, 0.05)
+        let delay = min(base * pow(2, Double(min(count + 1, 30))), Self.maxDelay, max(window - (t - first), 0.05))
+        since = first
+        count += 1
+        return .milliseconds(Int64(delay * 1000))
     }
 }
 

@@ -358,6 +358,35 @@ extension TestDaemon {
         }
     }
 
+    /// Content LINE keeps preparing (202) or a data API that keeps failing (5xx) past the quick
+    /// retries stays `pending` and is fetched later; past `media_retry_for` it is given up.
+    @Test func contentThatKeepsFailingIsTriedAgainLater() async throws {
+        let channel = uniqueID("line")
+        try await withLine({ api in
+            "channels: [ \(LineFixture.channelYAML(channel, api: api).replacingOccurrences(of: #"["0.2s", "0.2s", "0.2s"]"#, with: #"["0.1s"], media_retry_for: "1500ms""#)) ]"
+        }) { d, api in
+            let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 9, count: 1000)
+            api.setContent("7201", [.init(status: 202), .init(status: 503), .init(status: 202), .init(status: 503), .init(status: 200, bytes: jpeg)])
+            api.setContent("7202", [.init(status: 503)])
+            let body = LineFixture.body([
+                LineFixture.event("message", #""message":{"id":"7201","type":"image","contentProvider":{"type":"line"}}"#),
+                LineFixture.event("message", #""message":{"id":"7202","type":"image","contentProvider":{"type":"line"}}"#),
+            ])
+            #expect(try await LineFixture.post(d, channel, body).status == 200)
+            @Sendable func update(_ id: String) async throws -> JSONValue? {
+                try await d.storedEvents("message.updated").first { $0["data"]?["external_id"]?.stringValue == id }
+            }
+            try await eventually("7201 stored") { try await update("7201") != nil }
+            let image = try await update("7201")?["data"]?["parts"]?.arrayValue?.first
+            #expect(image?["unavailable"] == nil && image?["media_id"] != nil, "stored after two rounds of two failed attempts")
+            #expect(api.requests("/v2/bot/message/7201/content").count == 5)
+            try await eventually(timeout: 15, "7202 given up") { try await update("7202") != nil }
+            #expect(try await update("7202")?["data"]?["parts"]?.arrayValue?.first?["unavailable"] == "download_failed")
+            #expect(api.requests("/v2/bot/message/7202/content").count > 2, "tried again after the quick retries")
+            #expect(try await d.storedEvents("message.updated").count == 2, "each published once")
+        }
+    }
+
     /// A download interrupted by a restart is resumed by the next daemon on the same database.
     @Test func pendingDownloadsSurviveARestart() async throws {
         let channel = uniqueID("line")

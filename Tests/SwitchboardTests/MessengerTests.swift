@@ -331,6 +331,31 @@ import Testing
         }
     }
 
+    /// An attachment whose CDN keeps failing (503) past the quick retries stays `pending` and is
+    /// copied later; the ones already stored are kept, and the message is updated once.
+    @Test func anAttachmentThatKeepsFailingIsCopiedLater() async throws {
+        let channel = uniqueID("fb")
+        try await withMessaging({ "channels: [ \(MP.messengerYAML(channel, graph: $0, extra: #", media_retry_for: "3s""#)) ]" }) { d, graph in
+            let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 5, count: 1500)
+            let photo = graph.serveFile("/cdn/ok.jpg", bytes: jpeg, contentType: "image/jpeg")
+            let flaky = graph.serveFile("/cdn/flaky.jpg", bytes: jpeg.reversed(), contentType: "image/jpeg")
+            graph.queue("GET", "/cdn/flaky.jpg", Array(repeating: FakeGraph.Answer(status: 503, ["error": "busy"]), count: 4))
+            let body = MP.page([MP.event(#"""
+                "message":{"mid":"m_flaky","attachments":[{"type":"image","payload":{"url":"\#(photo)"}},{"type":"image","payload":{"url":"\#(flaky)"}}]}
+                """#)])
+            #expect(try await MP.post(d, channel, body).status == 200)
+            try await eventually("message.updated") { try await d.mpEvents("message.updated").count == 1 }
+            let parts = try #require(try await d.mpEvents("message.updated").first?["data"]?["parts"]?.arrayValue)
+            #expect(parts.count == 2 && parts.allSatisfy { $0["unavailable"] == nil && $0["media_id"] != nil }, "\(parts)")
+            let flakyID = try #require(parts[1]["media_id"]?.stringValue)
+            #expect(Array(try await d.api("GET", "/v1/media/\(flakyID)").body) == Array(jpeg.reversed()))
+            #expect(graph.requests.filter { $0.path == "/cdn/flaky.jpg" }.count == 5, "two rounds of two attempts, then the one that worked")
+            #expect(graph.requests.filter { $0.path == "/cdn/ok.jpg" }.count == 1, "a stored attachment is not fetched again")
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(try await d.mpEvents("message.updated").count == 1)
+        }
+    }
+
     @Test func attachmentsAreCopiedAfterTheCommitAndFailuresSaySo() async throws {
         let channel = uniqueID("fb")
         try await withMessaging({ "channels: [ \(MP.messengerYAML(channel, graph: $0)) ]" }) { d, graph in

@@ -168,6 +168,8 @@ final class FakeGraph: Sendable {
         let authorized = headers["authorization"] == "Bearer \(token)" || query["access_token"] == token
 
         if let file = state.withLock({ $0.files[path] }), rec.method == "GET" {
+            // A scripted answer for the file comes first (a CDN that fails for a while).
+            if let queued = popQueued("GET \(path)") { return respond(queued) }
             if file.requireToken && !authorized { return Self.response(Self.graphError(status: 401, code: 190, message: "Invalid OAuth access token - Cannot parse access token")) }
             let fields: HTTPFields = [.contentType: file.contentType]
             if !file.contentLength {
@@ -187,19 +189,25 @@ final class FakeGraph: Sendable {
         guard authorized else {
             return Self.response(Self.graphError(status: 401, code: 190, message: "Invalid OAuth access token - Cannot parse access token"))
         }
-        if let queued = state.withLock({ s -> Answer? in
-            let key = "\(rec.method) \(path)"
+        if let queued = popQueued("\(rec.method) \(path)") { return respond(queued) }
+        return Self.response(defaultAnswer(rec))
+    }
+
+    /// The next scripted answer for `method path`, if any.
+    private func popQueued(_ key: String) -> Answer? {
+        state.withLock { s -> Answer? in
             guard var list = s.queued[key], !list.isEmpty else { return nil }
             let first = list.removeFirst()
             s.queued[key] = list
             return first
-        }) {
-            var response = Self.response(queued)
-            // Slept in the responder (this function is synchronous); the header never leaves.
-            if let delay = queued.delay { response.headers[Self.delayHeader] = String(delay / .milliseconds(1)) }
-            return response
         }
-        return Self.response(defaultAnswer(rec))
+    }
+
+    private func respond(_ queued: Answer) -> Response {
+        var response = Self.response(queued)
+        // Slept in the responder (this function is synchronous); the header never leaves.
+        if let delay = queued.delay { response.headers[Self.delayHeader] = String(delay / .milliseconds(1)) }
+        return response
     }
 
     private func nextID() -> Int { state.withLock { s in s.nextID += 1; return s.nextID } }

@@ -949,6 +949,45 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
 extension WhatsAppEndToEndTests {
     /// An expired token during a media download does not lose the file: the download waits
     /// (the part stays pending) and runs when the channel starts again with a working token.
+    /// A download that keeps failing for a transient reason (Graph 503) stays `pending` and is
+    /// tried again later rather than given up after the quick retries; one that fails for
+    /// longer than `media_retry_for` ends as `download_failed`.
+    @Test func aMediaDownloadThatKeepsFailingIsTriedAgainLater() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ graph in
+            "channels: [ \(WAFixture.channelYAML(channel, graph: graph).replacingOccurrences(of: "media_retry_delays:", with: #"media_retry_for: "1500ms", media_retry_delays:"#)) ]"
+        }) { d, graph in
+            let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + (0..<2000).map { UInt8($0 % 251) }
+            let outage = FakeGraph.graphError(status: 503, code: 2, type: "OAuthException", message: "Service temporarily unavailable")
+            graph.serveWhatsAppMedia(id: "7000002", bytes: jpeg, mimeType: "image/jpeg")
+            graph.queue("GET", "/v23.0/7000002", Array(repeating: outage, count: 6))
+            graph.serveWhatsAppMedia(id: "7000003", bytes: jpeg, mimeType: "image/jpeg")
+            graph.queue("GET", "/v23.0/7000003", Array(repeating: outage, count: 200))
+            let body = WAFixture.body(WAFixture.value(messages: [
+                WAFixture.message("image", #"{"id":"7000002","mime_type":"image/jpeg","sha256":"x"}"#, id: "wamid.LATER"),
+                WAFixture.message("image", #"{"id":"7000003","mime_type":"image/jpeg","sha256":"y"}"#, id: "wamid.NEVER")]))
+            #expect(try await WAFixture.post(d, channel, body).status == 200)
+            // Three quick attempts (the first and two retries) fail; the download is put off, not given up.
+            try await eventually("the quick retries") { graph.requests("GET", "/v23.0/7000002").count >= 3 }
+            @Sendable func updates(_ wamid: String) async throws -> [JSONValue] {
+                try await d.storedEvents("message.updated").filter { $0["data"]?["external_id"]?.stringValue == wamid }
+            }
+            try await eventually("stored after the outage") { try await !updates("wamid.LATER").isEmpty }
+            let later = try await updates("wamid.LATER")
+            #expect(later.count == 1, "published once, when stored")
+            let part = later.first?["data"]?["parts"]?.arrayValue?.first
+            #expect(part?["unavailable"] == nil && part?["size"] == .int(Int64(jpeg.count)) && part?["media_id"] != nil)
+            #expect(graph.requests("GET", "/v23.0/7000002").count == 7, "two rounds of three attempts, then the one that worked")
+            // The other one fails for longer than media_retry_for: given up as download_failed.
+            try await eventually(timeout: 15, "given up") { try await !updates("wamid.NEVER").isEmpty }
+            let never = try await updates("wamid.NEVER")
+            #expect(never.count == 1 && never.first?["data"]?["parts"]?.arrayValue?.first?["unavailable"] == "download_failed")
+            #expect(graph.requests("GET", "/v23.0/7000003").count > 6, "tried again after the first round")
+            let kept = try await d.runtime.store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM adapter_state WHERE key LIKE 'media_job:%'") }
+            #expect(kept == 0)
+        }
+    }
+
     @Test func aMediaDownloadRefusedForTheTokenWaitsForTheNextStart() async throws {
         let graph = try await FakeGraph.start()
         let channel = uniqueID("wa")

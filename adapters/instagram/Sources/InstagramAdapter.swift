@@ -43,7 +43,7 @@ public struct InstagramChannelAdapter: MessagingChannelAdapter {
         guard let account, let token, !token.isEmpty, meta.appSecret != nil, meta.verifyToken != nil else { return nil }
         let settings = MessagingSettings(flavor: .instagram, ownID: account, sendNode: "me", accessToken: MetaSecret(token), meta: meta,
                                          humanAgentTag: shared.humanAgent, appID: shared.appID, storeMedia: store,
-                                         appSecretProof: shared.proof, mediaRetryDelays: shared.delays)
+                                         appSecretProof: shared.proof, mediaRetryDelays: shared.delays, mediaRetryFor: shared.retryFor)
         return InstagramChannelAdapter(channel: channel, settings: settings, client: env.httpClient)
     }
 }

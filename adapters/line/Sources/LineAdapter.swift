@@ -54,6 +54,9 @@ public struct LineChannelAdapter: ChannelAdapter {
     let timeout: TimeAmount
     /// Waits between attempts to fetch content that is still being prepared (202) or failed transiently.
     let contentRetryDelays: [Double]
+    /// How long a content download failing for a transient reason keeps being tried after the
+    /// quick retries (`DeferredRetry`); 0: given up after them.
+    let contentRetryFor: Double
     let profileTTL: Double
     let jobs = AdapterJobQueue<LineJob>()
     let resumed = AdapterFlag()
@@ -62,10 +65,11 @@ public struct LineChannelAdapter: ChannelAdapter {
 
     public init(channel: ChannelRef, channelSecret: String, accessToken: String, apiBase: String = Self.defaultAPIBase,
                 dataAPIBase: String = Self.defaultDataAPIBase, client: HTTPClient, replyTokenTTL: Double = 50,
-                timeout: TimeAmount = .seconds(15), contentRetryDelays: [Double] = [1, 2, 4, 8, 16], profileTTL: Double = 86_400) {
+                timeout: TimeAmount = .seconds(15), contentRetryDelays: [Double] = [1, 2, 4, 8, 16], contentRetryFor: Double = 86_400, profileTTL: Double = 86_400) {
         self.channel = channel; self.secret = Secret(channelSecret); self.token = Secret(accessToken)
         self.apiBase = Self.trimSlash(apiBase); self.dataAPIBase = Self.trimSlash(dataAPIBase); self.client = client
         self.replyTokenTTL = replyTokenTTL; self.timeout = timeout; self.contentRetryDelays = contentRetryDelays; self.profileTTL = profileTTL
+        self.contentRetryFor = contentRetryFor
     }
 
     static func trimSlash(_ s: String) -> String { s.hasSuffix("/") ? String(s.dropLast()) : s }
@@ -73,7 +77,7 @@ public struct LineChannelAdapter: ChannelAdapter {
     /// The registry entry: reads and checks this channel's keys (problems name the key path,
     /// never a secret's value).
     public static let factory: AdapterFactory = { channel, node, env in
-        node.rejectUnknownKeys(AdapterRegistry.commonKeys + ["api_base", "data_api_base", "reply_token_ttl", "timeout", "media_retry_delays"],
+        node.rejectUnknownKeys(AdapterRegistry.commonKeys + ["api_base", "data_api_base", "reply_token_ttl", "timeout", "media_retry_delays", "media_retry_for"],
                                secrets: ["channel_secret", "channel_access_token"])
         let secret = node.secret("channel_secret", required: true)
         if let s = secret, s.trimmingCharacters(in: .whitespacesAndNewlines).count < 16 {
@@ -91,11 +95,12 @@ public struct LineChannelAdapter: ChannelAdapter {
         if ttl < 0 || ttl > 60 { node["reply_token_ttl"].problem("must be between 0s and 60s (LINE reply tokens last about a minute)") }
         let timeout = node.seconds("timeout", default: 15)
         let delays = node.durations("media_retry_delays", default: [1, 2, 4, 8, 16])
+        let retryFor = node.seconds("media_retry_for", default: 86_400)
         guard let secret, let token else { return nil }
         return LineChannelAdapter(channel: channel, channelSecret: secret.trimmingCharacters(in: .whitespacesAndNewlines),
                                   accessToken: token.trimmingCharacters(in: .whitespacesAndNewlines), apiBase: api, dataAPIBase: data,
                                   client: env.httpClient, replyTokenTTL: min(max(ttl, 0), 60),
-                                  timeout: .milliseconds(Int64(timeout * 1000)), contentRetryDelays: delays)
+                                  timeout: .milliseconds(Int64(timeout * 1000)), contentRetryDelays: delays, contentRetryFor: retryFor)
     }
 
     // MARK: signature

@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardCore
+import SwitchboardRuntime
 
 /// One webhook event translated: the event to commit plus what the adapter does after the commit.
 struct Translation: Sendable {
@@ -21,6 +22,8 @@ struct MediaJob: Sendable {
     var peer: Peer
     var sender: Peer?
     var thread: String
+    /// Put off after its quick retries failed on a transient problem.
+    var retry: DeferredRetry?
 
     /// The job as kept in the adapter state until it is done (`media_job:<LINE message id>`),
     /// so downloads pending at a restart are resumed instead of leaving the part `pending`.
@@ -32,10 +35,11 @@ struct MediaJob: Sendable {
         var senderID: String?
         var senderName: String?
         var thread: String
+        var retry: DeferredRetry?
     }
     var persisted: Persisted {
         Persisted(messageID: messageID, part: part, peerID: peer.channelUserID, peerName: peer.displayName,
-                  senderID: sender?.channelUserID, senderName: sender?.displayName, thread: thread)
+                  senderID: sender?.channelUserID, senderName: sender?.displayName, thread: thread, retry: retry)
     }
     init(messageID: String, part: Open<MediaFields>, peer: Peer, sender: Peer?, thread: String) {
         self.messageID = messageID; self.part = part; self.peer = peer; self.sender = sender; self.thread = thread
@@ -43,6 +47,7 @@ struct MediaJob: Sendable {
     init(_ p: Persisted) {
         self.init(messageID: p.messageID, part: p.part, peer: Peer(channelUserID: p.peerID, displayName: p.peerName),
                   sender: p.senderID.map { Peer(channelUserID: $0, displayName: p.senderName) }, thread: p.thread)
+        retry = p.retry
     }
     static func key(_ messageID: String) -> String { "media_job:\(messageID)" }
 }

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
+import SwitchboardRuntime
 
 /// A profile as cached in the adapter state (`profile:<userId>`).
 struct CachedProfile: Codable, Sendable {
@@ -26,6 +27,9 @@ struct CachedProfile: Codable, Sendable {
 enum ContentOutcome: Sendable {
     case stored(StoredMedia)
     case unavailable(String)
+    /// The quick retries ran out on a problem that may pass (202, 429, 5xx, network): worth
+    /// trying later; the reason is what to publish when it is given up.
+    case later(String)
 }
 
 extension LineChannelAdapter {
@@ -115,6 +119,21 @@ extension LineChannelAdapter {
             part.unavailable = nil
         case .unavailable(let reason):
             part.unavailable = reason
+        case .later(let reason):
+            // The part stays `pending`; the job is kept (with its count, for a restart) and
+            // runs again after a longer wait, until `media_retry_for` has passed.
+            var later = job
+            var retry = job.retry ?? DeferredRetry()
+            if let delay = retry.next(lastQuickDelay: contentRetryDelays.last ?? 1, window: contentRetryFor) {
+                later.retry = retry
+                try? await context.state.set(MediaJob.key(job.messageID), JSON.string(later.persisted))
+                context.logger.warning("LINE content download failed again; trying later", metadata: [
+                    "channel": "\(channel.id)", "message": "\(job.messageID)", "attempt": "\(retry.count)", "in": "\(delay)"])
+                jobs.push(.media(later), after: delay)
+                return
+            }
+            context.logger.warning("LINE content download given up", metadata: ["channel": "\(channel.id)", "message": "\(job.messageID)"])
+            part.unavailable = reason
         }
         if Task.isCancelled { return }
         await emitLater(InboundEvent(.updated(externalID: job.messageID, parts: [.media(part)]), peer: job.peer, sender: job.sender,
@@ -172,7 +191,7 @@ extension LineChannelAdapter {
                 context.logger.info("LINE content download failed", metadata: ["channel": "\(channel.id)", "message": "\(messageID)", "error": "\(error)"])
                 retry = true
             }
-            guard retry, attempt < contentRetryDelays.count, !Task.isCancelled else { return .unavailable(lastProblem) }
+            guard retry, attempt < contentRetryDelays.count, !Task.isCancelled else { return Task.isCancelled ? .unavailable(lastProblem) : .later(lastProblem) }
             do { try await Task.sleep(for: .milliseconds(Int64(contentRetryDelays[attempt] * 1000))) } catch { return .unavailable(lastProblem) }
             attempt += 1
         }

@@ -26,6 +26,9 @@ public struct MessagingSettings: Sendable {
     public var storeMedia: Bool
     public var appSecretProof: Bool
     public var mediaRetryDelays: [Double]
+    /// How long an attachment download failing for a transient reason keeps being tried after
+    /// the quick retries (`DeferredRetry`); 0: given up after them.
+    public var mediaRetryFor: Double
     public var profileTTL: Double
     /// How long an echo of unknown origin waits for sends in flight to the same customer (the
     /// echo can arrive before the Send API's answer that tells us its mid).
@@ -33,23 +36,25 @@ public struct MessagingSettings: Sendable {
 
     public init(flavor: MessengerPlatform.Flavor, ownID: String, sendNode: String, accessToken: MetaSecret, meta: MetaChannelSettings,
                 humanAgentTag: Bool = false, appID: String? = nil, storeMedia: Bool = true, appSecretProof: Bool = false,
-                mediaRetryDelays: [Double] = [1, 2, 4], profileTTL: Double = 7 * 86_400, echoWait: Double = 5) {
+                mediaRetryDelays: [Double] = [1, 2, 4], mediaRetryFor: Double = 86_400, profileTTL: Double = 7 * 86_400, echoWait: Double = 5) {
         self.flavor = flavor; self.ownID = ownID; self.sendNode = sendNode; self.accessToken = accessToken; self.meta = meta
         self.humanAgentTag = humanAgentTag; self.appID = appID; self.storeMedia = storeMedia; self.appSecretProof = appSecretProof
         self.mediaRetryDelays = mediaRetryDelays; self.profileTTL = profileTTL; self.echoWait = echoWait
+        self.mediaRetryFor = mediaRetryFor
     }
 
     /// The keys both products read the same way, besides `MetaChannelSettings`'.
-    public static let sharedKeys = ["human_agent_tag", "app_id", "appsecret_proof", "media_retry_delays"]
+    public static let sharedKeys = ["human_agent_tag", "app_id", "appsecret_proof", "media_retry_delays", "media_retry_for"]
 
     /// Reads the shared keys (problems name the key path).
-    public static func read(_ node: ConfigNode) -> (humanAgent: Bool, appID: String?, proof: Bool, delays: [Double]) {
+    public static func read(_ node: ConfigNode) -> (humanAgent: Bool, appID: String?, proof: Bool, delays: [Double], retryFor: Double) {
         let human = node.bool("human_agent_tag", default: false)
         let app = node.string("app_id")?.trimmingCharacters(in: .whitespaces)
         if let a = app, a.isEmpty || !a.allSatisfy(\.isNumber) { node["app_id"].problem("expected the numeric App ID from the App Dashboard") }
         let proof = node.bool("appsecret_proof", default: false)
         let delays = node.durations("media_retry_delays", default: [1, 2, 4])
-        return (human, app?.isEmpty == false ? app : nil, proof, delays)
+        let retryFor = node.seconds("media_retry_for", default: 86_400)
+        return (human, app?.isEmpty == false ? app : nil, proof, delays, retryFor)
     }
 }
 
@@ -320,11 +325,19 @@ public struct MessagingChannel: Sendable {
     /// Copies a message's CDN attachments into the media store and publishes the message's
     /// complete parts as `message.updated`; a part that could not be stored says why
     /// (`too_large`, `expired`, `download_failed`).
+    ///
+    /// Attachments that fail for a transient reason after the quick retries keep their parts
+    /// `pending`: the job is kept, with what was stored so far, and runs again later for those
+    /// (`DeferredRetry`) until `media_retry_for` has passed; then they say `download_failed`.
     func fetchMedia(_ job: MessengerPlatform.MediaFetch, context: any AdapterContext) async {
         var parts = job.parts
+        var failing: [Int] = []
         for i in job.indices where i < parts.count {
             guard case .media(var m) = parts[i], let url = m.url else { continue }
             switch await download(url, filename: m.filename, kind: m.kind, context: context) {
+            case .failure(let reason) where reason.transient:
+                failing.append(i)
+                continue
             case .success(let stored):
                 m.mediaID = stored.id; m.mimeType = stored.mimeType; m.size = stored.size; m.sha256 = stored.sha256
                 m.filename = m.filename ?? stored.filename
@@ -337,6 +350,22 @@ public struct MessagingChannel: Sendable {
             parts[i] = .media(m)
         }
         if Task.isCancelled { return }
+        if !failing.isEmpty {
+            var later = job
+            var retry = job.retry ?? DeferredRetry()
+            if let delay = retry.next(lastQuickDelay: settings.mediaRetryDelays.last ?? 1, window: settings.mediaRetryFor) {
+                later.parts = parts
+                later.indices = failing
+                later.retry = retry
+                try? await context.state.set(Self.mediaKey(job.externalID), JSON.string(later))
+                context.logger.warning("\(flavor.label) attachment download failed again; trying later", metadata: [
+                    "channel": "\(channel.id)", "message": "\(job.externalID)", "attempt": "\(retry.count)", "in": "\(delay)"])
+                jobs.push(.media(later), after: delay)
+                return
+            }
+            context.logger.warning("\(flavor.label) attachment download given up", metadata: ["channel": "\(channel.id)", "message": "\(job.externalID)"])
+            for i in failing { if case .media(var m) = parts[i] { m.unavailable = "download_failed"; parts[i] = .media(m) } }
+        }
         let event = InboundEvent(.updated(externalID: job.externalID, parts: parts), peer: Peer(channelUserID: job.peerID),
                                  dedupeKey: "media:\(job.externalID)")
         if await MetaWebhook.emitLater(event, context: context) {
@@ -344,7 +373,11 @@ public struct MessagingChannel: Sendable {
         }
     }
 
-    struct Unavailable: Error { var rawValue: String }
+    struct Unavailable: Error {
+        var rawValue: String
+        /// The quick retries ran out on errors that may pass (5xx, network): worth trying later.
+        var transient = false
+    }
 
     func download(_ url: String, filename: String?, kind: MediaKind, context: any AdapterContext) async -> Result<StoredMedia, Unavailable> {
         var attempt = 0
@@ -363,7 +396,7 @@ public struct MessagingChannel: Sendable {
                 if [403, 404, 410].contains(e.httpStatus) { return .failure(Unavailable(rawValue: "expired")) }
                 if !e.retryable || attempt >= settings.mediaRetryDelays.count || Task.isCancelled {
                     context.logger.warning("\(flavor.label) attachment download failed", metadata: ["channel": "\(channel.id)", "error": "\(e)"])
-                    return .failure(Unavailable(rawValue: "download_failed"))
+                    return .failure(Unavailable(rawValue: "download_failed", transient: e.retryable && !Task.isCancelled))
                 }
             } catch {
                 return .failure(Unavailable(rawValue: "download_failed"))

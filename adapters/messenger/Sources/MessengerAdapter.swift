@@ -47,7 +47,7 @@ public struct MessengerChannelAdapter: MessagingChannelAdapter {
         guard let page, let token, !token.isEmpty, meta.appSecret != nil, meta.verifyToken != nil else { return nil }
         let settings = MessagingSettings(flavor: .messenger, ownID: page, sendNode: page, accessToken: MetaSecret(token), meta: meta,
                                          humanAgentTag: shared.humanAgent, appID: shared.appID, storeMedia: true,
-                                         appSecretProof: shared.proof, mediaRetryDelays: shared.delays)
+                                         appSecretProof: shared.proof, mediaRetryDelays: shared.delays, mediaRetryFor: shared.retryFor)
         return MessengerChannelAdapter(channel: channel, settings: settings, client: env.httpClient)
     }
 }

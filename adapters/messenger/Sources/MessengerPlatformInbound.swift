@@ -1,5 +1,6 @@
 import Foundation
 import SwitchboardCore
+import SwitchboardRuntime
 
 /// The Messenger Platform's webhook shapes, shared by Messenger (`object: "page"`) and Instagram
 /// messaging (`object: "instagram"`), which deliver the same `entry[].messaging[]` events. Pure
@@ -55,10 +56,12 @@ public enum MessengerPlatform {
         public var indices: [Int]
         public var peerID: String
         public var echo: Bool
+        /// Put off after its quick retries failed (absent in jobs stored by earlier versions).
+        public var retry: DeferredRetry?
         public init(externalID: String, parts: [Part], indices: [Int], peerID: String, echo: Bool) {
             self.externalID = externalID; self.parts = parts; self.indices = indices; self.peerID = peerID; self.echo = echo
         }
-        enum CodingKeys: String, CodingKey { case parts, indices, echo, externalID = "external_id", peerID = "peer_id" }
+        enum CodingKeys: String, CodingKey { case parts, indices, echo, retry, externalID = "external_id", peerID = "peer_id" }
     }
 
     /// A receipt for our messages; the adapter resolves it against the mids it sent.

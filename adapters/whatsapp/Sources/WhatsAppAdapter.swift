@@ -57,18 +57,22 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
     /// signed public link that Meta downloads (needs an https `server.public_url`).
     let uploadMedia: Bool
     let mediaRetryDelays: [Double]
+    /// How long a download failing for a transient reason keeps being tried after the quick
+    /// retries (`DeferredRetry`); 0: given up after them.
+    let mediaRetryFor: Double
     let jobs = AdapterJobQueue<WhatsAppMediaJob>()
     let resumed = AdapterFlag()
     let problem = AdapterFlag()
 
     public init(channel: ChannelRef, phoneNumberID: String, graph: GraphAPI, appSecret: MetaSecret, verifyToken: MetaSecret,
-                uploadMedia: Bool = true, mediaRetryDelays: [Double] = [1, 2, 4, 8, 16]) {
+                uploadMedia: Bool = true, mediaRetryDelays: [Double] = [1, 2, 4, 8, 16], mediaRetryFor: Double = 86_400) {
         self.channel = channel; self.phoneNumberID = phoneNumberID; self.graph = graph; self.appSecret = appSecret
         self.verifyToken = verifyToken; self.uploadMedia = uploadMedia; self.mediaRetryDelays = mediaRetryDelays
+        self.mediaRetryFor = mediaRetryFor
     }
 
     /// Keys of a `whatsapp` channel besides the common Meta ones (`MetaChannelSettings`).
-    public static let ownKeys = ["phone_number_id", "waba_id", "upload_media", "media_retry_delays"]
+    public static let ownKeys = ["phone_number_id", "waba_id", "upload_media", "media_retry_delays", "media_retry_for"]
 
     /// The registry entry: reads and checks this channel's keys (problems name the key path,
     /// never a secret's value).
@@ -84,10 +88,13 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         let token = node.secret("access_token", required: true)?.trimmingCharacters(in: .whitespacesAndNewlines)
         let upload = node.bool("upload_media", default: true)
         let delays = node.durations("media_retry_delays", default: [1, 2, 4, 8, 16])
+        // Webhook media ids are valid for 7 days: retrying longer could only end in `expired`.
+        let retryFor = node.seconds("media_retry_for", default: 86_400)
+        if retryFor > 7 * 86_400 { node["media_retry_for"].problem("at most 7d: WhatsApp keeps a webhook's media for 7 days") }
         guard let phone, let token, let secret = settings.appSecret, let verify = settings.verifyToken else { return nil }
         return WhatsAppChannelAdapter(channel: channel, phoneNumberID: phone,
                                       graph: settings.graphAPI(accessToken: MetaSecret(token), client: env.httpClient),
-                                      appSecret: secret, verifyToken: verify, uploadMedia: upload, mediaRetryDelays: delays)
+                                      appSecret: secret, verifyToken: verify, uploadMedia: upload, mediaRetryDelays: delays, mediaRetryFor: retryFor)
     }
 
     // MARK: webhooks

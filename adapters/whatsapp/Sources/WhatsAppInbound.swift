@@ -1,6 +1,7 @@
 import Foundation
 import MetaAdapter
 import SwitchboardCore
+import SwitchboardRuntime
 
 /// One webhook item translated: the event to commit and what follows the commit.
 struct WhatsAppItem: Sendable {
@@ -21,6 +22,8 @@ struct WhatsAppMediaJob: Codable, Sendable {
     var peerID: String
     var peerName: String?
     var origin: String?
+    /// Put off after its quick retries failed (absent in jobs stored by earlier versions).
+    var retry: DeferredRetry?
 
     static let keyPrefix = "media_job:"
     static func key(_ wamid: String) -> String { keyPrefix + wamid }

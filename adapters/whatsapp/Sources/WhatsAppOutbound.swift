@@ -1,6 +1,7 @@
 import Foundation
 import MetaAdapter
 import SwitchboardCore
+import SwitchboardRuntime
 
 extension WhatsAppChannelAdapter {
     static let maxBodyText = 1024
@@ -382,6 +383,22 @@ extension WhatsAppChannelAdapter {
             context.logger.warning("WhatsApp media download waits for a working access token; it resumes when the channel restarts",
                                    metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)"])
             return
+        case .failure(let reason) where reason.transient:
+            // Graph or the network kept failing: the part stays `pending` and the download is
+            // tried again later (in the state first, so a restart keeps the count), until
+            // `media_retry_for` has passed.
+            var later = job
+            var retry = job.retry ?? DeferredRetry()
+            if let delay = retry.next(lastQuickDelay: mediaRetryDelays.last ?? 1, window: mediaRetryFor) {
+                later.retry = retry
+                if let data = try? JSON.encode(later) { try? await context.state.set(WhatsAppMediaJob.key(job.wamid), String(decoding: data, as: UTF8.self)) }
+                context.logger.warning("WhatsApp media download failed again; trying later", metadata: [
+                    "channel": "\(channel.id)", "message": "\(job.wamid)", "attempt": "\(retry.count)", "in": "\(delay)"])
+                jobs.push(later, after: delay)
+                return
+            }
+            context.logger.warning("WhatsApp media download given up", metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)"])
+            part.unavailable = reason.reason
         case .failure(let reason):
             part.unavailable = reason.reason
         }
@@ -394,6 +411,8 @@ extension WhatsAppChannelAdapter {
 
     struct Unavailable: Error {
         var reason: String
+        /// The quick retries ran out on errors that may pass (5xx, network): worth trying later.
+        var transient = false
         /// Not a reason to publish: the download is tried again later.
         static let later = "later"
     }
@@ -419,10 +438,11 @@ extension WhatsAppChannelAdapter {
                 if e.isAuthExpired { return .failure(Unavailable(reason: Unavailable.later)) }
                 // Webhook media ids expire after 7 days: Graph answers "not found" (100 / 404).
                 if e.httpStatus == 404 || e.code == 100 { return .failure(Unavailable(reason: "expired")) }
-                guard e.retryable, attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed")) }
+                guard e.retryable else { return .failure(Unavailable(reason: "download_failed")) }
+                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed", transient: true)) }
             } catch {
                 context.logger.warning("cannot store WhatsApp media", metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)", "error": "\(error)"])
-                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed")) }
+                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed", transient: true)) }
             }
             do { try await Task.sleep(for: .milliseconds(Int64(mediaRetryDelays[attempt] * 1000))) } catch { return .failure(Unavailable(reason: "download_failed")) }
             attempt += 1
