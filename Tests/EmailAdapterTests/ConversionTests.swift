@@ -172,6 +172,14 @@ struct ConversionTests {
         #expect(delayed.bounceStatusEvent() == nil)
         #expect(EmailInbound(email: dsn.email, raw: [], classification: .bounce(BounceReport(), reason: "r")).bounceStatusEvent() == nil)
         #expect(EmailInbound(email: dsn.email, raw: [], classification: .customer).bounceStatusEvent() == nil)
+        // Other statuses get the codes the other channels use for the same outcome.
+        func code(_ status: String) -> String? {
+            let bounce = EmailInbound(email: dsn.email, raw: [], classification: .bounce(BounceReport(originalMessageID: "x@y", status: status, action: "failed"), reason: "r"))
+            guard case .status(_, _, let error)? = bounce.bounceStatusEvent()?.kind else { return nil }
+            return error?.code
+        }
+        #expect(code("5.1.10") == "invalid_recipient" && code("5.2.2") == "recipient_unavailable" && code("5.2.1") == "recipient_unavailable")
+        #expect(code("5.3.4") == "too_large" && code("5.2.3") == "too_large" && code("5.7.1") == "rejected")
 
         let ooo = EmailInbound(parsing: try Fixture.bytes("auto-reply"))
         #expect(ooo.classification == .autoReply(reason: "Auto-Submitted: auto-replied"))

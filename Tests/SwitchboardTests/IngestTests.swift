@@ -166,6 +166,18 @@ import WebhookAdapter
                 #expect(body["text"]?.stringValue == "Size?")
                 #expect(body["parts"]?.arrayValue?.first?["text"]?.stringValue == "Size?\n1. S\n2. M")
                 #expect(delivery.headers["idempotency-key"] == r.json?["id"]?.stringValue)
+                // A receiver that refuses our signature: the channel turns `auth_expired` and the
+                // reply waits on the retry schedule; once the secret is fixed it goes out.
+                receiver.setMode(.refuse(401))
+                let refused = try await d.api("POST", "/v1/conversations/\(conv)/messages", json: #"{"parts":[{"type":"text","text":"again"}]}"#)
+                let refusedID = try #require(refused.json?["id"]?.stringValue)
+                try await eventually("channel auth_expired") {
+                    try await d.storedEvents("channel.status").contains { $0["data"]?["state"] == "auth_expired" }
+                }
+                receiver.setMode(.up)
+                try await eventually("sent on a retry") { receiver.deliveries.count == 2 }
+                #expect(receiver.deliveries[1].headers["idempotency-key"] == refusedID)
+                #expect(try await !d.storedEvents("message.status").contains { $0["data"]?["message_id"]?.stringValue == refusedID && $0["data"]?["status"] == "failed" })
             }
         }
     }

@@ -363,7 +363,7 @@ extension TestDaemon {
     @Test func contentThatKeepsFailingIsTriedAgainLater() async throws {
         let channel = uniqueID("line")
         try await withLine({ api in
-            "channels: [ \(LineFixture.channelYAML(channel, api: api).replacingOccurrences(of: #"["0.2s", "0.2s", "0.2s"]"#, with: #"["0.1s"], media_retry_for: "1500ms""#)) ]"
+            "channels: [ \(LineFixture.channelYAML(channel, api: api).replacingOccurrences(of: #"["0.2s", "0.2s", "0.2s"]"#, with: #"["0.1s"], media_retry_for: "3s""#)) ]"
         }) { d, api in
             let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 9, count: 1000)
             api.setContent("7201", [.init(status: 202), .init(status: 503), .init(status: 202), .init(status: 503), .init(status: 200, bytes: jpeg)])

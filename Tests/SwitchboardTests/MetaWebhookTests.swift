@@ -93,6 +93,7 @@ import Testing
         #expect(rule(10, 2018278).code == "window_closed", "Messenger outside the window")
         #expect(rule(10).code == "forbidden")
         #expect(rule(100, 2018218).code == "not_found")
+        #expect(rule(100, 2018001).code == "invalid_recipient", "Messenger: no matching user")
         #expect(rule(294).code == "forbidden", "the 2xx permission family")
         // Unknown codes and bare statuses fall back on HTTP semantics and Graph's is_transient.
         #expect(rule(99999, http: 500).retryable && !rule(99999, http: 400).retryable)
@@ -106,7 +107,8 @@ import Testing
                                                                   "code": 190, "error_subcode": 463, "fbtrace_id": "Ax1"]])
         #expect(expired.isAuthExpired && !expired.retryable)
         let se = expired.sendError
-        #expect(se.code == "auth_expired" && se.channelCode == "190/463" && se.channelState == .authExpired && !se.retryable)
+        #expect(se.code == "auth_expired" && se.channelCode == "190/463" && se.channelState == .authExpired)
+        #expect(se.retryable, "a send waits on the outbound schedule for a renewed token")
         let window = GraphError(httpStatus: 400, body: ["error": ["message": "(#131047) Re-engagement message", "code": 131047,
                                                                  "error_data": ["messaging_product": "whatsapp", "details": "Message failed to send because more than 24 hours have passed since the customer last replied to this number."]]])
         #expect(window.sendError.code == "window_closed" && window.sendError.channelCode == "131047" && window.sendError.channelState == nil)

@@ -26,6 +26,8 @@ final class TestHelpdesk: Sendable {
         case hangOn(String)
         /// 503 for events whose body contains the text, takes the others.
         case downOn(String)
+        /// Answers every request with this status (401: our signature refused).
+        case refuse(Int)
     }
 
     private let state = Mutex<(deliveries: [Delivery], attempts: [ContinuousClock.Instant], mode: Mode, loginPageViews: Int)>(([], [], .up, 0))
@@ -68,6 +70,7 @@ final class TestHelpdesk: Sendable {
             case .down: return Response(status: .serviceUnavailable)
             case .tooMany(let after): return Response(status: .tooManyRequests, headers: [.retryAfter: String(after)])
             case .gone: return Response(status: .gone)
+            case .refuse(let code): return Response(status: .init(code: code))
             case .redirectToLogin: return Response(status: .found, headers: [.location: "/login"])
             case .hang:
                 try await Task.sleep(for: .seconds(30))

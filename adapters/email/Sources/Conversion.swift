@@ -181,9 +181,21 @@ public struct EmailInbound: Sendable {
     /// For a bounce of one of our messages: the `message.status` `failed` event for it (looked up
     /// by the runtime through its external id, our Message-ID). nil when this is no bounce, the
     /// report names no original message, or it only reports a delay.
+    /// The stable code for a bounce's enhanced status (RFC 3463): 5.1.x bad address →
+    /// `invalid_recipient`; 5.2.x mailbox full or disabled → `recipient_unavailable`; 5.3.4
+    /// too big → `too_large`; anything else the receiving side refused → `rejected` (the same
+    /// codes a refusal during the SMTP conversation gets).
+    static func bounceCode(_ status: String?) -> String {
+        guard let s = status else { return "rejected" }
+        if s.hasPrefix("5.1.") { return "invalid_recipient" }
+        if s == "5.2.3" || s == "5.3.4" { return "too_large" }
+        if s.hasPrefix("5.2.") { return "recipient_unavailable" }
+        return "rejected"
+    }
+
     public func bounceStatusEvent() -> InboundEvent? {
         guard case .bounce(let report, _) = classification, let original = report.originalMessageID, report.isFailure else { return nil }
-        let code = report.status?.hasPrefix("5.1.") == true ? "invalid_recipient" : "channel_error"
+        let code = Self.bounceCode(report.status)
         let message = report.diagnostic ?? "delivery failed (status \(report.status ?? "unknown"))"
         // The reporting MTA has given up on it: retrying the same message will not help.
         let error = StatusError(code: code, channelCode: report.status, message: message, retryable: false)

@@ -69,11 +69,15 @@ public struct GraphError: Error, Sendable, Hashable, CustomStringConvertible {
 
     /// The runtime's view: our stable code, Graph's code, retryable, a delay hint for rate
     /// limits, and `auth_expired` as channel state for 190.
+    ///
+    /// A send refused for the access token is retried on the outbound schedule (not dropped as
+    /// the rule says for the token itself): replies written while it is expired go out once an
+    /// operator has installed a new one and reloaded, as with every channel's `auth_expired`.
     public var sendError: SendError {
         let r = rule
         var text = message
         if let details, !details.isEmpty, !text.contains(details) { text += " — \(details)" }
-        return SendError(code: r.code, channelCode: channelCode, message: text, retryable: r.retryable,
+        return SendError(code: r.code, channelCode: channelCode, message: text, retryable: r.retryable || isAuthExpired,
                          retryAfter: retryAfter ?? r.retryAfter, channelState: isAuthExpired ? .authExpired : nil)
     }
 
@@ -179,7 +183,7 @@ public enum GraphErrorCodes {
         "10/2534022": Rule("window_closed", retryable: false),  // Instagram: outside the allowed window
         "10/1893063": Rule("account_problem", retryable: false), // Page temporarily restricted from sending
         "100/2018218": Rule("not_found", retryable: false),     // Messenger profile: no profile for this user
-        "100/2018001": Rule("not_found", retryable: false),     // Messenger: no matching user
+        "100/2018001": Rule("invalid_recipient", retryable: false), // Messenger: no matching user (a PSID that isn't one)
     ]
 
     /// Our rule for a Graph error. Order: known code/subcode pair, known code, Graph's

@@ -257,7 +257,7 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
             entry = try await log.append(peer: peer, direction: "out", externalID: externalID, parts: parts,
                                          text: message.rendered.textFallback, clientID: nil, context: context)
         } catch {
-            throw SendError(code: "store_failed", message: "cannot record the message for the widget: \(error)", retryable: true)
+            throw SendError(code: "store_unavailable", message: "cannot record the message for the widget: \(error)", retryable: true)
         }
         hub.push(peer: peer, seq: entry.seq, frame: frame(entry, context: context))
         await scheduleFollowup(message, context: context)

@@ -195,8 +195,8 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             throw SendError(code: code == 429 ? "rate_limited" : "channel_error", channelCode: String(code),
                             message: "outbound_url answered \(code)", retryable: true, retryAfter: after)
         case 401, 403:
-            throw SendError(code: "unauthorized", channelCode: String(code), message: "outbound_url refused our signature (\(code))",
-                            retryable: false, channelState: .authExpired)
+            throw SendError(code: "auth_expired", channelCode: String(code), message: "outbound_url refused our signature (\(code))",
+                            retryable: true, channelState: .authExpired)
         default:
             throw SendError(code: "rejected", channelCode: String(code), message: "outbound_url answered \(code)", retryable: false)
         }
