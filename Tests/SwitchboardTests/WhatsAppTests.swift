@@ -160,6 +160,23 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         #expect(u.event.dedupeKey == "user_id_update:US.1349>US.2222")
     }
 
+    @Test func mediaWhatsAppWouldRefuseGoesAsADocument() throws {
+        func type(_ kind: MediaKind, _ mime: String?, _ size: Int64? = 1000) throws -> String {
+            try WhatsAppChannelAdapter.messageType(for: Open(MediaFields(kind: kind, mediaID: "med_1", mimeType: mime, size: size)))
+        }
+        #expect(try type(.image, "image/jpeg") == "image" && type(.image, "image/png") == "image")
+        #expect(try type(.image, "image/gif") == "document", "WhatsApp takes only JPEG and PNG images")
+        #expect(try type(.image, "image/jpeg", 6 * 1024 * 1024) == "document", "images up to 5 MB")
+        #expect(try type(.video, "video/mp4") == "video" && type(.video, "video/webm") == "document")
+        #expect(try type(.voice, "audio/ogg; codecs=opus") == "audio" && type(.audio, "audio/mpeg") == "audio")
+        #expect(try type(.audio, "audio/webm") == "document" && type(.audio, "audio/mpeg", 17 * 1024 * 1024) == "document")
+        #expect(try type(.sticker, "image/webp") == "sticker" && type(.sticker, "image/png") == "image")
+        #expect(try type(.sticker, "image/webp", 600 * 1024) == "document")
+        #expect(try type(.file, "application/zip") == "document")
+        #expect(try type(.image, nil, nil) == "image", "a link of unknown type is left to its kind")
+        #expect(throws: SendError.self) { try type(.file, "application/pdf", 101 * 1024 * 1024) }
+    }
+
     @Test func quotedRepliesForwardsAndAdReferrals() throws {
         let quoted = try WAFixture.one(WAFixture.text("yes", extra: #","context":{"from":"15550783881","id":"wamid.ORIGINAL"}"#))
         guard case .message(let q) = quoted.event.kind else { Issue.record("quoted"); return }
@@ -796,6 +813,15 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
             try await eventually("reaction") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 11 }
             #expect(strip(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?.objectValue ?? [:])
                     == ["type": "reaction", "reaction": ["message_id": "wamid.IN7", "emoji": "👍"]])
+            // A stored GIF sent as an image: WhatsApp takes only JPEG and PNG images, so it goes as a document.
+            let gif = try await http("POST", d.apiBase + "/v1/media?filename=dance.gif", body: Array("GIF89a test".utf8),
+                                     headers: ["authorization": "Bearer \(TestDaemon.token)", "content-type": "image/gif"])
+            let gifID = try #require(gif.json?["id"]?.stringValue)
+            _ = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"media","kind":"image","media_id":"\#(gifID)","caption":"Ta-da"}]}"#)
+            try await eventually("the GIF") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 12 }
+            let sentGIF = strip(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?.objectValue ?? [:])
+            #expect(sentGIF["type"] == "document" && sentGIF["document"]?["filename"] == "dance.gif" && sentGIF["document"]?["caption"] == "Ta-da", "\(sentGIF)")
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").last?.form["type"] == "image/gif")
         }
     }
 

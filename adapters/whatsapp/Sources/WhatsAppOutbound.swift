@@ -269,7 +269,35 @@ extension WhatsAppChannelAdapter {
     /// file uploaded to WhatsApp (`POST /<phone_number_id>/media`, cached for 29 days), or the
     /// part's own link.
     func mediaMessages(_ m: Open<MediaFields>, context: any AdapterContext) async throws -> [JSONObject] {
-        let type: String
+        let type = try Self.messageType(for: m)
+        var (object, storedName) = try await mediaObject(mediaID: m.mediaID, url: m.url, context: context)
+        if type == "document", let f = m.filename ?? storedName { object["filename"] = .string(f) }
+        // A voice-note bubble needs OGG/Opus; other audio goes as an ordinary audio message.
+        if m.kind == .voice, type == "audio", Self.essence(m.mimeType).map({ $0 == "audio/ogg" }) ?? true { object["voice"] = true }
+        return Self.captioned(["type": .string(type), .init(stringLiteral: type): .object(object)], type: type, caption: m.caption ?? "")
+    }
+
+    /// The types and sizes WhatsApp takes for each kind of media message (reference §2.7).
+    static let mediaRules: [String: (types: Set<String>, maxBytes: Int64)] = [
+        "image": (["image/jpeg", "image/png"], 5 * 1024 * 1024),
+        "video": (["video/mp4", "video/3gpp"], 16 * 1024 * 1024),
+        "audio": (["audio/aac", "audio/amr", "audio/mpeg", "audio/mp4", "audio/ogg"], 16 * 1024 * 1024),
+        "sticker": (["image/webp"], 500 * 1024),
+    ]
+    static let maxDocumentBytes: Int64 = 100 * 1024 * 1024
+
+    /// The MIME type without parameters, lower-cased (`audio/ogg; codecs=opus` → `audio/ogg`).
+    static func essence(_ mime: String?) -> String? {
+        mime.map { $0.split(separator: ";").first.map(String.init) ?? $0 }?.trimmingCharacters(in: .whitespaces).lowercased()
+    }
+
+    /// The WhatsApp message type for a media part: its kind's, unless WhatsApp would refuse the
+    /// file as that (a GIF image, a WebM video, a 20 MB photo): then a sticker falls back to an
+    /// image, and anything else goes as a document (up to 100 MB), which WhatsApp delivers as a
+    /// file the customer can open — rather than the send failing after the upload. A type or
+    /// size we don't know (a link) is left to the kind. Over 100 MB nothing can carry it.
+    static func messageType(for m: Open<MediaFields>) throws -> String {
+        var type: String
         switch m.kind {
         case .image: type = "image"
         case .video: type = "video"
@@ -277,10 +305,18 @@ extension WhatsAppChannelAdapter {
         case .sticker: type = "sticker"
         default: type = "document"
         }
-        var (object, storedName) = try await mediaObject(mediaID: m.mediaID, url: m.url, context: context)
-        if type == "document", let f = m.filename ?? storedName { object["filename"] = .string(f) }
-        if m.kind == .voice { object["voice"] = true }
-        return Self.captioned(["type": .string(type), .init(stringLiteral: type): .object(object)], type: type, caption: m.caption ?? "")
+        func fits(_ t: String) -> Bool {
+            guard let rule = mediaRules[t] else { return true }
+            if let mime = essence(m.mimeType), !rule.types.contains(mime) { return false }
+            if let size = m.size, size > rule.maxBytes { return false }
+            return true
+        }
+        if type == "sticker", !fits("sticker") { type = "image" }
+        if type != "document", !fits(type) { type = "document" }
+        if let size = m.size, size > maxDocumentBytes {
+            throw SendError(code: "too_large", message: "WhatsApp takes files up to 100 MB; this one is \(size) bytes", retryable: false)
+        }
+        return type
     }
 
     /// A media message with its caption: on the media when WhatsApp allows one there and it
