@@ -331,6 +331,26 @@ import Testing
         }
     }
 
+    /// Meta's policy enforcement for the Page is about the channel: a block turns it `degraded`
+    /// (with Meta's reason), an unblock `connected`; no conversation is made of either.
+    @Test func policyEnforcementIsTheChannelsState() async throws {
+        let channel = uniqueID("fb")
+        try await withMessaging({ "channels: [ \(MP.messengerYAML(channel, graph: $0)) ]" }) { d, graph in
+            @Sendable func state() async throws -> JSONValue? {
+                try await d.api("GET", "/v1/channels").json?["channels"]?.arrayValue?.first { $0["id"] == .string(channel) }
+            }
+            let block = #"{"recipient":{"id":"\#(MP.page)"},"timestamp":\#(MP.now),"policy_enforcement":{"action":"block","reason":"The bot violated our Platform Policies."}}"#
+            #expect(try await MP.post(d, channel, MP.page([block])).status == 200)
+            try await eventually("degraded") { try await state()?["state"] == "degraded" }
+            #expect(try await state()?["detail"]?.stringValue?.contains("The bot violated our Platform Policies.") == true)
+            #expect(try await d.mpEvents("channel.status").contains { $0["data"]?["state"] == "degraded" })
+            let unblock = #"{"recipient":{"id":"\#(MP.page)"},"timestamp":\#(MP.now + 1),"policy-enforcement":{"action":"unblock"}}"#
+            #expect(try await MP.post(d, channel, MP.page([unblock])).status == 200)
+            try await eventually("connected") { try await state()?["state"] == "connected" }
+            #expect(try await d.mpConversations(channel).isEmpty, "no conversation for a notice about the Page")
+        }
+    }
+
     /// An attachment whose CDN keeps failing (503) past the quick retries stays `pending` and is
     /// copied later; the ones already stored are kept, and the message is updated once.
     @Test func anAttachmentThatKeepsFailingIsCopiedLater() async throws {

@@ -144,6 +144,10 @@ public struct MessagingChannel: Sendable {
             let raw = items.count == 1 ? RawPayload(format: "json", bytes: body, parsed: root)
                 : RawPayload(format: "json", bytes: Array((try? JSON.encode(item.event)) ?? Data()), parsed: item.event)
             let t = MessengerPlatform.translate(item, flavor: flavor, ownID: settings.ownID, raw: raw, forwarded: forwarded)
+            if let policy = t.policy {
+                await notePolicyEnforcement(policy.action, reason: policy.reason, context: context)
+                continue
+            }
             if let why = t.skipped {
                 if let other = t.otherAccount {
                     if !otherAccounts.contains(other) { otherAccounts.append(other) }
@@ -303,6 +307,23 @@ public struct MessagingChannel: Sendable {
         let progress = Dictionary(book.map { ($0.m, $0.s) }, uniquingKeysWith: max)
         await updateBook(customer: customer, context: context) { current in
             for i in current.indices { if let s = progress[current[i].m], s > current[i].s { current[i].s = s } }
+        }
+    }
+
+    /// Meta blocked the Page from messaging (or lifted the block, or warned it): the channel's
+    /// state says so to the helpdesk (`channel.status`), and the log to the operator. Sends fail
+    /// while it is blocked; nothing here stops them, as the block may be lifted any time.
+    func notePolicyEnforcement(_ action: String, reason: String?, context: any AdapterContext) async {
+        let why = reason.map { ": \($0)" } ?? ""
+        switch action {
+        case "block":
+            context.logger.error("\(flavor.label): Meta blocked this account from messaging\(why)", metadata: ["channel": "\(channel.id)"])
+            await context.reportStatus(.degraded, detail: "Meta blocked messaging for this account (policy enforcement)\(why)")
+        case "unblock":
+            context.logger.notice("\(flavor.label): Meta lifted the messaging block", metadata: ["channel": "\(channel.id)"])
+            await context.reportStatus(.connected, detail: "Meta lifted the messaging block")
+        default:
+            context.logger.warning("\(flavor.label): Meta policy enforcement \(action)\(why)", metadata: ["channel": "\(channel.id)"])
         }
     }
 

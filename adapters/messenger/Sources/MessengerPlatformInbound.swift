@@ -98,6 +98,9 @@ public enum MessengerPlatform {
         public var skipped: String?
         /// The Page / account the event is for, when it is another one than ours.
         public var otherAccount: String?
+        /// Meta's `policy_enforcement` for our Page: `action` `warning`, `block` or `unblock`,
+        /// and its `reason` (absent for `unblock`). About the channel, not a conversation.
+        public var policy: (action: String, reason: String?)?
     }
 
     /// The marker we put in the Send API's `metadata`, so echoes of our own sends are recognised
@@ -127,6 +130,11 @@ public enum MessengerPlatform {
         guard entryIsOurs && businessIsOurs else {
             t.skipped = "event for \(flavor == .messenger ? "Page" : "account") \(business ?? item.entryID), not \(ownID)"
             t.otherAccount = entryIsOurs ? business : item.entryID
+            return t
+        }
+        // (Documented with an underscore; older pages spell it with a hyphen.)
+        if let p = e["policy_enforcement"] ?? e["policy-enforcement"] {
+            t.policy = (p["action"]?.stringValue ?? "unknown", p["reason"]?.stringValue)
             return t
         }
         guard let customer, !customer.isEmpty else {
