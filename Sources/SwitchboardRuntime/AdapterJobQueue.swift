@@ -11,6 +11,9 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
         var jobs: [Job] = []
         /// Jobs pushed with a delay, not yet due (few: each is a download that keeps failing).
         var later: [(due: ContinuousClock.Instant, job: Job)] = []
+        /// Counts pushes of either kind: a drain loop that found nothing to do sleeps only if
+        /// nothing was pushed since it looked (a push in between would find no waiter to wake).
+        var version: UInt64 = 0
         var waiter: CheckedContinuation<Void, Never>?
     }
     private let state = Mutex(State())
@@ -20,6 +23,7 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
     public func push(_ job: Job) {
         let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.jobs.append(job)
+            s.version &+= 1
             defer { s.waiter = nil }
             return s.waiter
         }
@@ -32,14 +36,17 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
     public func push(_ job: Job, after delay: Duration) {
         let w = state.withLock { s -> CheckedContinuation<Void, Never>? in
             s.later.append((ContinuousClock.now + delay, job))
+            s.version &+= 1
             defer { s.waiter = nil }
             return s.waiter
         }
-        // The drain loop may be waiting without a deadline: it recomputes it.
+        // The drain loop may be waiting for an earlier deadline, or none: it looks again.
         w?.resume()
     }
 
-    public func pop() -> Job? {
+    /// The next job to run (delayed ones once due), or else what to wait for: the version of
+    /// the queue seen and the earliest delayed job's time.
+    private func next() -> (job: Job?, version: UInt64, due: ContinuousClock.Instant?) {
         state.withLock { s in
             if !s.later.isEmpty {
                 let now = ContinuousClock.now
@@ -49,23 +56,30 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
                     s.jobs.append(contentsOf: due.sorted { $0.due < $1.due }.map(\.job))
                 }
             }
-            return s.jobs.isEmpty ? nil : s.jobs.removeFirst()
+            let job: Job? = s.jobs.isEmpty ? nil : s.jobs.removeFirst()
+            return (job, s.version, s.later.map(\.due).min())
         }
     }
+
+    public func pop() -> Job? { next().job }
 
     /// Jobs ready to run now (delayed ones count once they are due and popped).
     public var count: Int { state.withLock { $0.jobs.count } }
     /// Jobs waiting for their delay.
     public var delayedCount: Int { state.withLock { $0.later.count } }
 
-    private var nextDue: ContinuousClock.Instant? { state.withLock { $0.later.map(\.due).min() } }
-
     /// Returns when a job is queued or the task is cancelled.
     public func waitForWork() async {
+        await waitForWork(since: nil)
+    }
+
+    /// Returns when a job is queued, anything was pushed after `version` was seen, or the task
+    /// is cancelled.
+    private func waitForWork(since version: UInt64?) async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { s -> (now: Bool, previous: CheckedContinuation<Void, Never>?) in
-                    if !s.jobs.isEmpty || Task.isCancelled { return (true, nil) }
+                    if !s.jobs.isEmpty || Task.isCancelled || (version != nil && s.version != version) { return (true, nil) }
                     defer { s.waiter = c }
                     return (false, s.waiter)
                 }
@@ -78,11 +92,11 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
         }
     }
 
-    /// Returns when a job is queued, `deadline` passes, or the task is cancelled.
-    func waitForWork(until deadline: ContinuousClock.Instant) async {
+    /// `waitForWork(since:)`, or until `deadline` passes.
+    private func waitForWork(since version: UInt64, until deadline: ContinuousClock.Instant) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
-            group.addTask { await self.waitForWork() }
+            group.addTask { await self.waitForWork(since: version) }
             await group.next()
             group.cancelAll()
         }
@@ -99,12 +113,13 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
                     running -= 1
                     continue
                 }
-                if let job = pop() {
+                let (job, version, due) = next()
+                if let job {
                     running += 1
                     group.addTask { await perform(job) }
                     continue
                 }
-                if let due = nextDue { await waitForWork(until: due) } else { await waitForWork() }
+                if let due { await waitForWork(since: version, until: due) } else { await waitForWork(since: version) }
             }
             group.cancelAll()
         }

@@ -29,6 +29,26 @@ private final class Runs: Sendable {
         #expect(queue.delayedCount == 0)
     }
 
+    /// A job that, while running, puts itself off (the way a failing download does) is run
+    /// again when due, although nothing else is pushed: the drain loop must not go to sleep
+    /// with no deadline when that push came between its look at the queue and its wait.
+    @Test func aJobPutOffWhileTheLoopIsIdleStillRuns() async throws {
+        let queue = AdapterJobQueue<Int>()
+        let done = Runs()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await queue.drain(maxConcurrent: 2) { n in
+                    // Each job puts off the next at once, 1 ms later; 200 of them.
+                    if n < 200 { queue.push(n + 1, after: .milliseconds(1)) }
+                    done.list.withLock { $0.append(("\(n)", ContinuousClock.now)) }
+                }
+            }
+            queue.push(0)
+            try await eventually(timeout: 20, "all 201 ran") { done.list.withLock { $0.count == 201 } }
+            group.cancelAll()
+        }
+    }
+
     @Test func deferredRetryDoublesUpToAnHourWithinItsWindow() {
         var r = DeferredRetry()
         let t0 = Date(timeIntervalSince1970: 1_000_000)
