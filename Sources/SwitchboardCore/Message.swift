@@ -131,6 +131,9 @@ public struct ConversationFields: KnownFields {
 public typealias Conversation = Open<ConversationFields>
 
 public struct IdentityFields: KnownFields {
+    /// The key of an identity whose customer moved to ids another identity already had
+    /// (`moved:<identity id>`): it names nobody on the channel, and sends to it fail.
+    public static let movedKeyPrefix = "moved:"
     public var id: String
     public var channel: ChannelRef
     /// The customer's id on the channel: wa_id, PSID, IGSID, LINE userId, email address, visitor id.

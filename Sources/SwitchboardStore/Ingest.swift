@@ -212,8 +212,25 @@ extension Store {
             return try receipt(db, work, target: target, externalID: externalID, status: status, error: error, ctx: ctx)
         }
         var eventIDs: [String] = []
-        let (identity, identityChanged) = try upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
-        let (conversation, created) = try ev.conversationID.flatMap { try existingConversation(db, id: $0, via: channel) }.map { ($0, false) }
+        // A change to a stored message (an edit, a deletion, media fetched after the commit)
+        // goes to that message's conversation and leaves identities alone: the peer the adapter
+        // noted when the message came may since have moved to other ids, and looking them up
+        // again would make an identity of a number that is no longer the customer's.
+        var changed: (Identity, Conversation)? = nil
+        if ev.conversationID == nil, ev.sender == nil {
+            switch ev.kind {
+            case .updated(let externalID, _), .deleted(let externalID):
+                if let target = try ourMessage(db, channel: channel, externalID: externalID),
+                   let c = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM conversations WHERE id = ?"), arguments: [target.conversationID]).map(conversationFrom),
+                   let i = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE id = ?"), arguments: [c.identityID]).map(identityFrom) {
+                    changed = (i, c)
+                }
+            default: break
+            }
+        }
+        let (identity, identityChanged) = try changed.map { ($0.0, false) } ?? upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
+        let (conversation, created) = try changed.map { ($0.1, false) }
+            ?? ev.conversationID.flatMap { try existingConversation(db, id: $0, via: channel) }.map { ($0, false) }
             ?? findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
         if created {
             eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conversation.id, channel: channel,
@@ -452,9 +469,21 @@ extension Store {
             ?? peer.movedTo.flatMap({ try findIdentity(db, channel: channel, keys: [$0.channelUserID] + $0.aliases) }) {
             var changed = false
             var rekeyed = false
+            var moveRefused = false
             if let moved = peer.movedTo {
                 let holder = try identityID(db, channel: channel, key: moved.channelUserID)
-                if holder == nil || holder == identity.id {
+                if let holder, holder != identity.id {
+                    // The new ids already have an identity of their own (a message from them
+                    // came before the notice). The identities stay apart, but this one gives up
+                    // its old ids all the same — they are no longer the customer's — and keeps
+                    // a key that names nobody (`moved:<identity id>`): its conversation stays,
+                    // replies in it fail, and the old number, given to someone else, opens a
+                    // new conversation rather than this one.
+                    try db.cachedStatement(sql: "DELETE FROM identity_aliases WHERE identity_id = ?").execute(arguments: [identity.id])
+                    identity.channelUserID = IdentityFields.movedKeyPrefix + identity.id
+                    try db.cachedStatement(sql: "UPDATE identities SET channel_user_id = ? WHERE id = ?").execute(arguments: [identity.channelUserID, identity.id])
+                    changed = true; rekeyed = true; moveRefused = true
+                } else {
                     try db.cachedStatement(sql: "DELETE FROM identity_aliases WHERE identity_id = ?").execute(arguments: [identity.id])
                     if moved.channelUserID != identity.channelUserID {
                         identity.channelUserID = moved.channelUserID
@@ -477,8 +506,8 @@ extension Store {
                !keepKnownName || (identity.displayName ?? "").isEmpty {
                 identity.displayName = name; changed = true
             }
-            // A refused move's profile names the ids it would have brought: not this identity's.
-            if let profile = peer.profile, peer.movedTo == nil || rekeyed {
+            // A refused move's profile names the ids another identity has: not this one's.
+            if let profile = peer.profile, !moveRefused {
                 let merged = (identity.profile ?? [:]).merging(profile) { _, new in new }
                 if merged != (identity.profile ?? [:]) { identity.profile = merged; changed = true }
             }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Testing
 @testable import MetaAdapter
 @testable import SwitchboardCore
@@ -735,19 +736,51 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
                 try await post(#"{"id":"wamid.SYS2","timestamp":"\#(WAFixture.now)","type":"system","system":{"type":"user_changed_user_id","body":"User Kim changed from US.777 to US.778","user_id":"US.778"}}"#, contacts: [])
                 #expect(try await received("wamid.SYS2").subject == kim)
                 #expect(try await reply(kim, "to kim again")?["recipient"] == "US.778")
-                // 6. A move to an id another customer holds changes neither of them.
+                // 6. A move to ids another identity already has (their message came first): the
+                // identities stay apart, but the old one gives up its number — replies to it fail,
+                // and the number, given to someone else, opens a new conversation.
                 try await post(WAFixture.message("system", #"{"type":"user_changed_number","body":"User Bob changed","wa_id":"16505559999"}"#, id: "wamid.SYS3", from: "16505551234"), contacts: [])
                 #expect(try await received("wamid.SYS3").subject == stranger.subject)
+                let bobConversation = try #require(stranger.subject)
+                let toBob = try await d.api("POST", "/v1/conversations/\(bobConversation)/messages", json: #"{"parts":[{"type":"text","text":"hello Bob?"}]}"#)
+                let toBobID = try #require(toBob.json?["id"]?.stringValue)
+                try await eventually("reply to the moved customer failed") { Self.status(helpdesk, toBobID, "failed") != nil }
+                #expect(Self.status(helpdesk, toBobID, "failed")?.data?["error"]?["code"] == "recipient_unavailable")
                 #expect(try await reply(conversation, "still hers")?["to"] == "16505559999")
                 let bob = try await d.runtime.store.pool.read { db in
-                    try String.fetchOne(db, sql: "SELECT profile FROM identities WHERE channel_id = ? AND channel_user_id = '16505551234'", arguments: [channel])
+                    try Row.fetchOne(db, sql: "SELECT channel_user_id, profile FROM identities WHERE id = ?", arguments: [stranger.data?["sender"]?["identity_id"]?.stringValue])
                 }
-                #expect(bob?.contains(#""wa_id":"16505551234""#) == true, "a refused move leaves the profile alone: \(bob ?? "nil")")
+                let bobKey: String? = bob?["channel_user_id"]
+                let bobProfile: String? = bob?["profile"]
+                #expect(bobKey?.hasPrefix("moved:") == true)
+                #expect(bobProfile?.contains(#""wa_id":"16505551234""#) == true, "a refused move leaves the profile alone: \(bobProfile ?? "nil")")
+                try await post(WAFixture.text("third owner", id: "wamid.THIRD", from: "16505551234"), contacts: [#"{"profile":{"name":"Carol"},"wa_id":"16505551234"}"#])
+                let third = try await received("wamid.THIRD")
+                #expect(third.subject != bobConversation && third.subject != conversation)
                 let keys = try await d.runtime.store.pool.read { db in
-                    try String.fetchAll(db, sql: "SELECT channel_user_id FROM identities WHERE channel_id = ? ORDER BY channel_user_id", arguments: [channel])
+                    try String.fetchAll(db, sql: "SELECT channel_user_id FROM identities WHERE channel_id = ? AND channel_user_id NOT LIKE 'moved:%' ORDER BY channel_user_id", arguments: [channel])
                 }
                 #expect(keys == ["16505551234", "16505559999", "US.778"])
-                #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 3)
+                #expect(try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0.count == 4)
+                // 7. Media fetched for a message after its customer moved goes to that message's
+                // conversation; the old number gets no identity from it.
+                let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 3, count: 500)
+                graph.serveWhatsAppMedia(id: "7100001", bytes: jpeg, mimeType: "image/jpeg")
+                graph.queue("GET", "/v23.0/7100001", [FakeGraph.Answer(status: 503, ["error": ["message": "busy", "code": 2]], delay: .milliseconds(800))])
+                try await post(WAFixture.message("image", #"{"id":"7100001","mime_type":"image/jpeg","sha256":"z"}"#, id: "wamid.DANA1", from: "4930000001"),
+                               contacts: [#"{"profile":{"name":"Dana"},"wa_id":"4930000001"}"#])
+                let dana = try #require(try await received("wamid.DANA1").subject)
+                try await post(WAFixture.message("system", #"{"type":"user_changed_number","body":"User Dana changed","wa_id":"4930000002"}"#, id: "wamid.SYS4", from: "4930000001"), contacts: [])
+                #expect(try await received("wamid.SYS4").subject == dana)
+                try await eventually("the media update") {
+                    helpdesk.events.contains { $0.type == "switchboard.message.updated" && $0.data?["external_id"] == "wamid.DANA1" }
+                }
+                let update = try #require(helpdesk.events.first { $0.type == "switchboard.message.updated" && $0.data?["external_id"] == "wamid.DANA1" })
+                #expect(update.subject == dana && update.data?["parts"]?.arrayValue?.first?["media_id"] != nil)
+                let oldNumber = try await d.runtime.store.pool.read { db in
+                    try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM identities WHERE channel_id = ? AND channel_user_id = '4930000001'", arguments: [channel])
+                }
+                #expect(oldNumber == 0, "no identity made again for the old number")
                 #expect(graph.violations.isEmpty, "\(graph.violations)")
             }
         }

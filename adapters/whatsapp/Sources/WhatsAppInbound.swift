@@ -108,12 +108,16 @@ extension WhatsAppChannelAdapter {
     /// business-scoped ids are aliases, so a customer who later arrives without a phone number
     /// (a username user) keeps their identity.
     static func peer(waID: String?, userID: String?, contacts: [JSONValue]) -> Peer {
-        let contact: JSONValue? = contacts.first { c in
+        let matched: JSONValue? = contacts.first { c in
             (waID != nil && c["wa_id"]?.stringValue == waID) || (userID != nil && c["user_id"]?.stringValue == userID)
-        } ?? (contacts.count == 1 ? contacts[0] : nil)
-        let wa = waID ?? contact?["wa_id"]?.stringValue
-        let bsuid = userID ?? contact?["user_id"]?.stringValue
-        let parent = contact?["parent_user_id"]?.stringValue
+        }
+        // A lone contact that names someone else than the message (a number written otherwise,
+        // Brazil's ninth digit) gives a name, not ids: an alias is for good.
+        let contact: JSONValue? = matched ?? (contacts.count == 1 ? contacts[0] : Optional<JSONValue>.none)
+        let idSource: JSONValue? = matched ?? (waID == nil && userID == nil ? contact : Optional<JSONValue>.none)
+        let wa = waID ?? idSource?["wa_id"]?.stringValue
+        let bsuid = userID ?? idSource?["user_id"]?.stringValue
+        let parent = idSource?["parent_user_id"]?.stringValue
         var profile: JSONObject = [:]
         if let wa { profile["wa_id"] = .string(wa) }
         if let bsuid { profile["user_id"] = .string(bsuid) }

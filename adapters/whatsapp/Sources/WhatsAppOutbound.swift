@@ -19,6 +19,7 @@ extension WhatsAppChannelAdapter {
     /// One Graph call per WhatsApp message, in order; a retry after a partial success resumes
     /// after the calls that already went out (progress kept in the adapter state).
     public func send(_ out: OutboundMessage, context: any AdapterContext) async throws -> SendResult {
+        try Self.checkNotMoved(out.recipient)
         let to = Self.recipientFields(out.recipient.channelUserID)
         var bodies: [JSONObject]
         if let override = out.rendered.override {
@@ -263,6 +264,14 @@ extension WhatsAppChannelAdapter {
         return Self.buttonsMessages(text: lines.joined(separator: "\n"), actions: replies, header: header.map { .object($0) })
     }
 
+    /// A customer who moved to a number that already had a conversation of its own keeps this
+    /// identity without ids (see `IdentityFields.movedKeyPrefix`): nothing can reach them here.
+    static func checkNotMoved(_ recipient: Identity) throws {
+        guard recipient.channelUserID.hasPrefix(IdentityFields.movedKeyPrefix) else { return }
+        throw SendError(code: "recipient_unavailable",
+                        message: "this customer changed number and writes from another conversation now: reply there", retryable: false)
+    }
+
     // MARK: media
 
     /// The `image`/`video`/`audio`/`document`/`sticker` message for a media part: our stored
@@ -383,6 +392,7 @@ extension WhatsAppChannelAdapter {
     /// `typing_start`: the typing indicator (also marks read; WhatsApp hides it after 25 s or at
     /// our next message). `typing_stop`: nothing to call — WhatsApp has no stop.
     public func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
+        try Self.checkNotMoved(recipient)
         if kind == .typingStop { return }
         guard let wamid = await lastInbound(conversation, context: context)?.wamid else {
             throw SendRejection(code: "invalid_request", status: 409, detail: "the customer has sent no message to mark read or answer yet")
@@ -475,10 +485,10 @@ extension WhatsAppChannelAdapter {
                 // Webhook media ids expire after 7 days: Graph answers "not found" (100 / 404).
                 if e.httpStatus == 404 || e.code == 100 { return .failure(Unavailable(reason: "expired")) }
                 guard e.retryable else { return .failure(Unavailable(reason: "download_failed")) }
-                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed", transient: true)) }
+                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed", transient: !Task.isCancelled)) }
             } catch {
                 context.logger.warning("cannot store WhatsApp media", metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)", "error": "\(error)"])
-                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed", transient: true)) }
+                guard attempt < mediaRetryDelays.count, !Task.isCancelled else { return .failure(Unavailable(reason: "download_failed", transient: !Task.isCancelled)) }
             }
             do { try await Task.sleep(for: .milliseconds(Int64(mediaRetryDelays[attempt] * 1000))) } catch { return .failure(Unavailable(reason: "download_failed")) }
             attempt += 1
