@@ -369,6 +369,13 @@ struct EmailSMTPTests {
             let s = EmailChannelAdapter.classify(e)
             #expect(!s.retryable && s.code == "invalid_recipient")
         }
+        // Enhanced statuses give the codes a bounce with the same status gets.
+        func code(_ reply: Int, _ enhanced: String?, at stage: String) -> String {
+            EmailChannelAdapter.classify(SMTPError(code: reply, enhanced: enhanced, message: "refused", stage: stage)).code
+        }
+        #expect(code(552, "5.2.2", at: "RCPT TO") == "recipient_unavailable" && code(550, "5.1.1", at: "RCPT TO") == "invalid_recipient")
+        #expect(code(552, "5.3.4", at: "DATA") == "too_large" && code(554, "5.7.1", at: "DATA") == "rejected")
+        #expect(code(550, nil, at: "RCPT TO") == "invalid_recipient" && code(552, nil, at: "DATA") == "too_large")
         // One refused recipient doesn't stop the others; dot-stuffing round-trips.
         let report = try await client.send(from: "support@example.test", to: ["perm@example.org", "ok@example.org"], message: msg)
         #expect(report.accepted == ["ok@example.org"])

@@ -229,6 +229,15 @@ final class FakeGraph: Sendable {
             if r.form["messaging_product"] != "whatsapp" { violation("media upload without messaging_product=whatsapp") }
             if r.form["type"] == nil { violation("media upload without type") }
             if r.file == nil { violation("media upload without a file part") }
+            // Meta's upload takes only the types WhatsApp can send.
+            let accepted: Set<String> = ["audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus", "application/vnd.ms-powerpoint",
+                                         "application/msword", "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                                         "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+                                         "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", "application/pdf", "text/plain",
+                                         "application/vnd.ms-excel", "image/jpeg", "image/png", "image/webp", "video/mp4", "video/3gpp"]
+            if let t = r.form["type"], !accepted.contains(String(t.split(separator: ";").first ?? "").trimmingCharacters(in: .whitespaces).lowercased()) {
+                return Self.graphError(code: 100, message: "(#100) Param file must be a file with one of the following types: audio/aac, audio/mp4, audio/mpeg, audio/amr, audio/ogg, audio/opus, application/vnd.ms-powerpoint, application/msword, application/vnd.openxmlformats-officedocument.wordprocessingml.document, application/vnd.openxmlformats-officedocument.presentationml.presentation, application/vnd.openxmlformats-officedocument.spreadsheetml.sheet, application/pdf, text/plain, application/vnd.ms-excel, image/jpeg, image/png, image/webp, video/mp4, video/3gpp. Received file of type '\(t)'.")
+            }
             return Answer(["id": .string(String(nextID()))])
         case ("POST", 2, "message_attachments"?):
             return Answer(["attachment_id": .string(String(nextID()))])

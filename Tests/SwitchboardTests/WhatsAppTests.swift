@@ -166,7 +166,7 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
             try WhatsAppChannelAdapter.messageType(for: Open(MediaFields(kind: kind, mediaID: "med_1", mimeType: mime, size: size)))
         }
         #expect(try type(.image, "image/jpeg") == "image" && type(.image, "image/png") == "image")
-        #expect(try type(.image, "image/gif") == "document", "WhatsApp takes only JPEG and PNG images")
+        #expect(try type(.image, "image/webp") == "document", "WhatsApp's images are JPEG and PNG")
         #expect(try type(.image, "image/jpeg", 6 * 1024 * 1024) == "document", "images up to 5 MB")
         #expect(try type(.video, "video/mp4") == "video" && type(.video, "video/webm") == "document")
         #expect(try type(.voice, "audio/ogg; codecs=opus") == "audio" && type(.audio, "audio/mpeg") == "audio")
@@ -846,15 +846,28 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
             try await eventually("reaction") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 11 }
             #expect(strip(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?.objectValue ?? [:])
                     == ["type": "reaction", "reaction": ["message_id": "wamid.IN7", "emoji": "👍"]])
-            // A stored GIF sent as an image: WhatsApp takes only JPEG and PNG images, so it goes as a document.
+            // A stored WebP sent as an image: WhatsApp's images are JPEG or PNG, so it goes as a
+            // document. A GIF it does not take at all: failed before any upload.
+            let uploads = graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").count
+            let webp = try await http("POST", d.apiBase + "/v1/media?filename=photo.webp", body: Array("RIFF....WEBP".utf8),
+                                      headers: ["authorization": "Bearer \(TestDaemon.token)", "content-type": "image/webp"])
+            let webpID = try #require(webp.json?["id"]?.stringValue)
+            _ = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"media","kind":"image","media_id":"\#(webpID)","caption":"Ta-da"}]}"#)
+            try await eventually("the WebP") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 12 }
+            let sentWebP = strip(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?.objectValue ?? [:])
+            #expect(sentWebP["type"] == "document" && sentWebP["document"]?["filename"] == "photo.webp" && sentWebP["document"]?["caption"] == "Ta-da", "\(sentWebP)")
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").count == uploads + 1)
             let gif = try await http("POST", d.apiBase + "/v1/media?filename=dance.gif", body: Array("GIF89a test".utf8),
                                      headers: ["authorization": "Bearer \(TestDaemon.token)", "content-type": "image/gif"])
             let gifID = try #require(gif.json?["id"]?.stringValue)
-            _ = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"media","kind":"image","media_id":"\#(gifID)","caption":"Ta-da"}]}"#)
-            try await eventually("the GIF") { graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").count == 12 }
-            let sentGIF = strip(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/messages").last?.json?.objectValue ?? [:])
-            #expect(sentGIF["type"] == "document" && sentGIF["document"]?["filename"] == "dance.gif" && sentGIF["document"]?["caption"] == "Ta-da", "\(sentGIF)")
-            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").last?.form["type"] == "image/gif")
+            let gifSend = try await d.api("POST", "/v1/conversations/\(conversation)/messages", json: #"{"parts":[{"type":"media","kind":"image","media_id":"\#(gifID)"}]}"#)
+            let gifMessage = try #require(gifSend.json?["id"]?.stringValue)
+            try await eventually("the GIF failed") {
+                try await d.storedEvents("message.status").contains { $0["data"]?["message_id"]?.stringValue == gifMessage && $0["data"]?["status"] == "failed" }
+            }
+            let gifFailed = try await d.storedEvents("message.status").first { $0["data"]?["message_id"]?.stringValue == gifMessage && $0["data"]?["status"] == "failed" }
+            #expect(gifFailed?["data"]?["error"]?["code"] == "capability_unsupported")
+            #expect(graph.requests("POST", "/v23.0/\(WAFixture.phoneID)/media").count == uploads + 1, "no upload tried for the GIF")
         }
     }
 
@@ -1006,8 +1019,6 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
 }
 
 extension WhatsAppEndToEndTests {
-    /// An expired token during a media download does not lose the file: the download waits
-    /// (the part stays pending) and runs when the channel starts again with a working token.
     /// A download that keeps failing for a transient reason (Graph 503) stays `pending` and is
     /// tried again later rather than given up after the quick retries; one that fails for
     /// longer than `media_retry_for` ends as `download_failed`.
@@ -1047,6 +1058,8 @@ extension WhatsAppEndToEndTests {
         }
     }
 
+    /// An expired token during a media download does not lose the file: the download waits
+    /// (the part stays pending) and runs when the channel starts again with a working token.
     @Test func aMediaDownloadRefusedForTheTokenWaitsForTheNextStart() async throws {
         let graph = try await FakeGraph.start()
         let channel = uniqueID("wa")

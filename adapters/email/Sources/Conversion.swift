@@ -178,9 +178,6 @@ public struct EmailInbound: Sendable {
         return Peer(channelUserID: from?.address ?? "", displayName: from?.displayName)
     }
 
-    /// For a bounce of one of our messages: the `message.status` `failed` event for it (looked up
-    /// by the runtime through its external id, our Message-ID). nil when this is no bounce, the
-    /// report names no original message, or it only reports a delay.
     /// The stable code for a bounce's enhanced status (RFC 3463): 5.1.x bad address →
     /// `invalid_recipient`; 5.2.x mailbox full or disabled → `recipient_unavailable`; 5.3.4
     /// too big → `too_large`; anything else the receiving side refused → `rejected` (the same
@@ -193,6 +190,9 @@ public struct EmailInbound: Sendable {
         return "rejected"
     }
 
+    /// For a bounce of one of our messages: the `message.status` `failed` event for it (looked up
+    /// by the runtime through its external id, our Message-ID). nil when this is no bounce, the
+    /// report names no original message, or it only reports a delay.
     public func bounceStatusEvent() -> InboundEvent? {
         guard case .bounce(let report, _) = classification, let original = report.originalMessageID, report.isFailure else { return nil }
         let code = Self.bounceCode(report.status)

@@ -192,6 +192,10 @@ extension EmailChannelAdapter {
             return SendError(code: "auth_expired", channelCode: channelCode, message: "SMTP login refused: \(e.message)",
                              retryable: true, retryAfter: 300, channelState: .authExpired)
         }
+        // An enhanced status (RFC 3463) says what was wrong, the same way a bounce does.
+        if let enhanced = e.enhanced, enhanced.hasPrefix("5.") {
+            return SendError(code: EmailInbound.bounceCode(enhanced), channelCode: channelCode, message: "SMTP \(e.description)", retryable: false)
+        }
         let code = e.stage == "RCPT TO" ? "invalid_recipient" : (e.code == 552 || e.code == 554 && e.message.lowercased().contains("size") ? "too_large" : "rejected")
         return SendError(code: code, channelCode: channelCode, message: "SMTP \(e.description)", retryable: false)
     }

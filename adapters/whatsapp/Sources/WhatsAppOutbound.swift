@@ -279,6 +279,13 @@ extension WhatsAppChannelAdapter {
     /// part's own link.
     func mediaMessages(_ m: Open<MediaFields>, context: any AdapterContext) async throws -> [JSONObject] {
         let type = try Self.messageType(for: m)
+        // A stored file goes up through the media endpoint, which refuses other types: say so
+        // before trying (a link is Meta's to judge).
+        if m.mediaID != nil, uploadMedia, let mime = Self.essence(m.mimeType), !Self.uploadTypes.contains(mime) {
+            throw SendError(code: "capability_unsupported",
+                            message: "WhatsApp does not take \(mime) files (it takes JPEG/PNG/WebP images, MP4/3GPP video, AAC/AMR/MP3/M4A/OGG audio, PDF, Office and text documents)",
+                            retryable: false)
+        }
         var (object, storedName) = try await mediaObject(mediaID: m.mediaID, url: m.url, context: context)
         if type == "document", let f = m.filename ?? storedName { object["filename"] = .string(f) }
         // A voice-note bubble needs OGG/Opus; other audio goes as an ordinary audio message.
@@ -294,6 +301,16 @@ extension WhatsAppChannelAdapter {
         "sticker": (["image/webp"], 500 * 1024),
     ]
     static let maxDocumentBytes: Int64 = 100 * 1024 * 1024
+    /// What `POST /<phone_number_id>/media` takes at all: anything else is refused there
+    /// ("Param file must be a file with one of the following types").
+    static let uploadTypes: Set<String> = [
+        "audio/aac", "audio/mp4", "audio/mpeg", "audio/amr", "audio/ogg", "audio/opus",
+        "text/plain", "application/pdf", "application/msword", "application/vnd.ms-excel", "application/vnd.ms-powerpoint",
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "image/jpeg", "image/png", "image/webp", "video/mp4", "video/3gpp",
+    ]
 
     /// The MIME type without parameters, lower-cased (`audio/ogg; codecs=opus` → `audio/ogg`).
     static func essence(_ mime: String?) -> String? {
