@@ -19,8 +19,9 @@ public struct Peer: Sendable, Hashable {
     /// The channel says this customer now goes by other ids (WhatsApp: a changed phone number,
     /// which also brings a new business-scoped id). The identity found by `channelUserID` or an
     /// alias is re-keyed to them and keeps its conversations; the old ids no longer find it — a
-    /// recycled number must not open the previous owner's history. Ignored, with `profile`,
-    /// when the new key already names another identity.
+    /// recycled number must not open the previous owner's history. When the new key already
+    /// names another identity, the two stay apart: this one still gives up its old ids (its key
+    /// becomes `IdentityFields.movedKeyPrefix` + its id) and `profile` is not applied.
     public var movedTo: IDs?
     /// A key and its aliases.
     public struct IDs: Sendable, Hashable {
