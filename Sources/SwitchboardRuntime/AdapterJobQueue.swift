@@ -61,25 +61,18 @@ public final class AdapterJobQueue<Job: Sendable>: Sendable {
         }
     }
 
-    public func pop() -> Job? { next().job }
-
     /// Jobs ready to run now (delayed ones count once they are due and popped).
     public var count: Int { state.withLock { $0.jobs.count } }
     /// Jobs waiting for their delay.
     public var delayedCount: Int { state.withLock { $0.later.count } }
 
-    /// Returns when a job is queued or the task is cancelled.
-    public func waitForWork() async {
-        await waitForWork(since: nil)
-    }
-
     /// Returns when a job is queued, anything was pushed after `version` was seen, or the task
     /// is cancelled.
-    private func waitForWork(since version: UInt64?) async {
+    private func waitForWork(since version: UInt64) async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { s -> (now: Bool, previous: CheckedContinuation<Void, Never>?) in
-                    if !s.jobs.isEmpty || Task.isCancelled || (version != nil && s.version != version) { return (true, nil) }
+                    if !s.jobs.isEmpty || Task.isCancelled || s.version != version { return (true, nil) }
                     defer { s.waiter = c }
                     return (false, s.waiter)
                 }

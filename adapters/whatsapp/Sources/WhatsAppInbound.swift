@@ -154,9 +154,12 @@ extension WhatsAppChannelAdapter {
         var profile: JSONObject = ["wa_id": newWA.map(JSONValue.string) ?? .null, "user_id": newUser.map(JSONValue.string) ?? .null]
         if let newParent { profile["parent_user_id"] = .string(newParent) }
         let moved = Peer.IDs(channelUserID: newKey, aliases: [newUser, newParent].compactMap { $0 }.filter { $0 != newKey })
-        guard let first = old.first else {
-            return Peer(channelUserID: newKey, profile: profile, aliases: moved.aliases)
-        }
+        return movingPeer(from: old, to: moved, profile: profile)
+    }
+
+    /// A peer found by its `old` ids and moving to `moved`; with no old ids, simply the new ones.
+    static func movingPeer(from old: [String], to moved: Peer.IDs, profile: JSONObject) -> Peer {
+        guard let first = old.first else { return Peer(channelUserID: moved.channelUserID, profile: profile, aliases: moved.aliases) }
         return Peer(channelUserID: first, profile: profile, aliases: Array(old.dropFirst()), movedTo: moved)
     }
 
@@ -172,9 +175,7 @@ extension WhatsAppChannelAdapter {
         var profile: JSONObject = ["user_id": .string(current)]
         if let currentParent { profile["parent_user_id"] = .string(currentParent) }
         let old = [wa, previous, u["parent_user_id"]?["previous"]?.stringValue].compactMap { $0 }
-        let peer = old.first.map { Peer(channelUserID: $0, profile: profile, aliases: Array(old.dropFirst()), movedTo: moved) }
-            ?? Peer(channelUserID: key, profile: profile, aliases: moved.aliases)
-        return WhatsAppItem(event: InboundEvent(.identityUpdated, peer: peer, dedupeKey: "user_id_update:\(previous ?? "-")>\(current)",
+        return WhatsAppItem(event: InboundEvent(.identityUpdated, peer: movingPeer(from: old, to: moved, profile: profile), dedupeKey: "user_id_update:\(previous ?? "-")>\(current)",
                                                 occurredAt: MetaWebhook.seconds(u["timestamp"]), raw: raw))
     }
 
