@@ -11,17 +11,25 @@ import Glibc
 #endif
 
 /// A free loopback TCP port (bound and released; the server binds it right after).
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+func freePort() -> Int { freePorts(1)[0] }
+
+/// `count` distinct free loopback TCP ports. Each socket stays bound until all are picked:
+/// released one at a time, the kernel may hand out the same port twice.
+func freePorts(_ count: Int) -> [Int] {
+    var fds: [Int32] = []
+    defer { fds.forEach { close($0) } }
+    return (0..<count).map { _ in
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        fds.append(fd)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
 }
 
 /// A real Dovecot (IMAP + LMTP) in a temp dir on loopback ports, as in the reference note.
@@ -46,7 +54,8 @@ final class TestDovecot: Sendable {
         for attempt in 1... {
             do {
                 return try await startOnce(tls: tls, users: users, oauthIntrospection: oauthIntrospection)
-            } catch let e as DaemonError where attempt < 3 && e.message.contains("Address already in use") {
+            } catch let e as DaemonError where attempt < 3
+                && (e.message.contains("Address already in use") || e.message.contains("duplicate listener")) {
                 continue
             }
         }
@@ -56,7 +65,8 @@ final class TestDovecot: Sendable {
     private static func startOnce(tls: (cert: String, key: String)?, users: [String], oauthIntrospection: String?) async throws -> TestDovecot {
         let dir = TempDir()
         chmod(dir.path, 0o755)
-        let imap = freePort(), lmtp = freePort(), imaps = tls == nil ? 0 : freePort()
+        let ports = freePorts(3)
+        let imap = ports[0], lmtp = ports[1], imaps = tls == nil ? 0 : ports[2]
         for d in ["run", "state", "mail"] { try FileManager.default.createDirectory(atPath: dir.file(d), withIntermediateDirectories: true) }
         _ = try await Spawned.run("chown", ["nobody:nogroup", dir.file("mail")])
         try users.map { "\($0):{PLAIN}\(password)::::::\n" }.joined().write(toFile: dir.file("users"), atomically: true, encoding: .utf8)
