@@ -197,6 +197,8 @@ let package = Package(
             name: "SwitchboardBench",
             dependencies: [
                 "EmailParsing",
+                "SwitchboardCore",
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

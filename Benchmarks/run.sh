@@ -17,6 +17,7 @@
 #   BENCH_PERF=0             1: record `perf` profiles of the daemon during both daemon phases
 #   BENCH_SKIP_BUILD=0       1: use the existing release binaries
 #   BENCH_PYWA=1             0: skip the pywa (Python) comparison in the WhatsApp phase
+#   BENCH_LADDER=1           0: skip the ladder (bare server + verify / + parse / + durable append)
 #   BENCH_EMAIL_MESSAGES=2000 messages per run in the email phase (LMTP direct, Postfix -> discard, Postfix -> LMTP)
 #   BENCH_EMAIL_CONNECTIONS=4 SMTP/LMTP connections of the mail load generator
 set -uo pipefail
@@ -37,6 +38,7 @@ DURABILITY=${BENCH_DURABILITY:-}
 PERF=${BENCH_PERF:-0}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 PYWA=${BENCH_PYWA:-1}
+LADDER=${BENCH_LADDER:-1}
 EMAIL_MESSAGES=${BENCH_EMAIL_MESSAGES:-2000}
 EMAIL_CONNECTIONS=${BENCH_EMAIL_CONNECTIONS:-4}
 
@@ -310,9 +312,13 @@ log "1/6 Baseline: bare Hummingbird 2 POST endpoint, $CONNECTIONS connections, $
 start bare "$BENCH" bare-server --port 0
 BARE_PID=$PID
 BARE_PORT=$(wait_ready "$LOG_DIR/bare.log" "$BARE_PID") || die "the bare server did not start"
+BARE_CPU0=$(cpu_ticks "$BARE_PID")
 run_load "$LOG_DIR/load-bare.txt" --url "http://127.0.0.1:$BARE_PORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
     --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
 BARE=$(result_of "$LOG_DIR/load-bare.txt")
+BARE_CPU1=$(cpu_ticks "$BARE_PID")
+BARE_SENT=$(kv sent_total "$BARE"); BARE_SENT=${BARE_SENT:-0}
+BARE_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $BARE_SENT > 0 ? ($BARE_CPU1 - $BARE_CPU0) * 1e6 / $CLK_TCK / $BARE_SENT : 0)")
 BARE_RSS=$(status_kb "$BARE_PID" VmHWM)
 stop "$BARE_PID"
 BARE_RPS=$(kv ok_rps "$BARE"); BARE_RPS=${BARE_RPS:-0}
@@ -425,6 +431,24 @@ if [[ $PYWA == 1 ]]; then
         PYWA_NOTE="not measured: python3 -m pip install 'pywa[fastapi]' uvicorn (make bench does this)"
     fi
 fi
+# The ladder: the bare server again on the same WhatsApp notifications, each step doing more of
+# the least any receiver must do (see BareServer.swift): verify the signature; also parse the JSON;
+# also append the raw body to SQLite and answer after the fsync'd commit. What the machine allows
+# before any of Switchboard's own work, and where the WhatsApp targets sit against it.
+LADDER_ROWS=()
+if [[ $LADDER == 1 ]]; then
+    for step in verify parse store; do
+        log "4/6 Ladder: bare server + $step, WhatsApp notifications; $CONNECTIONS connections, ${DURATION}s"
+        sync
+        start "ladder-$step" "$BENCH" bare-server --port 0 --work "$step" --secret "$WA_APP_SECRET" --database "$TMP/ladder-$step.sqlite"
+        LPID=$PID
+        LPORT=$(wait_ready "$LOG_DIR/ladder-$step.log" "$LPID") || die "the bare server (--work $step) did not start"
+        whatsapp_load "load-ladder-$step" "http://127.0.0.1:$LPORT/webhooks/wa" "$LPID"
+        stop "$LPID"
+        LADDER_ROWS+=("| Ladder: bare server + ${step}$( [[ $step == parse ]] && echo ' (+ verify)' )$( [[ $step == store ]] && echo ' (+ verify, parse; raw body to SQLite, fsync per batch, then 200)' ), WhatsApp notifications | $LOAD_RPS req/s ($(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $LOAD_RPS / $BARE_RPS : 0)") of the baseline); $LOAD_CPU_PER_REQ µs server CPU/request; load generator $(kv self_cpu_us "$LOAD") µs/request; $(kv errors "$LOAD") errors, statuses $(grep -o 'status_[0-9]*=[0-9]*' <<<"$LOAD" | sed 's/status_//' | paste -sd' ') | | |")
+    done
+fi
+
 WA_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WA_RPS / ${PYWA_RPS:-1} : 0)")
 WAN_VS_PYWA=$(calc "sprintf(\"%.1f\", ${PYWA_RPS:-0} > 0 ? $WAN_RPS / ${PYWA_RPS:-1} : 0)")
 
@@ -542,7 +566,7 @@ REPORT=$TMP/latest.md
     echo
     echo "| Measurement | Result | Target | |"
     echo "|---|---|---|---|"
-    echo "| Baseline: bare Hummingbird POST, $CONNECTIONS conns | $BARE_RPS req/s (p50 $(kv p50_ms "$BARE") ms, p99 $(kv p99_ms "$BARE") ms) | | |"
+    echo "| Baseline: bare Hummingbird POST, $CONNECTIONS conns | $BARE_RPS req/s (p50 $(kv p50_ms "$BARE") ms, p99 $(kv p99_ms "$BARE") ms); $BARE_CPU_PER_REQ µs server CPU/request; load generator $(kv self_cpu_us "$BARE") µs/request | | |"
     echo "| Daemon ingest: committed + acknowledged, $CONNECTIONS conns | $INGEST_RPS req/s (p50 $(kv p50_ms "$INGEST") ms, p99 $(kv p99_ms "$INGEST") ms) | | |"
     echo "| Ingest / baseline | $RATIO | ≥ 0.5 | $(mark "$OK_RATIO") |"
     echo "| Ingest: answers | $(grep -o 'status_[0-9]*=[0-9]*' <<<"$INGEST" | sed 's/status_//' | tr '\n' ' ')errors $(kv errors "$INGEST"), timeouts $(kv timeouts "$INGEST") | all 200 committed | |"
@@ -557,6 +581,7 @@ REPORT=$TMP/latest.md
     echo "| WhatsApp ingest, and every event delivered to a helpdesk receiver on the same CPUs | $WA_RPS req/s (p50 $(kv p50_ms "$WA") ms, p99 $(kv p99_ms "$WA") ms); $WA_CPU_PER_REQ µs CPU/request; $(kv errors "$WA") errors; delivered $WA_DELIVERED of $WA_TOTAL, caught up ${WA_DRAIN}s after | | |"
     echo "| WhatsApp ingest / baseline | $WAN_RATIO without a helpdesk, $WA_RATIO with delivery | | |"
     echo "| pywa on uvicorn, same notifications (verifies and parses, stores nothing) | $PYWA_NOTE | | |"
+    for row in "${LADDER_ROWS[@]}"; do echo "$row"; done
     echo "| WhatsApp ingest / pywa | ${WAN_VS_PYWA}× without a helpdesk (${WA_VS_PYWA}× with delivery) | > 10× | $(mark "$OK_PYWA") |"
     echo "| MIME parse (parse, strip quotes, classify), $MIME_FILES-message fixture corpus | $MIME_RATE messages/s ($(kv mb_per_s "$MIME") MB/s), one thread | | |"
     echo "| Python's email package, same corpus and work (baseline) | $MIME_PY_RATE messages/s ($(kv mb_per_s "$MIME_PY") MB/s) | | |"

@@ -108,6 +108,14 @@ struct Load: AsyncParsableCommand {
         report(total, measuredSeconds: duration, rateMode: rate != nil)
     }
 
+    /// User + system CPU this process has used, in µs.
+    static func ownCPUMicroseconds() -> Double {
+        var usage = rusage()
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        func us(_ t: timeval) -> Double { Double(t.tv_sec) * 1e6 + Double(t.tv_usec) }
+        return us(usage.ru_utime) + us(usage.ru_stime)
+    }
+
     func report(_ r: ConnectionResult, measuredSeconds: Double, rateMode: Bool) {
         let service = LatencySummary(nanos: r.latencies)
         let scheduled = LatencySummary(nanos: r.scheduleLatencies)
@@ -130,6 +138,9 @@ struct Load: AsyncParsableCommand {
             "p50_ms=\(fmt(service.p50, 3))", "p90_ms=\(fmt(service.p90, 3))", "p99_ms=\(fmt(service.p99, 3))", "max_ms=\(fmt(service.max, 3))",
             "sched_p50_ms=\(fmt(scheduled.p50, 3))", "sched_p99_ms=\(fmt(scheduled.p99, 3))", "sched_max_ms=\(fmt(scheduled.max, 3))",
             "sent_total=\(r.sentTotal)", "committed_total=\(r.committedTotal)",
+            // The generator's own CPU per request sent (warm-up included): it shares the
+            // machine's cores with the server under test, so this is what the server can't have.
+            "self_cpu_us=\(fmt(Self.ownCPUMicroseconds() / Double(max(r.sentTotal, 1)), 1))",
         ]
         for (code, n) in r.statuses.sorted(by: { $0.key < $1.key }) { kv.append("status_\(code)=\(n)") }
         say("RESULT " + kv.joined(separator: " "))
