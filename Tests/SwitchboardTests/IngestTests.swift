@@ -452,4 +452,14 @@ import WebhookAdapter
         _ = try await store.commitInbound([event("m3", updates: [StateUpdate(key: "window:{conversation_id}", value: "3000", version: 3000)])], ctx: ctx)
         #expect(try await state(store, "window:\(conversation)") == "3000")
     }
+
+    /// Every placeholder in a key is replaced, wherever it stands; other braces and non-ASCII
+    /// text are left as they are.
+    @Test func placeholderFilledWhereverItStands() {
+        let p = StateUpdate.conversationIDPlaceholder
+        #expect(Store.fillingConversationID("cursor", "conv_1") == "cursor")
+        #expect(Store.fillingConversationID(p, "conv_1") == "conv_1")
+        #expect(Store.fillingConversationID("a{b}:\(p)/é/\(p){", "conv_1") == "a{b}:conv_1/é/conv_1{")
+        #expect(Store.fillingConversationID("{conversation_i", "conv_1") == "{conversation_i")
+    }
 }
