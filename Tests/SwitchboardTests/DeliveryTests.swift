@@ -111,8 +111,10 @@ import Logging
         try await eventually(timeout: 20, "parked") { try await d.runtime.store.sinkStats("desk").failed == 1 }
         let attempts = helpdesk.attempts
         // 1 + 3 at once (the receiver said 0 s), then every 2 s (the first step) until the
-        // schedule's 6 s have passed since the event was written.
-        #expect(attempts.count >= 5, "\(attempts.count) attempts")
+        // schedule's 6 s have passed since the event was written. How many of those 2 s steps
+        // fit depends on how late the first attempts ran (a busy test machine); that the
+        // retries went on for seconds, not a moment, does not.
+        #expect(attempts.count >= 4, "\(attempts.count) attempts")
         #expect(attempts.last! - attempts.first! >= .milliseconds(1500), "retried for \(attempts.last! - attempts.first!)")
     }
 
