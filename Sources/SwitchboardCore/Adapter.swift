@@ -82,6 +82,10 @@ public struct InboundEvent: Sendable {
     public var sender: Peer?
     public var thread: String
     /// The channel's own id for this event; a second emit with the same key is a duplicate.
+    /// For a message, make it the message's `externalID` itself when that id alone identifies
+    /// it (a wamid, a mid, a Message-ID): the stored message is then the dedupe record, no key
+    /// row is written beside it, and it is remembered as long as the message is kept (for ever),
+    /// whatever `storage.dedupe_retention` says. Any other key is kept in a key table.
     public var dedupeKey: String?
     public var occurredAt: Timestamp?
     public var raw: RawPayload?

@@ -17,7 +17,7 @@ import Testing
         let t = try MP.translate(Self.ig(#""message":{"mid":"aWdfZAG1_1","text":"hi","reply_to":{"mid":"aWdfZAG1_0"}}"#), flavor: .instagram)
         let m = try #require(MP.message(t))
         #expect(m.parts == [.text("hi")] && m.externalID == "aWdfZAG1_1" && m.replyToExternalID == "aWdfZAG1_0")
-        #expect(t.event?.peer.channelUserID == MP.igsid && t.event?.dedupeKey == "mid:aWdfZAG1_1")
+        #expect(t.event?.peer.channelUserID == MP.igsid && t.event?.dedupeKey == "aWdfZAG1_1")
         let qr = try MP.translate(Self.ig(#""message":{"mid":"aWdf_2","text":"Track","quick_reply":{"payload":"TRACK"}}"#), flavor: .instagram)
         #expect(MP.message(qr)?.parts == [.interaction(Open(InteractionFields(kind: .quickReply, payload: "TRACK", title: "Track")))])
         let pb = try MP.translate(Self.ig(#""postback":{"mid":"aWdf_pb","title":"Track order","payload":"TRACK"}"#), flavor: .instagram)

@@ -16,7 +16,7 @@ import Testing
         let m = try #require(MP.message(t))
         #expect(m.parts == [.text("hello")])
         #expect(m.externalID == "m_AbC1" && m.origin == .customer && m.replyToExternalID == nil)
-        #expect(t.event?.dedupeKey == "mid:m_AbC1", "Meta's retries carry the same mid")
+        #expect(t.event?.dedupeKey == "m_AbC1", "Meta's retries carry the same mid")
         #expect(t.event?.peer.channelUserID == MP.psid && t.event?.thread == "*")
         #expect(t.event?.occurredAt == Timestamp(milliseconds: 1458692752478))
         #expect(t.customerActivity == Timestamp(milliseconds: 1458692752478), "a message opens the window")

@@ -12,9 +12,10 @@ import Logging
     let ctx = EventContext(source: "urn:switchboard:test")
     let channel = ChannelRef(type: "recording", id: "rec")
 
-    func work(_ text: String, from user: String, at ms: Int64) -> InboundWork {
+    /// A message whose external id is `text`, keyed by that id (WhatsApp's way) unless `key` is given (LINE's way).
+    func work(_ text: String, from user: String, at ms: Int64, key: String? = nil) -> InboundWork {
         InboundWork(channel: channel, event: InboundEvent(.message(InboundMessage(externalID: text, parts: [.text(text)])),
-                                                         peer: Peer(channelUserID: user), dedupeKey: text),
+                                                         peer: Peer(channelUserID: user), dedupeKey: key ?? text),
                     receivedAt: Timestamp(milliseconds: ms))
     }
 
@@ -66,16 +67,37 @@ import Logging
         let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
         let day: Int64 = 86_400_000
         let now = Store.nowMS()
-        _ = try await store.commitInbound([work("wamid.old", from: "u1", at: now - 20 * day)], ctx: ctx)
-        _ = try await store.commitInbound([work("wamid.new", from: "u1", at: now)], ctx: ctx)
-        let again = try await store.commitInbound([work("wamid.new", from: "u1", at: now)], ctx: ctx)
+        _ = try await store.commitInbound([work("m-old", from: "u1", at: now - 20 * day, key: "evt:old")], ctx: ctx)
+        _ = try await store.commitInbound([work("m-new", from: "u1", at: now, key: "evt:new")], ctx: ctx)
+        let again = try await store.commitInbound([work("m-new", from: "u1", at: now, key: "evt:new")], ctx: ctx)
         guard case .success(.duplicate) = again.first else { Issue.record("\(again)"); return }
         let pruned = try await store.prune(eventsBefore: nil, dedupeBefore: now - 14 * day, batch: 1)
         #expect(pruned == Store.Pruned(events: 0, dedupeKeys: 1))
-        let old = try await store.commitInbound([work("wamid.old", from: "u1", at: now)], ctx: ctx)
+        let old = try await store.commitInbound([work("m-old", from: "u1", at: now, key: "evt:old")], ctx: ctx)
         guard case .success(.committed) = old.first else { Issue.record("a key past retention is forgotten: \(old)"); return }
-        let recent = try await store.commitInbound([work("wamid.new", from: "u1", at: now)], ctx: ctx)
+        let recent = try await store.commitInbound([work("m-new", from: "u1", at: now, key: "evt:new")], ctx: ctx)
         guard case .success(.duplicate) = recent.first else { Issue.record("a recent key is kept: \(recent)"); return }
+    }
+
+    /// A message keyed by its own platform id is its own dedupe record: no key row is written
+    /// for it, and pruning keys never lets its redelivery in, however late.
+    @Test func aMessageKeyedByItsIDIsRememberedByTheMessage() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        let day: Int64 = 86_400_000
+        let now = Store.nowMS()
+        _ = try await store.commitInbound([work("wamid.old", from: "u1", at: now - 20 * day)], ctx: ctx)
+        // In one batch too: the second of two identical messages is the duplicate.
+        let batch = try await store.commitInbound([work("wamid.new", from: "u2", at: now), work("wamid.new", from: "u2", at: now)], ctx: ctx)
+        guard case .success(.committed) = batch.first, case .success(.duplicate) = batch.last else { Issue.record("\(batch)"); return }
+        #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM dedupe_keys") } == 0)
+        #expect(try await store.prune(eventsBefore: nil, dedupeBefore: now, batch: 1) == Store.Pruned())
+        for id in ["wamid.old", "wamid.new"] {
+            let late = try await store.commitInbound([work(id, from: "u1", at: now)], ctx: ctx)
+            guard case .success(.duplicate) = late.first else { Issue.record("\(id) stored again: \(late)"); return }
+        }
+        #expect(try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM messages") } == 2)
     }
 
     /// A replay cursor older than what the log keeps is told so (410), not "unknown" (404).

@@ -110,7 +110,7 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         #expect(item.event.peer.channelUserID == WAFixture.customer)
         #expect(item.event.peer.displayName == "Sheena Nelson")
         #expect(item.event.peer.profile == ["wa_id": "16505551234", "user_id": "US.13491208655302741918", "username": "@sheena"])
-        #expect(item.event.dedupeKey == "wamid:wamid.TEXT1")
+        #expect(item.event.dedupeKey == "wamid.TEXT1")
         #expect(item.event.occurredAt == Timestamp(milliseconds: 1697043223000))
         #expect(item.customerMessageAt == Timestamp(milliseconds: 1697043223000))
         guard case .message(let m) = item.event.kind else { Issue.record("not a message"); return }

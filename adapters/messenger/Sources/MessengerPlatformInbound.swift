@@ -181,7 +181,7 @@ public enum MessengerPlatform {
                 if let meta = t.echo?.metadata { data["metadata"] = .string(meta) }
             }
             t.event = event(.message(InboundMessage(origin: origin, externalID: mid, parts: parts, replyToExternalID: replyTo)),
-                            dedupe: mid.map { "mid:\($0)" }, data: data)
+                            dedupe: mid, data: data)  // the mid itself: the stored message is the dedupe record
             if let mid, !fetch.isEmpty {
                 t.media = MediaFetch(externalID: mid, parts: parts, indices: fetch, peerID: customer, echo: isEcho)
             }

@@ -300,8 +300,9 @@ extension WhatsAppChannelAdapter {
         default:
             parts = [.unsupported(Open(UnsupportedFields(description: "WhatsApp \(type) message", channelType: Self.type), extra: ["whatsapp_message": m]))]
         }
+        // Keyed by the wamid itself: the stored message is the dedupe record (see `dedupeKey`).
         item.event = InboundEvent(.message(InboundMessage(origin: origin, externalID: wamid, parts: parts, replyToExternalID: replyTo)),
-                                  peer: peer, dedupeKey: dedupe, occurredAt: at, raw: raw, channelData: channelData)
+                                  peer: peer, dedupeKey: wamid, occurredAt: at, raw: raw, channelData: channelData)
         if origin == .customer { item.customerMessageAt = at ?? .now() }
         return item
     }
