@@ -117,6 +117,16 @@ public struct ConversationFields: KnownFields {
     public var updatedAt: Timestamp
     public var lastInboundAt: Timestamp?
     public var metadata: JSONObject?
+    /// The customer's latest message by the platform's clock (`sent_at`) and its channel id, as
+    /// the store keeps them: reply windows that run on the platform's clock (WhatsApp's 24
+    /// hours) and "mark as read" use them. Not part of the JSON (a conversation read back from
+    /// JSON has none), and nil for conversations with no customer message since v6 of the store.
+    public var lastInbound: LastInbound? = nil
+    public struct LastInbound: Sendable, Hashable {
+        public var sentAt: Timestamp
+        public var externalID: String?
+        public init(sentAt: Timestamp, externalID: String?) { self.sentAt = sentAt; self.externalID = externalID }
+    }
     public init(id: String, channel: ChannelRef, identityID: String, thread: String, createdAt: Timestamp,
                 updatedAt: Timestamp, lastInboundAt: Timestamp? = nil, metadata: JSONObject? = nil) {
         self.id = id; self.channel = channel; self.identityID = identityID; self.thread = thread

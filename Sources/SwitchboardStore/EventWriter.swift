@@ -14,6 +14,10 @@ extension Store {
     struct Touch {
         /// A customer message: the conversation's `last_inbound_at` (the platforms' reply windows).
         var lastInboundAt: Int64?
+        /// Its time by the platform's clock and its external id (`Conversation.lastInbound`):
+        /// they move only forward in platform time, so a late redelivery changes nothing.
+        var lastInboundSentAt: Int64? = nil
+        var lastInboundExternalID: String? = nil
     }
 
     /// Appends one event to the log, in the caller's transaction; sinks read the log from
@@ -25,10 +29,13 @@ extension Store {
         var sequence: Int64? = nil
         if let conversationID {
             if let touch {
+                // (SET expressions all see the row as it was before the update.)
                 sequence = try Int64.fetchOne(db.cachedStatement(sql: """
-                    UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?, last_inbound_at = COALESCE(?, last_inbound_at)
-                    WHERE id = ? RETURNING last_sequence
-                    """), arguments: [now, touch.lastInboundAt, conversationID])
+                    UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?1, last_inbound_at = COALESCE(?2, last_inbound_at),
+                      last_inbound_external_id = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?4 ELSE last_inbound_external_id END,
+                      last_inbound_sent_at = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?3 ELSE last_inbound_sent_at END
+                    WHERE id = ?5 RETURNING last_sequence
+                    """), arguments: [now, touch.lastInboundAt, touch.lastInboundSentAt, touch.lastInboundExternalID, conversationID])
             } else {
                 sequence = try Int64.fetchOne(db.cachedStatement(sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence"), arguments: [conversationID])
             }

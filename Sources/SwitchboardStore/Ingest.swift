@@ -302,7 +302,10 @@ extension Store {
             }
             eventIDs.append(try appendEvent(db, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversation.id,
                                             channel: channel, dataJSON: Data(body), now: now,
-                                            touch: .init(lastInboundAt: m.origin == .customer ? now : nil)))
+                                            touch: m.origin == .customer
+                                                ? .init(lastInboundAt: now, lastInboundSentAt: (ev.occurredAt ?? work.receivedAt).milliseconds,
+                                                        lastInboundExternalID: m.externalID)
+                                                : .init(lastInboundAt: nil)))
 
         case .status:
             // Handled above, before any identity or conversation is looked up.
@@ -649,10 +652,13 @@ extension Store {
     static func conversationFrom(_ row: Row) throws -> Conversation {
         let metadata: String? = row["metadata"]
         let lastInbound: Int64? = row["last_inbound_at"]
-        return Conversation(ConversationFields(
+        var fields = ConversationFields(
             id: row["id"], channel: ChannelRef(type: row["channel_type"], id: row["channel_id"]), identityID: row["identity_id"],
             thread: row["thread"], createdAt: Timestamp(milliseconds: row["created_at"]), updatedAt: Timestamp(milliseconds: row["updated_at"]),
             lastInboundAt: lastInbound.map { Timestamp(milliseconds: $0) },
-            metadata: try metadata.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) }))
+            metadata: try metadata.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) })
+        let sentAt: Int64? = row["last_inbound_sent_at"]
+        fields.lastInbound = sentAt.map { ConversationFields.LastInbound(sentAt: Timestamp(milliseconds: $0), externalID: row["last_inbound_external_id"]) }
+        return Conversation(fields)
     }
 }

@@ -234,6 +234,16 @@ public final class Store: Sendable {
                 CREATE INDEX identity_aliases_identity ON identity_aliases(identity_id);
                 """)
         }
+        // The customer's latest message by the platform's clock, and its id, kept on the
+        // conversation row the message already updates (`Touch`): WhatsApp's 24-hour window and
+        // mark-as-read read them. An adapter_state row per conversation did this before, one
+        // more randomly placed page for the single ingest writer per message.
+        m.registerMigration("v6-last-inbound-sent") { db in
+            try db.execute(sql: """
+                ALTER TABLE conversations ADD COLUMN last_inbound_sent_at INTEGER;
+                ALTER TABLE conversations ADD COLUMN last_inbound_external_id TEXT;
+                """)
+        }
         return m
     }
 

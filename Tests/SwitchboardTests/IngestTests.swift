@@ -453,6 +453,36 @@ import WebhookAdapter
         #expect(try await state(store, "window:\(conversation)") == "3000")
     }
 
+    /// The conversation keeps the customer's latest message by the platform's clock and its
+    /// id (WhatsApp's window and mark-as-read): a message sent earlier but delivered later,
+    /// and anything not from the customer, leave it alone.
+    @Test func theCustomersLatestMessageIsKeptOnTheConversation() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"))
+        let ctx = EventContext(source: "urn:test")
+        func message(_ ext: String, sentAt: Int64, origin: Origin = .customer) -> InboundWork {
+            InboundWork(channel: Self.channel, event: InboundEvent(.message(InboundMessage(origin: origin, externalID: ext, parts: [.text(ext)])),
+                                                                  peer: Peer(channelUserID: "u1", displayName: "U"), dedupeKey: ext,
+                                                                  occurredAt: Timestamp(milliseconds: sentAt)))
+        }
+        func last(_ conversation: String) async throws -> ConversationFields.LastInbound? {
+            try await store.conversation(conversation)?.fields.lastInbound
+        }
+        let first = try await store.commitInbound([message("m2", sentAt: 2_000)], ctx: ctx)
+        guard case .success(.committed(_, _, let conversation?)) = first[0] else { Issue.record("not committed: \(first)"); return }
+        #expect(try await last(conversation) == .init(sentAt: Timestamp(milliseconds: 2_000), externalID: "m2"))
+        _ = try await store.commitInbound([message("m1", sentAt: 1_000)], ctx: ctx)
+        _ = try await store.commitInbound([message("e1", sentAt: 5_000, origin: .echo)], ctx: ctx)
+        #expect(try await last(conversation) == .init(sentAt: Timestamp(milliseconds: 2_000), externalID: "m2"))
+        // Two in one batch: the later by the platform's clock wins, whatever the order.
+        _ = try await store.commitInbound([message("m4", sentAt: 4_000), message("m3", sentAt: 3_000)], ctx: ctx)
+        #expect(try await last(conversation) == .init(sentAt: Timestamp(milliseconds: 4_000), externalID: "m4"))
+        // The JSON form of a conversation is unchanged: this is the store's, not the format's.
+        let json = try JSON.encode(try #require(try await store.conversation(conversation)))
+        #expect(!String(decoding: json, as: UTF8.self).contains("m4"))
+    }
+
     /// Every placeholder in a key is replaced, wherever it stands; other braces and non-ASCII
     /// text are left as they are.
     @Test func placeholderFilledWhereverItStands() {

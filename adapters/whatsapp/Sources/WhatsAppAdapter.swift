@@ -117,13 +117,10 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
             context.logger.notice("WhatsApp webhook notice", metadata: ["channel": "\(channel.id)", "detail": "\(note)"])
         }
         for item in items {
-            // The window state and the pending download are committed with the message itself:
-            // one group-committed write per webhook, and no state for a duplicate.
+            // The pending download is committed with the message itself: one group-committed
+            // write per webhook, and no state for a duplicate. (The window needs nothing: the
+            // store keeps the customer's latest message on the conversation, `lastInbound`.)
             var event = item.event
-            if let at = item.customerMessageAt, let wamid = item.wamid {
-                event.stateUpdates.append(StateUpdate(key: Self.lastInboundKey(StateUpdate.conversationIDPlaceholder),
-                                                      value: "\(at.milliseconds) \(wamid)", version: at.milliseconds))
-            }
             if let job = item.media {
                 event.stateUpdates.append(StateUpdate(key: WhatsAppMediaJob.key(job.wamid), value: JSON.string(job)))
             }
@@ -146,9 +143,9 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         })
     }
 
-    /// The latest customer message of a conversation: its time (the 24-hour window) and wamid
-    /// (mark-as-read and typing need one), "<ms> <wamid>", versioned by the platform's
-    /// timestamp so it only moves forward (Meta delivers out of order). Written with the event.
+    /// Where versions before the store kept `Conversation.lastInbound` wrote the latest customer
+    /// message: "<ms> <wamid>", by the platform's timestamp. Read for conversations with no
+    /// customer message since the upgrade; no longer written.
     static func lastInboundKey(_ conversationID: String) -> String { "last_inbound:\(conversationID)" }
     static func parseLastInbound(_ s: String) -> (at: Timestamp, wamid: String)? {
         let f = s.split(separator: " ", maxSplits: 1)
@@ -156,9 +153,11 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
         return (Timestamp(milliseconds: ms), String(f[1]))
     }
 
-    /// The customer's last message time: what the webhooks said (the platform's own timestamp),
+    /// The customer's latest message: its time (the 24-hour window) by the platform's clock, so
+    /// a late redelivery does not extend it, and its wamid (mark-as-read and typing need one);
     /// else the conversation's `last_inbound_at`.
     func lastInbound(_ conversation: Conversation, context: any AdapterContext) async -> (at: Timestamp, wamid: String?)? {
+        if let last = conversation.lastInbound { return (last.sentAt, last.externalID) }
         if let s = try? await context.state.get(Self.lastInboundKey(conversation.id)), let v = Self.parseLastInbound(s) { return (v.at, v.wamid) }
         return conversation.lastInboundAt.map { ($0, nil) }
     }

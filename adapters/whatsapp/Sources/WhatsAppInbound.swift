@@ -6,8 +6,6 @@ import SwitchboardRuntime
 /// One webhook item translated: the event to commit and what follows the commit.
 struct WhatsAppItem: Sendable {
     var event: InboundEvent
-    /// The customer's message time, for the 24-hour window (customer messages only).
-    var customerMessageAt: Timestamp?
     var wamid: String?
     var media: WhatsAppMediaJob?
 }
@@ -303,7 +301,6 @@ extension WhatsAppChannelAdapter {
         // Keyed by the wamid itself: the stored message is the dedupe record (see `dedupeKey`).
         item.event = InboundEvent(.message(InboundMessage(origin: origin, externalID: wamid, parts: parts, replyToExternalID: replyTo)),
                                   peer: peer, dedupeKey: wamid, occurredAt: at, raw: raw, channelData: channelData)
-        if origin == .customer { item.customerMessageAt = at ?? .now() }
         return item
     }
 
