@@ -343,7 +343,8 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         let items = WhatsAppChannelAdapter.translate(try JSONValue.parse(Data(body)), rawBody: body, phoneNumberID: WAFixture.phoneID,
                                                      skipped: { skipped.append($0) })
         #expect(skipped == ["999999"])
-        #expect(items.compactMap(\.wamid) == ["wamid.A1", "wamid.A2", "wamid.A3"], "oldest first within a change; every entry and change")
+        let wamids = items.compactMap { item -> String? in if case .message(let m) = item.event.kind { m.externalID } else { nil } }
+        #expect(wamids == ["wamid.A1", "wamid.A2", "wamid.A3"], "oldest first within a change; every entry and change")
         #expect(items.count == 4)
         #expect(items.last?.event.peer == Peer(channelUserID: "447700900123", displayName: "Ann", profile: ["wa_id": "447700900123"]))
         // Several items: each keeps a self-contained raw value.
@@ -397,6 +398,47 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         guard case .message(let r) = items[1].event.kind else { Issue.record("reaction echo: \(items[1].event.kind)"); return }
         #expect(r.origin == .echo && r.parts == [.reaction(Open(ReactionFields(emoji: "👍", action: "add", targetExternalID: "wamid.IN9")))])
         #expect(notes == ["webhook field user_preferences is not handled by this adapter"], "logged, not silently dropped")
+    }
+
+    /// Edits and deletions ("revoke"), the customer's and, as echoes, the business app's
+    /// (pywa's shapes): `message.updated` with the new version read like any message, and
+    /// `message.deleted`, both of the original wamid.
+    @Test func editsAndRevokesChangeTheOriginalMessage() throws {
+        let edit = try WAFixture.one(WAFixture.message("edit", #"{"original_message_id":"wamid.ORIG","message":{"type":"text","text":{"body":"fixed typo"}}}"#, id: "wamid.EDIT1"))
+        guard case .updated(let target, let parts) = edit.event.kind else { Issue.record("edit: \(edit.event.kind)"); return }
+        #expect(target == "wamid.ORIG" && parts == [.text("fixed typo")])
+        #expect(edit.event.dedupeKey == "edit:wamid.EDIT1" && edit.event.peer.channelUserID == WAFixture.customer && edit.media == nil)
+        #expect(edit.event.channelData?["edited_type"] == "text")
+
+        let revoke = try WAFixture.one(WAFixture.message("revoke", #"{"original_message_id":"wamid.ORIG"}"#, id: "wamid.REV1"))
+        guard case .deleted(let gone) = revoke.event.kind else { Issue.record("revoke: \(revoke.event.kind)"); return }
+        #expect(gone == "wamid.ORIG" && revoke.event.dedupeKey == "revoke:wamid.REV1")
+
+        // A new caption on an image: the media is fetched again for the edit, under keys of its
+        // own (the original's job and its `media:` key are left alone).
+        let caption = try WAFixture.one(WAFixture.message("edit", #"{"original_message_id":"wamid.PIC","message":{"type":"image","image":{"id":"777","mime_type":"image/jpeg","caption":"new caption"}}}"#, id: "wamid.EDIT2"))
+        guard case .updated("wamid.PIC", let captionParts) = caption.event.kind, case .media(let media)? = captionParts.first else {
+            Issue.record("caption edit: \(caption.event.kind)"); return
+        }
+        #expect(media.caption == "new caption" && media.unavailable == "pending")
+        let job = try #require(caption.media)
+        #expect(job.wamid == "wamid.PIC" && job.mediaID == "777" && job.edit == "wamid.EDIT2")
+        #expect(job.stateKey != WhatsAppMediaJob.key("wamid.PIC") && job.dedupeKey != "media:wamid.PIC")
+
+        // The business edited its message in the app (coexistence): about the customer it went to.
+        let body = Array(#"""
+            {"object":"whatsapp_business_account","entry":[{"id":"102290129340398","changes":[{"field":"smb_message_echoes","value":{
+              "messaging_product":"whatsapp","metadata":{"display_phone_number":"15550783881","phone_number_id":"106540352242922"},
+              "message_echoes":[{"from":"15550783881","to":"16505551234","id":"wamid.EDIT3","timestamp":"1739321024","type":"edit",
+                                 "edit":{"original_message_id":"wamid.ECHO1","message":{"type":"text","text":{"body":"Sent from the app, fixed"}}}}]}}]}]}
+            """#.utf8)
+        let echo = try #require(try WAFixture.translate(body).first)
+        guard case .updated("wamid.ECHO1", let echoParts) = echo.event.kind else { Issue.record("echo edit: \(echo.event.kind)"); return }
+        #expect(echoParts == [.text("Sent from the app, fixed")] && echo.event.peer.channelUserID == "16505551234")
+
+        // Without the edited message there is nothing to apply: kept as unsupported, not dropped.
+        let broken = try WAFixture.one(WAFixture.message("edit", #"{"original_message_id":"wamid.ORIG"}"#))
+        guard case .unsupported? = WAFixture.parts(broken).first else { Issue.record("broken edit: \(broken.event.kind)"); return }
     }
 
     @Test func configDiagnosticsNameKeysAndNeverSecrets() {
@@ -477,6 +519,28 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
             #expect(reaction["emoji"] == "👍" && reaction["target_external_id"] == "wamid.B1" && reaction["target_message_id"]?.stringValue != nil)
             let convs = try await d.runtime.store.conversations(channelID: channel, limit: 10, cursor: nil).0
             #expect(convs.count == 2)
+        }
+    }
+
+    /// The customer edits, then deletes a message: the helpdesk gets `message.updated` and
+    /// `message.deleted` on our message id, the stored message reads as edited, and Meta's
+    /// retries of either change nothing.
+    @Test func anEditAndARevokeReachTheStoredMessage() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, _ in
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [WAFixture.text("see you at 5", id: "wamid.E1")]))).status == 200)
+            let ours = try #require(try await d.storedEvents("message.received").first?["data"]?["id"]?.stringValue)
+            let edit = WAFixture.body(WAFixture.value(messages: [WAFixture.message("edit", #"{"original_message_id":"wamid.E1","message":{"type":"text","text":{"body":"see you at 6"}}}"#, id: "wamid.E2")]))
+            let revoke = WAFixture.body(WAFixture.value(messages: [WAFixture.message("revoke", #"{"original_message_id":"wamid.E1"}"#, id: "wamid.E3")]))
+            for body in [edit, edit, revoke, revoke] { #expect(try await WAFixture.post(d, channel, body).status == 200) }
+            let updated = try await d.storedEvents("message.updated")
+            #expect(updated.count == 1)
+            #expect(updated.first?["data"]?["message_id"]?.stringValue == ours && updated.first?["data"]?["text_fallback"] == "see you at 6")
+            let deleted = try await d.storedEvents("message.deleted")
+            #expect(deleted.count == 1 && deleted.first?["data"]?["message_id"]?.stringValue == ours)
+            #expect(try await d.runtime.store.counts().messages == 1, "no message made of the edit or the revoke")
+            let stored = try await d.api("GET", "/v1/messages/\(ours)")
+            #expect(stored.json?["parts"]?.arrayValue?.first?["text"] == "see you at 6")
         }
     }
 

@@ -6,7 +6,6 @@ import SwitchboardRuntime
 /// One webhook item translated: the event to commit and what follows the commit.
 struct WhatsAppItem: Sendable {
     var event: InboundEvent
-    var wamid: String?
     var media: WhatsAppMediaJob?
 }
 
@@ -22,9 +21,16 @@ struct WhatsAppMediaJob: Codable, Sendable {
     var origin: String?
     /// Put off after its quick retries failed (absent in jobs stored by earlier versions).
     var retry: DeferredRetry?
+    /// The id of the edit event that brought this media (an edited caption), when it is not
+    /// the message's first version: the download is the edit's own, with its own state and
+    /// dedupe keys, so it neither replaces the original's pending job nor is taken for its
+    /// redelivery.
+    var edit: String? = nil
 
     static let keyPrefix = "media_job:"
     static func key(_ wamid: String) -> String { keyPrefix + wamid }
+    var stateKey: String { Self.key(edit.map { "\(wamid)/edit:\($0)" } ?? wamid) }
+    var dedupeKey: String { "media:" + (edit.map { "\(wamid)/edit:\($0)" } ?? wamid) }
 }
 
 extension WhatsAppChannelAdapter {
@@ -207,7 +213,7 @@ extension WhatsAppChannelAdapter {
         if let g = m["group_id"] { channelData["group_id"] = g }
         let replyTo = context?["id"]?.stringValue
         let dedupe = wamid.map { "wamid:\($0)" }
-        var item = WhatsAppItem(event: InboundEvent(.identityUpdated, peer: peer), wamid: wamid)
+        var item = WhatsAppItem(event: InboundEvent(.identityUpdated, peer: peer))
         var origin: Origin = echo ? .echo : .customer
         var parts: [Part] = []
         let body = m[type]
@@ -274,6 +280,42 @@ extension WhatsAppChannelAdapter {
                 peer = moved
             }
             parts = [.text(s?["body"]?.stringValue ?? "WhatsApp system notice: \(s?["type"]?.stringValue ?? "unknown")")]
+        case "edit":
+            // The customer (or, as an echo, the business in the WhatsApp Business app) edited
+            // a message: WhatsApp lets text and captions be changed. `edit.message` is the new
+            // version, read like any message; it becomes `message.updated` of the original.
+            guard let original = body?["original_message_id"]?.stringValue, var edited = body?["message"]?.objectValue else {
+                parts = [.unsupported(Open(UnsupportedFields(description: "WhatsApp edit without the edited message", channelType: Self.type),
+                                           extra: ["whatsapp_message": m]))]
+                break
+            }
+            for key in ["from", "to", "from_user_id", "to_user_id", "timestamp"] where edited[key] == nil { edited[key] = m[key] }
+            edited["id"] = .string(original)
+            let newVersion = message(.object(edited), contacts: contacts, raw: raw, wabaID: wabaID, echo: echo)
+            guard case .message(let now) = newVersion.event.kind else {
+                parts = [.unsupported(Open(UnsupportedFields(description: "WhatsApp edit of a \(edited["type"]?.stringValue ?? "unknown") message", channelType: Self.type),
+                                           extra: ["whatsapp_message": m]))]
+                break
+            }
+            channelData["edited_type"] = edited["type"] ?? .null
+            item.event = InboundEvent(.updated(externalID: original, parts: now.parts), peer: peer, dedupeKey: wamid.map { "edit:\($0)" },
+                                      occurredAt: at, raw: raw, channelData: channelData)
+            item.media = newVersion.media.map { job in
+                var j = job
+                j.edit = wamid ?? String(at?.milliseconds ?? 0)
+                return j
+            }
+            return item
+        case "revoke":
+            // A message deleted for everyone ("revoke"): `message.deleted` of the original.
+            guard let original = body?["original_message_id"]?.stringValue else {
+                parts = [.unsupported(Open(UnsupportedFields(description: "WhatsApp revoke without the deleted message's id", channelType: Self.type),
+                                           extra: ["whatsapp_message": m]))]
+                break
+            }
+            item.event = InboundEvent(.deleted(externalID: original), peer: peer, dedupeKey: wamid.map { "revoke:\($0)" } ?? "revoke:\(original)",
+                                      occurredAt: at, raw: raw, channelData: channelData)
+            return item
         case "request_welcome":
             // The customer opened the chat for the first time (a welcome-message trigger).
             item.event = InboundEvent(.custom("conversation.welcome_requested", ["whatsapp_message_id": .string(wamid ?? "")]), peer: peer,

@@ -454,7 +454,7 @@ extension WhatsAppChannelAdapter {
             var retry = job.retry ?? DeferredRetry()
             if let delay = retry.next(lastQuickDelay: mediaRetryDelays.last ?? 1, window: mediaRetryFor) {
                 later.retry = retry
-                if let data = try? JSON.encode(later) { try? await context.state.set(WhatsAppMediaJob.key(job.wamid), String(decoding: data, as: UTF8.self)) }
+                if let data = try? JSON.encode(later) { try? await context.state.set(job.stateKey, String(decoding: data, as: UTF8.self)) }
                 context.logger.warning("WhatsApp media download failed again; trying later", metadata: [
                     "channel": "\(channel.id)", "message": "\(job.wamid)", "attempt": "\(retry.count)", "in": "\(delay)"])
                 jobs.push(later, after: delay)
@@ -468,8 +468,8 @@ extension WhatsAppChannelAdapter {
         if Task.isCancelled { return }
         let peer = Peer(channelUserID: job.peerID, displayName: job.peerName)
         let stored = await MetaWebhook.emitLater(InboundEvent(.updated(externalID: job.wamid, parts: [.media(part)]), peer: peer,
-                                                              dedupeKey: "media:\(job.wamid)"), context: context)
-        if stored { try? await context.state.set(WhatsAppMediaJob.key(job.wamid), nil) }
+                                                              dedupeKey: job.dedupeKey), context: context)
+        if stored { try? await context.state.set(job.stateKey, nil) }
     }
 
     struct Unavailable: Error {
