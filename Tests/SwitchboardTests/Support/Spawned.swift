@@ -28,8 +28,23 @@ final class Spawned: Sendable {
         let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for p in argv { free(p) }; for p in envp { free(p) } }
+        // The child starts with default signal handling and nothing blocked. Without this it
+        // inherits what the test process set up: the in-process daemons' signal handling
+        // ignores SIGTERM, and a Postfix master started under a test never stopped on
+        // `postfix stop`, so its instance outlived the test (two a run, found piling up).
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigmask(&attr, &unblocked)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var child: pid_t = 0
-        let rc = posix_spawnp(&child, executable, &actions, nil, argv, envp)
+        let rc = posix_spawnp(&child, executable, &actions, &attr, argv, envp)
         guard rc == 0 else { throw DaemonError(message: "cannot start \(executable): error \(rc)") }
         pid = child
     }
