@@ -134,7 +134,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             guard !parts.isEmpty else { throw ParseError(description: "a message needs text or parts") }
             let origin: Origin = v["echo"]?.boolValue == true ? .echo : .customer
             return InboundEvent(.message(InboundMessage(origin: origin, externalID: id, parts: parts, replyToExternalID: v["reply_to"]?.stringValue)),
-                                peer: peer, thread: thread, dedupeKey: id, occurredAt: occurred, raw: rawPayload,
+                                peer: peer, thread: thread, dedupeKey: id.map { "msg:\($0)" }, occurredAt: occurred, raw: rawPayload,
                                 channelData: v["channel_data"]?.objectValue)
         case "status":
             guard let target = v["message_id"]?.stringValue, let status = v["status"]?.stringValue else {

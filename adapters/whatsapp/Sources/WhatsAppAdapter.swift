@@ -155,11 +155,19 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
 
     /// The customer's latest message: its time (the 24-hour window) by the platform's clock, so
     /// a late redelivery does not extend it, and its wamid (mark-as-read and typing need one);
-    /// else the conversation's `last_inbound_at`.
+    /// else the conversation's `last_inbound_at`. Of the store's record and one written by an
+    /// earlier version, the later counts: the first message after an upgrade may be a late
+    /// redelivery, older than the last one before it.
     func lastInbound(_ conversation: Conversation, context: any AdapterContext) async -> (at: Timestamp, wamid: String?)? {
-        if let last = conversation.lastInbound { return (last.sentAt, last.externalID) }
-        if let s = try? await context.state.get(Self.lastInboundKey(conversation.id)), let v = Self.parseLastInbound(s) { return (v.at, v.wamid) }
-        return conversation.lastInboundAt.map { ($0, nil) }
+        let stored = conversation.lastInbound.map { (at: $0.sentAt, wamid: $0.externalID) }
+        let legacy = (try? await context.state.get(Self.lastInboundKey(conversation.id))).flatMap { $0 }.flatMap(Self.parseLastInbound)
+            .map { (at: $0.at, wamid: Optional($0.wamid)) }
+        switch (stored, legacy) {
+        case let (s?, l?): return l.at > s.at ? l : s
+        case let (s?, nil): return s
+        case let (nil, l?): return l
+        case (nil, nil): return conversation.lastInboundAt.map { ($0, nil) }
+        }
     }
 
     // MARK: rules before queueing

@@ -21,16 +21,11 @@ struct WhatsAppMediaJob: Codable, Sendable {
     var origin: String?
     /// Put off after its quick retries failed (absent in jobs stored by earlier versions).
     var retry: DeferredRetry?
-    /// The id of the edit event that brought this media (an edited caption), when it is not
-    /// the message's first version: the download is the edit's own, with its own state and
-    /// dedupe keys, so it neither replaces the original's pending job nor is taken for its
-    /// redelivery.
-    var edit: String? = nil
 
     static let keyPrefix = "media_job:"
     static func key(_ wamid: String) -> String { keyPrefix + wamid }
-    var stateKey: String { Self.key(edit.map { "\(wamid)/edit:\($0)" } ?? wamid) }
-    var dedupeKey: String { "media:" + (edit.map { "\(wamid)/edit:\($0)" } ?? wamid) }
+    var stateKey: String { Self.key(wamid) }
+    var dedupeKey: String { "media:\(wamid)" }
 }
 
 extension WhatsAppChannelAdapter {
@@ -282,29 +277,23 @@ extension WhatsAppChannelAdapter {
             parts = [.text(s?["body"]?.stringValue ?? "WhatsApp system notice: \(s?["type"]?.stringValue ?? "unknown")")]
         case "edit":
             // The customer (or, as an echo, the business in the WhatsApp Business app) edited
-            // a message: WhatsApp lets text and captions be changed. `edit.message` is the new
-            // version, read like any message; it becomes `message.updated` of the original.
-            guard let original = body?["original_message_id"]?.stringValue, var edited = body?["message"]?.objectValue else {
-                parts = [.unsupported(Open(UnsupportedFields(description: "WhatsApp edit without the edited message", channelType: Self.type),
-                                           extra: ["whatsapp_message": m]))]
+            // a message. A text edit becomes `message.updated` of the original with the new
+            // text, which the stored message then shows. Anything else (a media caption) is kept
+            // as an unsupported message with the edit: `message.updated` replaces the message's
+            // parts, and a media part re-read from the edit would drop the file already stored
+            // (or race the original's download), so it is not applied.
+            let edited = body?["message"]
+            guard let original = body?["original_message_id"]?.stringValue, edited?["type"]?.stringValue == "text",
+                  let text = edited?["text"]?["body"]?.stringValue else {
+                let what = edited?["type"]?.stringValue.map { "of a \($0) message" } ?? "without the edited message"
+                var description = "WhatsApp edit \(what)"
+                if let type = edited?["type"]?.stringValue, let caption = edited?[type]?["caption"]?.stringValue { description += "; new caption: \(caption)" }
+                if let o = body?["original_message_id"]?.stringValue { channelData["original_message_id"] = .string(o) }
+                parts = [.unsupported(Open(UnsupportedFields(description: description, channelType: Self.type), extra: ["whatsapp_message": m]))]
                 break
             }
-            for key in ["from", "to", "from_user_id", "to_user_id", "timestamp"] where edited[key] == nil { edited[key] = m[key] }
-            edited["id"] = .string(original)
-            let newVersion = message(.object(edited), contacts: contacts, raw: raw, wabaID: wabaID, echo: echo)
-            guard case .message(let now) = newVersion.event.kind else {
-                parts = [.unsupported(Open(UnsupportedFields(description: "WhatsApp edit of a \(edited["type"]?.stringValue ?? "unknown") message", channelType: Self.type),
-                                           extra: ["whatsapp_message": m]))]
-                break
-            }
-            channelData["edited_type"] = edited["type"] ?? .null
-            item.event = InboundEvent(.updated(externalID: original, parts: now.parts), peer: peer, dedupeKey: wamid.map { "edit:\($0)" },
+            item.event = InboundEvent(.updated(externalID: original, parts: [.text(text)]), peer: peer, dedupeKey: wamid.map { "edit:\($0)" },
                                       occurredAt: at, raw: raw, channelData: channelData)
-            item.media = newVersion.media.map { job in
-                var j = job
-                j.edit = wamid ?? String(at?.milliseconds ?? 0)
-                return j
-            }
             return item
         case "revoke":
             // A message deleted for everyone ("revoke"): `message.deleted` of the original.
@@ -315,6 +304,10 @@ extension WhatsAppChannelAdapter {
             }
             item.event = InboundEvent(.deleted(externalID: original), peer: peer, dedupeKey: wamid.map { "revoke:\($0)" } ?? "revoke:\(original)",
                                       occurredAt: at, raw: raw, channelData: channelData)
+            // A download of the deleted message's media still pending is called off with it
+            // (`downloadMedia` publishes only while its job is on record): what the customer
+            // deleted for everyone does not reach the helpdesk after the deletion.
+            item.event.stateUpdates = [StateUpdate(key: WhatsAppMediaJob.key(original), value: nil)]
             return item
         case "request_welcome":
             // The customer opened the chat for the first time (a welcome-message trigger).

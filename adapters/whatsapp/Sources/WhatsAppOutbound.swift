@@ -466,6 +466,14 @@ extension WhatsAppChannelAdapter {
             part.unavailable = reason.reason
         }
         if Task.isCancelled { return }
+        // Called off meanwhile: the message was deleted ("revoke" clears the job's record).
+        // A state store that cannot be read does not stop the update.
+        do {
+            if try await context.state.get(job.stateKey) == nil {
+                context.logger.info("WhatsApp media download dropped: its message was deleted", metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)"])
+                return
+            }
+        } catch {}
         let peer = Peer(channelUserID: job.peerID, displayName: job.peerName)
         let stored = await MetaWebhook.emitLater(InboundEvent(.updated(externalID: job.wamid, parts: [.media(part)]), peer: peer,
                                                               dedupeKey: job.dedupeKey), context: context)
