@@ -454,7 +454,11 @@ extension WhatsAppChannelAdapter {
             var retry = job.retry ?? DeferredRetry()
             if let delay = retry.next(lastQuickDelay: mediaRetryDelays.last ?? 1, window: mediaRetryFor) {
                 later.retry = retry
-                if let data = try? JSON.encode(later) { try? await context.state.set(job.stateKey, String(decoding: data, as: UTF8.self)) }
+                // Rewritten only while on record: a revoke that cleared it meanwhile stands.
+                if let data = try? JSON.encode(later) {
+                    let record = String(decoding: data, as: UTF8.self)
+                    try? await context.state.update(job.stateKey) { old in old == nil ? nil : record }
+                }
                 context.logger.warning("WhatsApp media download failed again; trying later", metadata: [
                     "channel": "\(channel.id)", "message": "\(job.wamid)", "attempt": "\(retry.count)", "in": "\(delay)"])
                 jobs.push(later, after: delay)
