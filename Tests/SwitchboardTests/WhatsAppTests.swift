@@ -567,6 +567,31 @@ func withWhatsApp<T: Sendable>(_ yaml: @Sendable (FakeGraph) -> String, _ body: 
         }
     }
 
+    /// The same while the download is failing and about to be put off: the revoke's clearing of
+    /// the job is not undone by the retry's bookkeeping, so the later retry publishes nothing.
+    @Test func aRevokeDuringAFailingDownloadIsNotUndoneByItsRetry() async throws {
+        let channel = uniqueID("wa")
+        try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in
+            let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + (0..<2000).map { UInt8($0 % 251) }
+            graph.serveWhatsAppMedia(id: "3300002", bytes: jpeg, mimeType: "image/jpeg")
+            // Three quick attempts fail (the last one slowly, while the revoke comes); the
+            // deferred retry then finds Graph working again.
+            let failing = FakeGraph.graphError(status: 500, code: 1, type: "OAuthException", message: "An unknown error occurred")
+            var slow = failing
+            slow.delay = .seconds(2)
+            graph.queue("GET", "/v23.0/3300002", [failing, failing, slow])
+            let image = WAFixture.message("image", #"{"id":"3300002","mime_type":"image/jpeg","sha256":"x"}"#, id: "wamid.OOPS2")
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [image]))).status == 200)
+            try await eventually("the slow attempt is under way") { graph.requests("GET", "/v23.0/3300002").count == 3 }
+            let revoke = WAFixture.message("revoke", #"{"original_message_id":"wamid.OOPS2"}"#, id: "wamid.OOPS2-R")
+            #expect(try await WAFixture.post(d, channel, WAFixture.body(WAFixture.value(messages: [revoke]))).status == 200)
+            try await eventually("the deferred retry fetched the file") { !graph.requests("GET", "/whatsapp_business/attachments/3300002").isEmpty }
+            try await Task.sleep(for: .seconds(1))
+            #expect(try await d.storedEvents("message.updated").isEmpty, "nothing published after the deletion")
+            #expect(try await d.runtime.store.pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM adapter_state WHERE key LIKE 'media_job:%'") } == 0)
+        }
+    }
+
     @Test func mediaIsFetchedThroughGraphAfterTheCommit() async throws {
         let channel = uniqueID("wa")
         try await withWhatsApp({ "channels: [ \(WAFixture.channelYAML(channel, graph: $0)) ]" }) { d, graph in
