@@ -122,7 +122,7 @@ public struct WhatsAppChannelAdapter: ChannelAdapter {
             // store keeps the customer's latest message on the conversation, `lastInbound`.)
             var event = item.event
             if let job = item.media {
-                event.stateUpdates.append(StateUpdate(key: job.stateKey, value: JSON.string(job)))
+                event.stateUpdates.append(StateUpdate(key: WhatsAppMediaJob.key(job.wamid), value: JSON.string(job)))
             }
             let result: EmitResult
             do { result = try await context.emit(event) } catch {

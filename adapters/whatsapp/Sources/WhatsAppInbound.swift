@@ -24,8 +24,6 @@ struct WhatsAppMediaJob: Codable, Sendable {
 
     static let keyPrefix = "media_job:"
     static func key(_ wamid: String) -> String { keyPrefix + wamid }
-    var stateKey: String { Self.key(wamid) }
-    var dedupeKey: String { "media:\(wamid)" }
 }
 
 extension WhatsAppChannelAdapter {

@@ -457,7 +457,7 @@ extension WhatsAppChannelAdapter {
                 // Rewritten only while on record: a revoke that cleared it meanwhile stands.
                 if let data = try? JSON.encode(later) {
                     let record = String(decoding: data, as: UTF8.self)
-                    try? await context.state.update(job.stateKey) { old in old == nil ? nil : record }
+                    try? await context.state.update(WhatsAppMediaJob.key(job.wamid)) { old in old == nil ? nil : record }
                 }
                 context.logger.warning("WhatsApp media download failed again; trying later", metadata: [
                     "channel": "\(channel.id)", "message": "\(job.wamid)", "attempt": "\(retry.count)", "in": "\(delay)"])
@@ -473,15 +473,15 @@ extension WhatsAppChannelAdapter {
         // Called off meanwhile: the message was deleted ("revoke" clears the job's record).
         // A state store that cannot be read does not stop the update.
         do {
-            if try await context.state.get(job.stateKey) == nil {
+            if try await context.state.get(WhatsAppMediaJob.key(job.wamid)) == nil {
                 context.logger.info("WhatsApp media download dropped: its message was deleted", metadata: ["channel": "\(channel.id)", "message": "\(job.wamid)"])
                 return
             }
         } catch {}
         let peer = Peer(channelUserID: job.peerID, displayName: job.peerName)
         let stored = await MetaWebhook.emitLater(InboundEvent(.updated(externalID: job.wamid, parts: [.media(part)]), peer: peer,
-                                                              dedupeKey: job.dedupeKey), context: context)
-        if stored { try? await context.state.set(job.stateKey, nil) }
+                                                              dedupeKey: "media:\(job.wamid)"), context: context)
+        if stored { try? await context.state.set(WhatsAppMediaJob.key(job.wamid), nil) }
     }
 
     struct Unavailable: Error {
