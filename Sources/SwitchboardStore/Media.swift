@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import GRDB
+import NIOPosix
 import SwitchboardCore
 
 /// Content-addressed media files under `media.path` (`ab/abcdef…`): the same bytes are stored
@@ -23,15 +24,21 @@ public final class FileMediaStore: MediaStore {
 
     public func put(_ bytes: [UInt8], mimeType: String, filename: String?) async throws -> StoredMedia {
         guard Int64(bytes.count) <= maxBytes else { throw MediaTooLarge(limit: maxBytes) }
-        let sha = Hex.encode(SHA256.hash(data: bytes))
-        let target = path(for: sha)
-        if !FileManager.default.fileExists(atPath: target) {
-            try FileManager.default.createDirectory(atPath: "\(root)/\(sha.prefix(2))", withIntermediateDirectories: true)
-            let tmp = target + ".tmp-\(UUID().uuidString)"
-            guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else {
-                throw StoreError.invalid("cannot write media file under \(root)")
+        // Hashing and writing take a while for a big file, and callers may run on an event
+        // loop (the public listener's connections do): both happen on NIO's thread pool.
+        let root = self.root
+        let sha = try await NIOThreadPool.singleton.runIfActive { [self] () throws -> String in
+            let sha = Hex.encode(SHA256.hash(data: bytes))
+            let target = path(for: sha)
+            if !FileManager.default.fileExists(atPath: target) {
+                try FileManager.default.createDirectory(atPath: "\(root)/\(sha.prefix(2))", withIntermediateDirectories: true)
+                let tmp = target + ".tmp-\(UUID().uuidString)"
+                guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else {
+                    throw StoreError.invalid("cannot write media file under \(root)")
+                }
+                if rename(tmp, target) != 0 { unlink(tmp); throw StoreError.invalid("cannot store media file under \(root)") }
             }
-            if rename(tmp, target) != 0 { unlink(tmp); throw StoreError.invalid("cannot store media file under \(root)") }
+            return sha
         }
         let media = StoredMedia(id: ID.make(.media), sha256: sha, size: Int64(bytes.count), mimeType: mimeType, filename: filename)
         try await store.pool.write { db in
@@ -43,8 +50,9 @@ public final class FileMediaStore: MediaStore {
 
     public func get(_ id: String) async throws -> (StoredMedia, [UInt8])? {
         guard let media = try await info(id) else { return nil }
-        guard let data = FileManager.default.contents(atPath: path(for: media.sha256)) else { return nil }
-        return (media, Array(data))
+        let file = path(for: media.sha256)
+        let bytes = try await NIOThreadPool.singleton.runIfActive { FileManager.default.contents(atPath: file).map { Array($0) } }
+        return bytes.map { (media, $0) }
     }
 
     public func info(_ id: String) async throws -> StoredMedia? {

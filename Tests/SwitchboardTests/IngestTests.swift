@@ -122,6 +122,18 @@ import WebhookAdapter
 @Suite struct WebhookChannelTests {
     static let secret = "webhook-secret-0123456789"
 
+    @Test("a webhook is handled on its connection's event loop, not handed to another thread and back")
+    func webhooksAreHandledOnTheirConnectionsEventLoop() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            for _ in 0..<3 {
+                let r = try await http("POST", d.publicBase + "/webhooks/\(channel)", body: Array("{}".utf8))
+                #expect(r.status == 200)
+                #expect(String(decoding: r.body, as: UTF8.self) == "event loop")
+            }
+        }
+    }
+
     @Test func signedWebhooksAreCommittedAndBadOnesRefused() async throws {
         let channel = uniqueID("wh")
         try await withDaemon("channels: [ { id: \(channel), type: webhook, secret: \"\(Self.secret)\" } ]") { d in

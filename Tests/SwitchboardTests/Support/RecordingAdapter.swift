@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import Synchronization
 @testable import SwitchboardCore
 @testable import SwitchboardRuntime
@@ -50,6 +51,12 @@ final class RecordingAdapter: ChannelAdapter {
 
     func activity(_ kind: ActivityKind, conversation: Conversation, recipient: Identity, context: any AdapterContext) async throws {
         state.withLock { $0.activities.append(kind) }
+    }
+
+    /// Answers where it ran: "event loop" on a NIO event loop's thread, else "elsewhere".
+    func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
+        let where_ = MultiThreadedEventLoopGroup.currentEventLoop != nil ? "event loop" : "elsewhere"
+        return WebhookResponse(status: 200, headers: ["content-type": "text/plain"], body: Array(where_.utf8))
     }
 }
 

@@ -88,6 +88,9 @@ public final class WebchatChannelAdapter: ChannelAdapter, Sendable {
         self.settings = s
         self.limits = RateLimits(visitorPerMinute: settings.visitorMessagesPerMinute, ipPerMinute: settings.ipMessagesPerMinute,
                                  newVisitorsPerHour: settings.ipNewVisitorsPerHour)
+        // Read the widget's files now, at startup, not during the first request: requests
+        // are served on the connection's event loop, where a file read would block the loop.
+        _ = WebchatAssets.files
     }
 
     /// The registry entry: reads and checks this channel's keys.
