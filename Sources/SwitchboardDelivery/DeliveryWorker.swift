@@ -27,16 +27,19 @@ public final class DeliveryWorker: Service, Sendable {
     let maxInFlight: Int
     /// Events read ahead of the position, at most.
     let windowLimit: Int
+    /// How often, at most, a write that only moves the position is made (`defaultPositionInterval`).
+    let positionInterval: Duration
     let logger: Logger
 
     /// `events`: the event types the sink subscribes to (`*`, a family such as `message.*`,
     /// or a type). `window`: events read ahead, at most (tests make it small).
     public init(sink: any EventSink, store: Store, signal: ChangeSignal, events: [String] = ["*"], schedule: RetrySchedule = .standard,
-                maxInFlight: Int = 64, window: Int? = nil, logger: Logger) {
+                maxInFlight: Int = 64, window: Int? = nil, positionInterval: Duration = defaultPositionInterval, logger: Logger) {
         self.sink = sink; self.store = store; self.signal = signal; self.schedule = schedule
         self.patterns = events
         self.maxInFlight = maxInFlight
         self.windowLimit = window ?? max(1024, maxInFlight * 16)
+        self.positionInterval = positionInterval
         self.logger = logger
         self.latency = Metrics.Timer(label: "switchboard_delivery_latency_seconds", dimensions: [("sink", sink.name)])
         self.retries = Counter(label: "switchboard_delivery_retries_total", dimensions: [("sink", sink.name)])
@@ -130,10 +133,20 @@ public final class DeliveryWorker: Service, Sendable {
             var stopping = false
             // A write failed while stopping: give up on what is left (it is delivered again).
             var abandon = false
+            // When the last write began, and whether a position-only write waits for its turn
+            // (`positionInterval`).
+            var lastWrite = ContinuousClock.now - .seconds(60)
+            var positionOwed = false
 
             while true {
                 if !stopping && (Task.isCancelled || Task.isShuttingDownGracefully) { stopping = true }
-                if !recording && !abandon && (!outcomes.isEmpty || refusal != nil || window.needsWrite) {
+                let wantsWrite = !recording && !abandon && (!outcomes.isEmpty || refusal != nil || window.needsWrite)
+                // Only the position to move, and the last write was less than
+                // `positionInterval` ago: later.
+                positionOwed = wantsWrite && outcomes.isEmpty && refusal == nil && !window.hasRowsToWrite && !stopping
+                    && ContinuousClock.now - lastWrite < positionInterval
+                if wantsWrite && !positionOwed {
+                    lastWrite = .now
                     let batch = outcomes
                     outcomes = []
                     let (rows, position) = window.beginWrite()
@@ -214,6 +227,13 @@ public final class DeliveryWorker: Service, Sendable {
                     // Wake for news, or when a retry falls due. The usual wait has no timer (at a
                     // trickle of events the worker waits once per event, and a timer per wait
                     // cost more CPU than the delivery); `tick` is the safety net.
+                    // A position left unwritten is written once its interval is over, even if
+                    // nothing else happens by then.
+                    if positionOwed {
+                        let left = positionInterval - (ContinuousClock.now - lastWrite)
+                        let at = Store.nowMS() + max(0, Int64((left / .milliseconds(1)).rounded(.up)))
+                        nextDue = min(nextDue ?? .max, at)
+                    }
                     let deadline = nextDue ?? .max
                     // A deadline is used once: the wake it brings polls again, and that poll
                     // says what is due next.
@@ -361,6 +381,15 @@ public final class DeliveryWorker: Service, Sendable {
 
     /// How long the position may stand still with a full window before the window spills.
     static let spillAfter: Duration = .seconds(1)
+
+    /// How often, at most, a write that only moves the position is made. At a trickle of
+    /// events every delivery would otherwise cost a write transaction of its own and the poll
+    /// that follows it: at 1,000 events/s, a thousand writes a second queueing for the one
+    /// SQLite writer that the ingest commits need too. Outcomes of
+    /// outbox rows, events moved to the outbox and a 410 are written at once; so is the
+    /// position when the worker stops. After a crash, what was delivered in the last interval
+    /// is delivered again (at least once, with the same ids).
+    public static let defaultPositionInterval: Duration = .milliseconds(200)
 
     /// What `record` stored: the batch's rows and position, and the sink's disable (when a 410
     /// asked for it).

@@ -82,6 +82,9 @@ struct LogWindow {
         }
     }
 
+    /// Whether a write would store outbox rows (not only move the position).
+    var hasRowsToWrite: Bool { deferredCount > 0 }
+
     /// Takes in events read from the log after `readThrough`, in log order.
     mutating func read(_ items: [OutboxItem]) {
         for item in items where item.eventSeq > readThrough {

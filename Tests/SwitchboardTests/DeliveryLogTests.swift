@@ -85,6 +85,47 @@ import Synchronization
         try await eventually("a4") { helpdesk.events.last?.data?["text_fallback"]?.stringValue == "a4" }
     }
 
+    /// At a trickle, each event delivered before the next arrives, the position is written at
+    /// most once per `positionInterval` rather than once per event, and still reaches the end
+    /// of the log soon after the last delivery. (A long interval here, so that a slow start of
+    /// the test run cannot make the trickle slower than one event per interval.)
+    @Test func aTrickleMovesThePositionInFewWrites() async throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("db.sqlite"), durability: .normal)
+        try store.prepareSinkPositions(["rec-sink"])
+        try await store.pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE position_writes (n INTEGER NOT NULL);
+                INSERT INTO position_writes VALUES (0);
+                CREATE TRIGGER count_position_writes AFTER UPDATE ON sink_positions BEGIN UPDATE position_writes SET n = n + 1; END;
+                """)
+        }
+        let sink = RecordingSink()
+        let signal = ChangeSignal()
+        let interval = Duration.seconds(5)
+        let worker = DeliveryWorker(sink: sink, store: store, signal: signal, events: ["message.*"], positionInterval: interval,
+                                    logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await worker.run() }
+            let start = ContinuousClock.now
+            let events = 10
+            for i in 0..<events {
+                _ = try await store.commitInbound([Self.message("t\(i)")], ctx: Self.ctx)
+                signal.notify()
+                try await eventually("delivered") { sink.texts.count == i + 1 }
+            }
+            let elapsed = ContinuousClock.now - start
+            try await eventually("the position reached the end of the log") { try await store.sinkStats("rec-sink").pending == 0 }
+            let writes = try await store.pool.read { db in try Int.fetchOne(db, sql: "SELECT n FROM position_writes") } ?? -1
+            // One write per interval begun during the trickle, and the one owed at its end.
+            let most = Int(elapsed / interval) + 2
+            #expect(writes >= 1 && writes <= most, "\(writes) position writes for \(events) events in \(elapsed)")
+            #expect(writes < events, "the trickle took \(elapsed): too slow to tell")
+            group.cancelAll()
+        }
+    }
+
     /// What was delivered before a restart is not delivered again after it.
     @Test func thePositionSurvivesARestart() async throws {
         let helpdesk = try await TestHelpdesk.start()
