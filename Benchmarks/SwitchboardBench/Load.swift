@@ -30,6 +30,7 @@ struct Load: AsyncParsableCommand {
     @Option(help: "Simulated customers (distinct from.id values, hence conversations).") var users: Int = 1000
     @Option(help: "Warm-up seconds before measuring (requests are sent but not counted in the measured figures).") var warmup: Double = 1
     @Option(help: "Event-loop threads for the generator.") var threads: Int = 1
+    @Option(help: "Write each measured request's due time (ms from the first) and its latency from schedule (ms), a line each, to this file: for finding when stalls happen.") var trace: String?
     @Option(help: "Seconds to wait for outstanding answers after the end before counting them as timeouts.") var grace: Double = 10
     @Option(help: "Body shape: webhook (Switchboard's generic webhook channel, X-Switchboard-Signature) or whatsapp (a WhatsApp Cloud API messages notification, X-Hub-Signature-256 with --secret as the app secret).")
     var format: BodyFormat = .webhook
@@ -106,6 +107,15 @@ struct Load: AsyncParsableCommand {
         }
         try? await group.shutdownGracefully()
         report(total, measuredSeconds: duration, rateMode: rate != nil)
+        if let trace { writeTrace(total, to: trace) }
+    }
+
+    func writeTrace(_ r: ConnectionResult, to path: String) {
+        let rows = zip(r.intendedTimes, r.scheduleLatencies).sorted { $0.0 < $1.0 }
+        guard let first = rows.first?.0 else { return }
+        var text = "# first_monotonic_ns \(first)\n"
+        for (at, latency) in rows { text += "\(fmt(Double(at - first) / 1e6, 3)) \(fmt(Double(latency) / 1e6, 3))\n" }
+        FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
     }
 
     /// User + system CPU this process has used, in µs.
@@ -182,6 +192,8 @@ struct StartSignal: Sendable {
 struct ConnectionResult: Sendable {
     var latencies: [UInt64] = []
     var scheduleLatencies: [UInt64] = []
+    /// When each measured request was due (beside `scheduleLatencies`), for `--trace`.
+    var intendedTimes: [UInt64] = []
     var statuses: [UInt: Int] = [:]
     /// Answered requests sent inside the measured window.
     var measured = 0
@@ -195,7 +207,7 @@ struct ConnectionResult: Sendable {
     var late = 0
 
     mutating func merge(_ o: ConnectionResult) {
-        latencies += o.latencies; scheduleLatencies += o.scheduleLatencies
+        latencies += o.latencies; scheduleLatencies += o.scheduleLatencies; intendedTimes += o.intendedTimes
         for (k, v) in o.statuses { statuses[k, default: 0] += v }
         measured += o.measured; measuredOK += o.measuredOK; measuredCommitted += o.measuredCommitted
         sentTotal += o.sentTotal; committedTotal += o.committedTotal
@@ -325,6 +337,7 @@ final class LoadConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                 if committed && status == 200 { result.measuredCommitted += 1 }
                 result.latencies.append(now - sentAt)
                 result.scheduleLatencies.append(now - min(intendedAt, sentAt))
+                result.intendedTimes.append(min(intendedAt, sentAt))
             }
             arm()
         }
