@@ -210,7 +210,11 @@ public enum APIRoutes {
                         lastWrite = .now
                     }
                     let remaining = max(0.05, heartbeat - (ContinuousClock.now - lastWrite).seconds)
-                    await runtime.eventSignal.wait(after: generation, timeout: .milliseconds(Int64(remaining * 1000)))
+                    // A stop ends the wait at once: a stream that waited for its next heartbeat
+                    // held up `systemctl stop` for that long (15 s by default).
+                    await cancelWhenGracefulShutdown { [generation] in
+                        await runtime.eventSignal.wait(after: generation, timeout: .milliseconds(Int64(remaining * 1000)))
+                    }
                 }
                 try await writer.finish(nil)
             }

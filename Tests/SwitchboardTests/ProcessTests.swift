@@ -292,9 +292,12 @@ import WebhookAdapter
             try await Task.sleep(for: .milliseconds(400))
             return tail.log.contains("message.received") && tail.log.contains("seen by tail")
         }
-        tail.signal(SIGTERM)
+        // A stop does not wait for the stream's next heartbeat (15 s) to end it.
+        let stopping = ContinuousClock.now
         d.signal(SIGTERM)
-        _ = await tail.waitForExit()
         #expect(await d.waitForExit() == 0)
+        #expect(ContinuousClock.now - stopping < .seconds(5), "stopped after \(ContinuousClock.now - stopping) with a stream open")
+        tail.signal(SIGTERM)
+        _ = await tail.waitForExit()
     }
 }
