@@ -101,17 +101,21 @@ public struct JSONWriter {
 /// hand-written conformances do: a nested container is closed when its parent writes its next
 /// member or finishes.
 public enum StreamingJSONEncoder {
-    public static func encode<T: Encodable>(_ value: T, capacity: Int = 512) throws -> [UInt8] {
-        let sink = Sink(capacity: capacity)
+    /// `fastPaths: false` writes every value through `encode(to:)`, not its `JSONWritable`
+    /// writer (for a writer that declines, and for tests comparing the two).
+    public static func encode<T: Encodable>(_ value: T, capacity: Int = 512, fastPaths: Bool = true) throws -> [UInt8] {
+        let sink = Sink(capacity: capacity, fastPaths: fastPaths)
         try sink.encodeValue(value, path: [])
         return sink.w.bytes
     }
 
     final class Sink {
         var w: JSONWriter
-        init(capacity: Int) { w = JSONWriter(capacity: capacity) }
+        let fastPaths: Bool
+        init(capacity: Int, fastPaths: Bool) { w = JSONWriter(capacity: capacity); self.fastPaths = fastPaths }
 
         func encodeValue<T: Encodable>(_ value: T, path: [any CodingKey]) throws {
+            if fastPaths, let v = value as? any JSONWritable, try v.writeJSON(to: &w) { return }
             // Fast paths for the leaf types and JSONValue (no containers, no boxing).
             switch value {
             case let s as String: w.string(s); return
