@@ -189,9 +189,11 @@ public struct JSONParser {
         }
 
         func utf8(_ from: Int, _ to: Int) throws -> String {
-            let slice = UnsafeRawBufferPointer(rebasing: b[from..<to])
-            // ASCII is by far the most common case and needs no validation pass of its own.
-            guard let s = String(validating: slice.bindMemory(to: UInt8.self), as: UTF8.self) else {
+            let bytes = UnsafeRawBufferPointer(rebasing: b[from..<to]).bindMemory(to: UInt8.self)
+            // ASCII is by far the most common case: decoding it is exact, and this call is
+            // specialised, where `String(validating:)` instantiates generic metadata per call.
+            if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+            guard let s = String(validating: bytes, as: UTF8.self) else {
                 throw JSONSyntaxError(offset: from, reason: "invalid UTF-8 in string")
             }
             return s

@@ -25,8 +25,21 @@ final class SpawnedProcess: @unchecked Sendable {
         var env = ProcessInfo.processInfo.environment.map { strdup("\($0.key)=\($0.value)") }
         env.append(nil)
         defer { for p in env { free(p) } }
+        // Default signal handling and nothing blocked in the child, whatever this test process
+        // set up (an ignored SIGTERM stays ignored across exec, and `terminate` would not stop it).
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGPIPE, SIGCHLD, SIGUSR1, SIGUSR2, SIGALRM] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        var unblocked = sigset_t()
+        sigemptyset(&unblocked)
+        posix_spawnattr_setsigmask(&attr, &unblocked)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK))
         var child: pid_t = 0
-        let rc = posix_spawn(&child, executable, &actions, nil, argv, env)
+        let rc = posix_spawn(&child, executable, &actions, &attr, argv, env)
         guard rc == 0 else { throw POSIXError(.init(rawValue: rc) ?? .EINVAL) }
         pid = child
     }

@@ -362,8 +362,12 @@ extension TestDaemon {
     /// retries stays `pending` and is fetched later; past `media_retry_for` it is given up.
     @Test func contentThatKeepsFailingIsTriedAgainLater() async throws {
         let channel = uniqueID("line")
+        // Three rounds take about a second; the window is stretched like every test wait
+        // (`testTimeoutScale`), since at the start of a full run the rounds were seen to slip
+        // past a 3 s window.
+        let window = "\(Int(3 * testTimeoutScale))s"
         try await withLine({ api in
-            "channels: [ \(LineFixture.channelYAML(channel, api: api).replacingOccurrences(of: #"["0.2s", "0.2s", "0.2s"]"#, with: #"["0.1s"], media_retry_for: "3s""#)) ]"
+            "channels: [ \(LineFixture.channelYAML(channel, api: api).replacingOccurrences(of: #"["0.2s", "0.2s", "0.2s"]"#, with: #"["0.1s"], media_retry_for: "\#(window)""#)) ]"
         }) { d, api in
             let jpeg: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0] + Array(repeating: 9, count: 1000)
             api.setContent("7201", [.init(status: 202), .init(status: 503), .init(status: 202), .init(status: 503), .init(status: 200, bytes: jpeg)])
