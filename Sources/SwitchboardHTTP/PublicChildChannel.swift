@@ -124,23 +124,9 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
     /// The connection's task. For a WebSocket it lives as long as the socket, and a task keeps
     /// the memory of the deepest point it ever reached until it ends (its allocator keeps its
     /// slabs): so this stays shallow and small, and each path is a function of its own.
-    ///
-    /// It runs on the connection's own event loop (`EventLoopTaskExecutor`), not on Swift's
-    /// global executor: reading a request, the handler and writing the answer then happen on
-    /// the thread that owns the socket, without two thread hand-offs per request. Webhook
-    /// handlers only compute and await (the ingest commit happens on the writer's thread), and
-    /// file I/O is handed to NIO's thread pool (`FileMediaStore`), so nothing here blocks the
-    /// loop. `make bench`'s WhatsApp ingest gained about 10 % (`Benchmarks/ab.sh wa`).
     func handle(value: Value, logger: Logger) async {
-        await withTaskExecutorPreference(EventLoopTaskExecutor(value.channel.eventLoop)) {
-            await handleOnLoop(value: value, logger: logger)
-        }
-    }
-
-    @inline(never)
-    private func handleOnLoop(value: Value, logger: Logger) async {
         switch await Self.negotiated(value, logger: logger) {
-        case .http(let http): await serveHTTP(http.channel, logger: logger)
+        case .http(let http): await serveHTTP(http.channel, on: value.channel.eventLoop, logger: logger)
         case .refusedUpgrade(let http): await Self.refuse(http.channel, logger: logger)
         case .live(let live): await live.serve()
         case nil: break
@@ -167,9 +153,18 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
         }
     }
 
+    /// Ordinary HTTP runs on the connection's own event loop (`EventLoopTaskExecutor`), not on
+    /// Swift's global executor: reading a request, the handler and writing the answer happen on
+    /// the thread that owns the socket, without two thread hand-offs per request. Webhook
+    /// handlers only compute and await (the ingest commit happens on the writer's thread), and
+    /// file I/O is handed to NIO's thread pool (`FileMediaStore`), so nothing here blocks the
+    /// loop. WhatsApp ingest gained about 10 % (`Benchmarks/ab.sh wa`). A WebSocket's task does
+    /// not: the preference would stay with it, in memory, for the socket's lifetime.
     @inline(never)
-    private func serveHTTP(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, logger: Logger) async {
-        await handleHTTP(asyncChannel: http, logger: logger)
+    private func serveHTTP(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, on loop: any EventLoop, logger: Logger) async {
+        await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) {
+            await handleHTTP(asyncChannel: http, logger: logger)
+        }
     }
 
     /// The answer to a refused upgrade: 400 and close (the client wanted a WebSocket, not a page).
