@@ -224,9 +224,6 @@ public final class DeliveryWorker: Service, Sendable {
                         nextDue = min(nextDue ?? .max, wake)
                     }
                     if inFlight == 0 && taken.isEmpty && window.count == 0 && !disabled && nextDue == nil && !logMore { depth.record(0) }
-                    // Wake for news, or when a retry falls due. The usual wait has no timer (at a
-                    // trickle of events the worker waits once per event, and a timer per wait
-                    // cost more CPU than the delivery); `tick` is the safety net.
                     // A position left unwritten is written once its interval is over, even if
                     // nothing else happens by then.
                     if positionOwed {
@@ -234,6 +231,9 @@ public final class DeliveryWorker: Service, Sendable {
                         let at = Store.nowMS() + max(0, Int64((left / .milliseconds(1)).rounded(.up)))
                         nextDue = min(nextDue ?? .max, at)
                     }
+                    // Wake for news, or when a retry falls due. The usual wait has no timer (at a
+                    // trickle of events the worker waits once per event, and a timer per wait
+                    // cost more CPU than the delivery); `tick` is the safety net.
                     let deadline = nextDue ?? .max
                     // A deadline is used once: the wake it brings polls again, and that poll
                     // says what is due next.
@@ -385,10 +385,10 @@ public final class DeliveryWorker: Service, Sendable {
     /// How often, at most, a write that only moves the position is made. At a trickle of
     /// events every delivery would otherwise cost a write transaction of its own and the poll
     /// that follows it: at 1,000 events/s, a thousand writes a second queueing for the one
-    /// SQLite writer that the ingest commits need too. Outcomes of
-    /// outbox rows, events moved to the outbox and a 410 are written at once; so is the
-    /// position when the worker stops. After a crash, what was delivered in the last interval
-    /// is delivered again (at least once, with the same ids).
+    /// SQLite writer that the ingest commits need too. Outcomes of outbox rows, events moved to
+    /// the outbox and a 410 are written at once; so is the position when the worker stops.
+    /// After a crash, what was delivered in the last interval is delivered again (at least
+    /// once, with the same ids).
     public static let defaultPositionInterval: Duration = .milliseconds(200)
 
     /// What `record` stored: the batch's rows and position, and the sink's disable (when a 410

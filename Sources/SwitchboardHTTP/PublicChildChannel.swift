@@ -268,4 +268,3 @@ final class LiveConnection: Sendable {
         socket.close()
     }
 }
-
