@@ -115,7 +115,6 @@ public enum StreamingJSONEncoder {
         init(capacity: Int, fastPaths: Bool) { w = JSONWriter(capacity: capacity); self.fastPaths = fastPaths }
 
         func encodeValue<T: Encodable>(_ value: T, path: [any CodingKey]) throws {
-            if fastPaths, let v = value as? any JSONWritable, try v.writeJSON(to: &w) { return }
             // Fast paths for the leaf types and JSONValue (no containers, no boxing).
             switch value {
             case let s as String: w.string(s); return
@@ -132,6 +131,9 @@ public enum StreamingJSONEncoder {
             case let u as URL: w.string(u.absoluteString); return
             default: break
             }
+            // After the leaves, which are most values: the cast to an existential costs more
+            // than theirs.
+            if fastPaths, let v = value as? any JSONWritable, try v.writeJSON(to: &w) { return }
             let e = Node(sink: self, path: path)
             try value.encode(to: e)
             e.finish()
