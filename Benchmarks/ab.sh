@@ -7,6 +7,8 @@
 #   bare     the bare Hummingbird endpoint: req/s and server CPU per request
 #   wa       WhatsApp notifications, no helpdesk: req/s, daemon CPU per request
 #   ingest   the generic webhook channel, no helpdesk: the same
+#   ingest-hd  the generic webhook channel with every event delivered to a helpdesk receiver
+#            (what `make bench` calls daemon ingest): req/s, daemon CPU per request
 #   wal      WhatsApp notifications: what the ingest writer thread writes per message
 #            (bytes and write calls from /proc/<pid>/task/<tid>/io over 3 s of load)
 #   e2e      1,000 events/s for 15 s to a helpdesk receiver: delivery p50/p99 and daemon CPU
@@ -15,7 +17,7 @@
 # drifts within minutes): for i in 1 2 3; do bash Benchmarks/ab.sh wa /tmp/old; bash
 # Benchmarks/ab.sh wa /tmp/new; done. Never beside a build or a test run.
 set -euo pipefail
-MODE=${1:?usage: ab.sh bare|wa|ingest|wal|e2e [BIN_DIR]}
+MODE=${1:?usage: ab.sh bare|wa|ingest|ingest-hd|wal|e2e [BIN_DIR]}
 BIN=$(cd "${2:-$(dirname "$0")/../.build/release}" && pwd)
 DURATION=${AB_DURATION:-8}
 T=$(mktemp -d /tmp/sbt-ab.XXXXXX)
@@ -29,9 +31,9 @@ HSECRET="whsec_1uz95rgFfLcPMnqdw1hlXxJGUTlVkeSSc+h4rrj7pic="
 PORT=$("$BIN/SwitchboardBench" free-port)
 
 helpdesk_yaml="helpdesks: []"
-if [[ $MODE == e2e ]]; then
+if [[ $MODE == e2e || $MODE == ingest-hd ]]; then
     HPORT=$("$BIN/SwitchboardBench" free-port)
-    "$BIN/SwitchboardBench" helpdesk --port "$HPORT" --secret "$HSECRET" > "$T/helpdesk.log" 2>&1 & PIDS+=($!)
+    "$BIN/SwitchboardBench" helpdesk --port "$HPORT" --secret "$HSECRET" > "$T/helpdesk.log" 2>&1 & HPID=$!; PIDS+=($HPID)
     helpdesk_yaml="helpdesks: [ { name: bench, url: \"http://127.0.0.1:$HPORT/switchboard\", secret: \"$HSECRET\", events: [\"*\"] } ]"
 fi
 
@@ -72,6 +74,7 @@ if [[ $MODE == e2e ]]; then
 fi
 
 c0=$(ticks "$SPID")
+[[ $MODE == ingest-hd ]] && h0=$(ticks "$HPID")
 "$BIN/SwitchboardBench" load --url "$URL" "${FORMAT[@]}" --connections 64 --duration "$DURATION" --warmup 2 --users 1000 --threads 1 > "$T/load.txt" 2>&1 & LPID=$!
 if [[ $MODE == wal ]]; then
     sleep 4
@@ -90,7 +93,12 @@ if [[ $MODE == wal ]]; then
 fi
 wait $LPID
 c1=$(ticks "$SPID")
+helpdesk_cpu=""
+if [[ $MODE == ingest-hd ]]; then
+    h1=$(ticks "$HPID")
+    helpdesk_cpu=" helpdesk_cpu_us_per_request=$(( (h1 - h0) * 1000000 / TCK / $(grep -o 'sent_total=[0-9]*' "$T/load.txt" | cut -d= -f2) ))"
+fi
 result=$(grep RESULT "$T/load.txt")
 sent=$(grep -o 'sent_total=[0-9]*' <<<"$result" | cut -d= -f2)
 rps=$(grep -oE '(committed_rps|ok_rps)=[0-9.]*' <<<"$result" | head -1 | cut -d= -f2)
-echo "$MODE rps=$rps server_cpu_us_per_request=$(( (c1 - c0) * 1000000 / TCK / sent )) $(grep -o 'self_cpu_us=[0-9.]*' <<<"$result")"
+echo "$MODE rps=$rps server_cpu_us_per_request=$(( (c1 - c0) * 1000000 / TCK / sent )) $(grep -o 'self_cpu_us=[0-9.]*' <<<"$result")$helpdesk_cpu"

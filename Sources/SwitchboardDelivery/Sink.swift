@@ -1,7 +1,7 @@
-import AsyncHTTPClient
 import Foundation
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import SwitchboardCore
 
 /// What one delivery attempt came to.
@@ -17,6 +17,12 @@ public enum DeliveryOutcome: Sendable, Equatable {
 public protocol EventSink: Sendable {
     var name: String { get }
     func deliver(eventID: String, body: Data) async -> DeliveryOutcome
+    /// Lets go of connections; called once the sink's worker has stopped.
+    func close() async
+}
+
+extension EventSink {
+    public func close() async {}
 }
 
 /// CloudEvents structured mode over HTTP(S) or HTTP over a Unix socket (`http+unix://`), one
@@ -25,36 +31,32 @@ public struct HTTPSink: EventSink {
     public let name: String
     public let url: String
     public let signer: WebhookSigner?
-    public let headers: [(String, String)]
     public let timeout: Duration
-    let client: HTTPClient
+    let client: SinkHTTPClient
+    /// The headers every request carries, built once.
+    let fixedHeaders: HTTPHeaders
 
-    /// `url` parsed once, not per delivery; nil when it does not parse (each delivery then fails
-    /// as AsyncHTTPClient would have failed it).
-    let parsedURL: URL?
-
-    public init(name: String, url: String, signer: WebhookSigner?, headers: [(String, String)] = [], timeout: Duration = .seconds(15), client: HTTPClient) {
-        self.name = name; self.url = url; self.signer = signer; self.headers = headers; self.timeout = timeout; self.client = client
-        parsedURL = URL(string: url)
+    /// - Parameter maxConnections: connections to the receiver at once (the worker's
+    ///   `max_in_flight`, so that many requests can really be in flight).
+    public init(name: String, url: String, signer: WebhookSigner?, headers: [(String, String)] = [], timeout: Duration = .seconds(15),
+                maxConnections: Int = 64, tlsConfiguration: TLSConfiguration? = nil) {
+        self.name = name; self.url = url; self.signer = signer; self.timeout = timeout
+        client = SinkHTTPClient(url: url, maxConnections: maxConnections, tlsConfiguration: tlsConfiguration)
+        var fixed = HTTPHeaders()
+        fixed.add(name: "content-type", value: "application/cloudevents+json; charset=utf-8")
+        fixed.add(name: "user-agent", value: "switchboard/\(SwitchboardVersion.current)")
+        for (k, v) in headers { fixed.add(name: k, value: v) }
+        fixedHeaders = fixed
     }
 
     public func deliver(eventID: String, body: Data) async -> DeliveryOutcome {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(5 + self.headers.count)
-        headers.add(name: "content-type", value: "application/cloudevents+json; charset=utf-8")
-        headers.add(name: "user-agent", value: "switchboard/\(SwitchboardVersion.current)")
+        var headers = fixedHeaders
         let ts = Int64(Date().timeIntervalSince1970)
         headers.add(name: "webhook-id", value: eventID)
         headers.add(name: "webhook-timestamp", value: String(ts))
         if let signer { headers.add(name: "webhook-signature", value: signer.signature(id: eventID, timestamp: ts, body: body)) }
-        for (k, v) in self.headers { headers.add(name: k, value: v) }
         do {
-            guard let parsedURL else { throw HTTPClientError.invalidURL }
-            let request = try HTTPClient.Request(url: parsedURL, method: .POST, headers: headers, body: .bytes(body))
-            // The delegate API, not `execute(HTTPClientRequest)`: the response is taken apart on
-            // the event loop and the task resumes once, where the async API's response and body
-            // stream resumed it several times per event.
-            let head = try await client.execute(request: request, delegate: StatusOnly(), deadline: .now() + TimeAmount(timeout)).get()
+            let head = try await client.post(headers: headers, body: ByteBuffer(bytes: body), timeout: timeout)
             let code = Int(head.status.code)
             switch code {
             case 200..<300: return .delivered(status: code)
@@ -71,26 +73,7 @@ public struct HTTPSink: EventSink {
         }
     }
 
-    /// Keeps the response's status and headers and reads the body only to discard it, so the
-    /// connection can be reused: a receiver's answer body means nothing to delivery, and however
-    /// long it is it costs no memory.
-    final class StatusOnly: HTTPClientResponseDelegate, @unchecked Sendable {
-        // Touched only on the request's event loop, one call after another.
-        private var head: HTTPResponseHead?
-        struct NoHead: Error, CustomStringConvertible { var description: String { "the receiver sent no response head" } }
-
-        func didReceiveHead(task: HTTPClient.Task<HTTPResponseHead>, _ head: HTTPResponseHead) -> EventLoopFuture<Void> {
-            self.head = head
-            return task.eventLoop.makeSucceededVoidFuture()
-        }
-        func didReceiveBodyPart(task: HTTPClient.Task<HTTPResponseHead>, _ buffer: ByteBuffer) -> EventLoopFuture<Void> {
-            task.eventLoop.makeSucceededVoidFuture()
-        }
-        func didFinishRequest(task: HTTPClient.Task<HTTPResponseHead>) throws -> HTTPResponseHead {
-            guard let head else { throw NoHead() }
-            return head
-        }
-    }
+    public func close() async { client.shutdown() }
 
     /// `Retry-After` is either delta-seconds (digits only) or an HTTP date in any of the three
     /// forms RFC 9110 §5.6.7 has a recipient accept: IMF-fixdate, RFC 850 and asctime.
@@ -117,19 +100,6 @@ public struct HTTPSink: EventSink {
         let s = String(describing: error)
         return s.count > 300 ? String(s.prefix(300)) : s
     }
-}
-
-extension HTTPSink {
-    /// The client HTTP sinks share: `HTTPClient.shared`'s settings, except that it never
-    /// follows a redirect. Following a 301/302/303 turns the POST into a GET without the event
-    /// (an auth proxy's login page would then answer 200 and the event count as delivered), and
-    /// a 307/308 would send the signature and configured headers to another origin. A 3xx is a
-    /// failed attempt, retried like a 503, and logged with its status.
-    public static let client: HTTPClient = {
-        var configuration = HTTPClient.Configuration.singletonConfiguration
-        configuration.redirectConfiguration = .disallow
-        return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
 }
 
 /// Prints each event as one readable line (the demo's "helpdesk"). It is delivered from the

@@ -165,13 +165,18 @@ public final class Runtime: Sendable {
         case .console: sink = ConsoleSink(name: h.name)
         case .http(let url):
             sink = HTTPSink(name: h.name, url: url, signer: h.secret.flatMap { try? WebhookSigner(secrets: $0) }, headers: h.headers,
-                            timeout: .milliseconds(Int64(h.timeout * 1000)), client: HTTPSink.client)
+                            timeout: .milliseconds(Int64(h.timeout * 1000)), maxConnections: h.maxInFlight)
         }
         var log = logger
         log[metadataKey: "sink"] = "\(h.name)"
         let worker = DeliveryWorker(sink: sink, store: store, signal: eventSignal, events: h.events, schedule: h.retry,
                                     maxInFlight: h.maxInFlight, logger: log)
-        supervisor.start(.init(id: "sink:\(h.name)", drains: true) { try await worker.run() })
+        supervisor.start(.init(id: "sink:\(h.name)", drains: true) {
+            // Only a worker that finished (stop, reload) closes its connections: one that threw
+            // is started again by the supervisor with the same sink. Idle ones close by themselves.
+            try await worker.run()
+            await sink.close()
+        })
     }
 
     func startChannel(_ adapter: any ChannelAdapter) {
