@@ -1,10 +1,11 @@
 import ArgumentParser
 import Crypto
 import Foundation
-import HTTPTypes
-import Hummingbird
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOPosix
+import SwitchboardCore
 import Synchronization
 
 /// A loopback helpdesk: receives the daemon's CloudEvent POSTs and measures them.
@@ -25,66 +26,43 @@ struct Helpdesk: AsyncParsableCommand {
     @Option(help: "Answer this HTTP status to every event (e.g. 503 to test retries).") var status: Int = 204
 
     func run() async throws {
-        var key: SymmetricKey? = nil
+        var key: [UInt8]? = nil
         if let secret {
             guard secret.hasPrefix("whsec_"), let raw = Data(base64Encoded: String(secret.dropFirst(6))) else {
                 throw ValidationError("--secret must be whsec_<base64>")
             }
-            key = SymmetricKey(data: raw)
+            key = Array(raw)
         }
-        let recorder = HelpdeskRecorder()
-        let router = Router()
-        let answerStatus = HTTPResponse.Status(code: status)
-        let verifyKey = key.map { k in k.withUnsafeBytes { Array($0) } }
-
-        router.post("**") { request, _ -> Response in
-            let body = try await request.body.collect(upTo: 16 * 1024 * 1024)
-            let arrival = monotonicNanos()
-            if let verifyKey {
-                let ok = Self.verify(body: body, headers: request.headers, key: verifyKey)
-                if !ok {
-                    recorder.badSignature()
-                    return Response(status: .unauthorized)
+        let receiver = HelpdeskReceiver(recorder: HelpdeskRecorder(), key: key, status: HTTPResponseStatus(statusCode: status))
+        // Plain NIO, each request handled on its connection's event loop: this process shares
+        // the CPUs with the daemon it measures, so it should take as little of them as it can
+        // while still checking every signature and sequence.
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(HelpdeskHandler(receiver: receiver))
                 }
             }
-            recorder.record(body: body, arrival: arrival)
-            return Response(status: answerStatus)
+        let server: any Channel
+        if let socket {
+            server = try await bootstrap.bind(unixDomainSocketPath: socket, cleanupExistingSocketFile: true).get()
+            say("ready unix:\(socket)")
+        } else {
+            server = try await bootstrap.childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: "127.0.0.1", port: port).get()
+            say("ready 127.0.0.1:\(server.localAddress?.port ?? port)")
         }
-        router.get("stats") { request, _ -> Response in
-            let stats = recorder.snapshot()
-            if request.uri.queryParameters["format"] == "kv" {
-                return Response(status: .ok, headers: [.contentType: "text/plain"],
-                                body: .init(byteBuffer: ByteBuffer(string: stats.keyValues())))
-            }
-            return Response(status: .ok, headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(data: try stats.json())))
-        }
-        router.post("reset") { _, _ -> Response in
-            recorder.reset()
-            return Response(status: .noContent)
-        }
-        router.get("healthz") { _, _ in "ok\n" }
-
-        var logger = Logger(label: "bench-helpdesk")
-        logger.logLevel = .warning
-        let address: BindAddress = socket.map { .unixDomainSocket(path: $0) } ?? .hostname("127.0.0.1", port: port)
-        if let socket { unlink(socket) }
-        let app = Application(
-            router: router,
-            configuration: .init(address: address, serverName: nil),
-            onServerRunning: { [socket, port] channel in
-                if let socket { say("ready unix:\(socket)") } else { say("ready 127.0.0.1:\(channel.localAddress?.port ?? port)") }
-            },
-            logger: logger)
-        try await app.runService()
+        try await server.closeFuture.get()
     }
 
     /// Standard Webhooks: `v1,<base64 HMAC-SHA256(key, id.timestamp.body)>`, any of several
     /// space-separated signatures may match.
-    static func verify(body: ByteBuffer, headers: HTTPFields, key: [UInt8]) -> Bool {
-        guard let id = headers[HTTPField.Name("webhook-id")!],
-              let ts = headers[HTTPField.Name("webhook-timestamp")!],
-              let sig = headers[HTTPField.Name("webhook-signature")!] else { return false }
+    static func verify(body: ByteBuffer, headers: HTTPHeaders, key: [UInt8]) -> Bool {
+        guard let id = headers.first(name: "webhook-id"), let ts = headers.first(name: "webhook-timestamp"),
+              let sig = headers.first(name: "webhook-signature") else { return false }
         var mac = HMAC<SHA256>(key: SymmetricKey(data: key))
         mac.update(data: Array("\(id).\(ts).".utf8))
         body.withUnsafeReadableBytes { mac.update(data: $0) }
@@ -93,16 +71,93 @@ struct Helpdesk: AsyncParsableCommand {
     }
 }
 
-/// The fields of a CloudEvent the receiver looks at.
-private struct ReceivedEvent: Decodable {
-    struct DataFields: Decodable {
-        var external_id: String?
+/// What every connection's handler shares.
+struct HelpdeskReceiver: Sendable {
+    let recorder: HelpdeskRecorder
+    let key: [UInt8]?
+    let status: HTTPResponseStatus
+}
+
+/// One connection: collects each request, then answers it. The control routes are `GET /stats`
+/// (JSON, or `key=value` lines with `?format=kv`), `POST /reset` and `GET /healthz`; every other
+/// POST is an event.
+final class HelpdeskHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let receiver: HelpdeskReceiver
+    private var head: HTTPRequestHead?
+    private var body = ByteBuffer()
+
+    init(receiver: HelpdeskReceiver) { self.receiver = receiver }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let h):
+            head = h
+            body.clear()
+        case .body(var part):
+            body.writeBuffer(&part)
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            let arrival = monotonicNanos()
+            let (status, contentType, answer) = route(head, arrival: arrival)
+            var headers = HTTPHeaders()
+            headers.add(name: "content-length", value: String(answer.readableBytes))
+            if let contentType { headers.add(name: "content-type", value: contentType) }
+            if !head.isKeepAlive { headers.add(name: "connection", value: "close") }
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            if answer.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(answer))), promise: nil) }
+            let keepAlive = head.isKeepAlive
+            context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
+                if !keepAlive { context.close(promise: nil) }
+            }
+        }
     }
+
+    private func route(_ head: HTTPRequestHead, arrival: UInt64) -> (HTTPResponseStatus, String?, ByteBuffer) {
+        let path = head.uri.prefix { $0 != "?" }
+        switch (head.method, path) {
+        case (.GET, "/stats"):
+            let stats = receiver.recorder.snapshot()
+            if head.uri.contains("format=kv") { return (.ok, "text/plain", ByteBuffer(string: stats.keyValues())) }
+            return (.ok, "application/json", ByteBuffer(bytes: (try? stats.json()) ?? Data()))
+        case (.GET, "/healthz"):
+            return (.ok, "text/plain", ByteBuffer(string: "ok\n"))
+        case (.POST, "/reset"):
+            receiver.recorder.reset()
+            return (.noContent, nil, ByteBuffer())
+        case (.POST, _):
+            if let key = receiver.key, !Helpdesk.verify(body: body, headers: head.headers, key: key) {
+                receiver.recorder.badSignature()
+                return (.unauthorized, nil, ByteBuffer())
+            }
+            receiver.recorder.record(body: body, arrival: arrival)
+            return (receiver.status, nil, ByteBuffer())
+        default:
+            return (.notFound, nil, ByteBuffer())
+        }
+    }
+}
+
+/// The fields of a CloudEvent the receiver looks at.
+private struct ReceivedEvent {
     var id: String
     var type: String
     var subject: String?
     var sequence: String?
-    var data: DataFields?
+    var externalID: String?
+
+    init?(_ body: ByteBuffer) {
+        guard let v = body.withUnsafeReadableBytes({ try? JSONParser.parse($0) }),
+              let id = v["id"]?.stringValue, let type = v["type"]?.stringValue else { return nil }
+        self.id = id
+        self.type = type
+        subject = v["subject"]?.stringValue
+        sequence = v["sequence"]?.stringValue
+        externalID = v["data"]?["external_id"]?.stringValue
+    }
 }
 
 struct HelpdeskStats: Encodable {
@@ -154,7 +209,7 @@ struct HelpdeskStats: Encodable {
 }
 
 /// Shared by the request handlers (which run on several event loops), hence the lock. The
-/// work under the lock is a few dictionary operations; JSON decoding happens outside it.
+/// work under the lock is a few dictionary operations; JSON parsing happens outside it.
 final class HelpdeskRecorder: Sendable {
     private struct State {
         var events = 0
@@ -178,7 +233,7 @@ final class HelpdeskRecorder: Sendable {
     func reset() { state.withLock { $0 = State() } }
 
     func record(body: ByteBuffer, arrival: UInt64) {
-        guard let event = try? JSONDecoder().decode(ReceivedEvent.self, from: body) else {
+        guard let event = ReceivedEvent(body) else {
             state.withLock { $0.unparsable += 1 }
             return
         }
@@ -186,7 +241,7 @@ final class HelpdeskRecorder: Sendable {
         // `…@bench.invalid` as an email Message-ID): the send time is after the last '-'.
         var sendNs: UInt64? = nil
         var benchID: String? = nil
-        if event.type == "switchboard.message.received", let full = event.data?.external_id,
+        if event.type == "switchboard.message.received", let full = event.externalID,
            case let ext = String(full.prefix { $0 != "@" }),
            ext.hasPrefix("b-") || ext.hasPrefix("wamid.b-"),
            let dash = ext.lastIndex(of: "-"), let ns = UInt64(ext[ext.index(after: dash)...]) {

@@ -49,6 +49,22 @@ public struct JSONWriter {
     }
     public mutating func uint(_ v: UInt64) { bytes.append(contentsOf: String(v).utf8) }
 
+    /// `v` in decimal, left-padded with zeros to at least `width` digits; negative numbers are
+    /// written as 0 (this is for dates and sequence numbers).
+    public mutating func zeroPadded(_ v: Int64, width: Int) {
+        var buffer: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: room for any Int64
+        withUnsafeMutableBytes(of: &buffer) { b in
+            var n = UInt64(max(v, 0)), i = b.count
+            repeat {
+                i -= 1
+                b[i] = UInt8(ascii: "0") + UInt8(n % 10)
+                n /= 10
+            } while n > 0
+            while b.count - i < width && i > 0 { i -= 1; b[i] = UInt8(ascii: "0") }
+            bytes.append(contentsOf: UnsafeRawBufferPointer(rebasing: b[i...]))
+        }
+    }
+
     public mutating func double(_ v: Double) throws {
         guard v.isFinite else {
             throw EncodingError.invalidValue(v, .init(codingPath: [], debugDescription: "JSON has no \(v)"))

@@ -19,16 +19,26 @@ public struct Timestamp: Sendable, Hashable, Comparable, Codable, CustomStringCo
     /// Formats without DateFormatter: this runs for every stored event, and the civil-date
     /// arithmetic below is both faster and free of locale surprises.
     public var rfc3339: String {
+        var w = JSONWriter(capacity: 24)
+        writeRFC3339(&w)
+        return String(decoding: w.bytes, as: UTF8.self)
+    }
+
+    /// `rfc3339`'s text, written into `w` without a String in between (years before 1 are
+    /// written as 0000; nothing stores them).
+    public func writeRFC3339(_ w: inout JSONWriter) {
         let ms = ((milliseconds % 1000) + 1000) % 1000
         let secs = (milliseconds - ms) / 1000
         let days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400
         let secOfDay = secs - days * 86400
         let (y, m, d) = Timestamp.civil(fromDays: days)
-        func pad(_ v: Int64, _ w: Int) -> String {
-            let s = String(v)
-            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
-        }
-        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(secOfDay / 3600, 2)):\(pad(secOfDay % 3600 / 60, 2)):\(pad(secOfDay % 60, 2)).\(pad(ms, 3))Z"
+        w.zeroPadded(y, width: 4); w.raw(UInt8(ascii: "-"))
+        w.zeroPadded(m, width: 2); w.raw(UInt8(ascii: "-"))
+        w.zeroPadded(d, width: 2); w.raw(UInt8(ascii: "T"))
+        w.zeroPadded(secOfDay / 3600, width: 2); w.raw(UInt8(ascii: ":"))
+        w.zeroPadded(secOfDay % 3600 / 60, width: 2); w.raw(UInt8(ascii: ":"))
+        w.zeroPadded(secOfDay % 60, width: 2); w.raw(UInt8(ascii: "."))
+        w.zeroPadded(ms, width: 3); w.raw(UInt8(ascii: "Z"))
     }
 
     /// Parses RFC 3339 (any fraction length, `Z` or a numeric offset).

@@ -49,54 +49,33 @@ extension Store {
 
     /// Writes the structured-mode CloudEvent with keys in sorted order and `data` spliced in as
     /// already-encoded JSON (re-encoding the message would double the cost of every event).
+    /// Byte by byte, without a String per member: it runs inside the ingest transaction, on the
+    /// single writer, for every event.
     static func encodeCloudEvent(id: String, source: String, type: EventType, subject: String?, time: Timestamp,
                                  sequence: Int64?, channel: String?, data: Data) -> Data {
-        var out = Data()
-        out.reserveCapacity(data.count + 400)
-        out.append(contentsOf: Array("{".utf8))
-        var first = true
-        func key(_ k: String) {
-            if !first { out.append(UInt8(ascii: ",")) }
-            first = false
-            out.append(contentsOf: Array("\"\(k)\":".utf8))
+        var w = JSONWriter(capacity: data.count + 400)
+        w.raw("{")
+        if let channel { w.raw("\"channel\":"); w.string(channel); w.raw(",") }
+        w.raw("\"data\":")
+        data.withUnsafeBytes { w.raw($0) }
+        w.raw(",\"datacontenttype\":\"application/json\",\"id\":")
+        w.string(id)
+        if let subject { w.raw(",\"partitionkey\":"); w.string(subject) }
+        if let sequence {
+            // CloudEvent.sequenceString: twenty digits, zero-padded, so that strings sort as numbers.
+            w.raw(",\"sequence\":\"")
+            w.zeroPadded(sequence, width: 20)
+            w.raw("\"")
         }
-        func str(_ k: String, _ v: String?) {
-            guard let v else { return }
-            key(k)
-            out.append(contentsOf: jsonString(v))
-        }
-        str("channel", channel)
-        key("data"); out.append(data)
-        str("datacontenttype", "application/json")
-        str("id", id)
-        str("partitionkey", subject)
-        str("sequence", sequence.map { CloudEvent.sequenceString($0) })
-        str("source", source)
-        str("specversion", "1.0")
-        str("subject", subject)
-        str("time", time.rfc3339)
-        str("type", type.cloudEventType)
-        out.append(UInt8(ascii: "}"))
-        return out
-    }
-
-    static func jsonString(_ s: String) -> [UInt8] {
-        var out: [UInt8] = [UInt8(ascii: "\"")]
-        out.reserveCapacity(s.utf8.count + 2)
-        for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "\""): out += [92, 34]
-            case UInt8(ascii: "\\"): out += [92, 92]
-            case 0x0A: out += [92, UInt8(ascii: "n")]
-            case 0x0D: out += [92, UInt8(ascii: "r")]
-            case 0x09: out += [92, UInt8(ascii: "t")]
-            case 0..<0x20:
-                let hex = Array("0123456789abcdef".utf8)
-                out += [92, UInt8(ascii: "u"), 48, 48, hex[Int(b >> 4)], hex[Int(b & 15)]]
-            default: out.append(b)
-            }
-        }
-        out.append(UInt8(ascii: "\""))
-        return out
+        w.raw(",\"source\":")
+        w.string(source)
+        w.raw(",\"specversion\":\"1.0\"")
+        if let subject { w.raw(",\"subject\":"); w.string(subject) }
+        w.raw(",\"time\":\"")
+        time.writeRFC3339(&w)
+        w.raw("\",\"type\":")
+        w.string(type.cloudEventType)
+        w.raw("}")
+        return Data(w.bytes)
     }
 }

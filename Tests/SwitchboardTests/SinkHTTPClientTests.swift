@@ -281,7 +281,7 @@ final class ScriptedHTTPServer: Sendable {
                         if size > 0 {
                             context.write(self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(repeating: UInt8(ascii: "x"), count: size)))), promise: nil)
                         }
-                        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
+                        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in
                             if close { context.close(promise: nil) }
                         }
                     }
