@@ -45,7 +45,8 @@ public struct HTTPSink: EventSink {
         var fixed = HTTPHeaders()
         fixed.add(name: "content-type", value: "application/cloudevents+json; charset=utf-8")
         fixed.add(name: "user-agent", value: "switchboard/\(SwitchboardVersion.current)")
-        for (k, v) in headers { fixed.add(name: k, value: v) }
+        // A configured Content-Type, User-Agent or Host replaces the daemon's.
+        for (k, v) in headers { fixed.replaceOrAdd(name: k, value: v) }
         fixedHeaders = fixed
     }
 

@@ -118,13 +118,13 @@ public final class SinkHTTPClient: Sendable {
         }
     }
 
-    /// Sends one request and answers the response head. `headers` should not name `host` or
-    /// `content-length`; they are added here.
+    /// Sends one request and answers the response head. `Content-Length` is set here, and
+    /// `Host` (from the URL) unless `headers` has one.
     public func post(headers: HTTPHeaders, body: ByteBuffer, timeout: Duration) async throws -> HTTPResponseHead {
         guard let endpoint else { throw SinkHTTPError.invalidURL }
         var headers = headers
-        headers.add(name: "host", value: endpoint.hostHeader)
-        headers.add(name: "content-length", value: String(body.readableBytes))
+        if !headers.contains(name: "host") { headers.add(name: "host", value: endpoint.hostHeader) }
+        headers.replaceOrAdd(name: "content-length", value: String(body.readableBytes))
         let head = HTTPRequestHead(version: .http1_1, method: .POST, uri: endpoint.target, headers: headers)
         let deadline = NIODeadline.now() + TimeAmount(timeout)
         // A keep-alive connection the server closed while it sat idle fails before any answer;

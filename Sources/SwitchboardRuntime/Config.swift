@@ -87,6 +87,14 @@ public enum ConfigLoader {
     /// What is wrong with a helpdesk URL, or nil: it must parse, name a host (http/https), or
     /// for `http+unix://` a percent-encoded absolute socket path (`/run/desk.sock` written as
     /// is would be read as host "" and path "/run/desk.sock").
+    /// Request headers an HTTP sink writes itself: the message framing and the Standard
+    /// Webhooks signature. (`Host`, `Content-Type` and `User-Agent` may be configured; a
+    /// configured value replaces the daemon's.)
+    static let headersTheSinkSets: Set<String> = [
+        "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer",
+        "webhook-id", "webhook-timestamp", "webhook-signature",
+    ]
+
     static func sinkURLProblem(_ url: String) -> String? {
         let shape = "expected an https://, http:// or http+unix://<percent-encoded socket path>/<path> URL"
         guard let c = URLComponents(string: url), let scheme = c.scheme?.lowercased(), URL(string: url) != nil else { return shape }
@@ -233,6 +241,10 @@ public enum ConfigLoader {
             if case .object(let o)? = h["headers"].value {
                 let fields = h["headers"]
                 for k in o.keys.sorted() {
+                    if Self.headersTheSinkSets.contains(k.lowercased()) {
+                        fields[k].problem("set by the daemon for every request; it cannot be configured")
+                        continue
+                    }
                     if case .object? = o[k] {
                         // `{ file: <path> }`: a value to keep out of the config file, such as a
                         // helpdesk's API token, read like any `*_file` secret.

@@ -226,7 +226,7 @@ import Logging
         let d = try await TestDaemon.start("""
             helpdesks:
               - { name: desk, url: "\(helpdesk.url)", secret: "\(testSecret)", events: ["message.*"],
-                  headers: { Authorization: { file: "\(dir.file("auth"))" }, X-Tenant: t-1 } }
+                  headers: { Authorization: { file: "\(dir.file("auth"))" }, X-Tenant: t-1, Host: desk.internal, User-Agent: desk-relay } }
             channels: [ { id: \(channel), type: recording } ]
             """)
         defer { Task { await d.stop() } }
@@ -234,6 +234,9 @@ import Logging
         try await eventually("delivered") { helpdesk.deliveries.count == 1 }
         #expect(helpdesk.deliveries[0].headers["authorization"] == "Bearer from-a-file")
         #expect(helpdesk.deliveries[0].headers["x-tenant"] == "t-1")
+        // A configured Host or User-Agent replaces the daemon's rather than doubling it.
+        #expect(helpdesk.deliveries[0].headers["host"] == "desk.internal")
+        #expect(helpdesk.deliveries[0].headers["user-agent"] == "desk-relay")
     }
 
     /// The receiver's answer body means nothing to delivery: however long, it is read and

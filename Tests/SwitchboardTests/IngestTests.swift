@@ -301,6 +301,13 @@ import WebhookAdapter
         #expect(p.contains("helpdesks[0].headers.C.file: the file's value has a line break inside"), "\(p)")
         #expect(p.contains("helpdesks[0].headers.D: a header value cannot contain a line break"), "\(p)")
         #expect(!p.joined().contains("two") && !p.joined().contains("lines"), "never the file's content")
+
+        let reserved = ConfigDiagnostics()
+        _ = ConfigLoader.load(text: """
+            helpdesks: [ { name: desk, url: "https://x", secret: "\(Self.secret)", headers: { Content-Length: "5", Webhook-Signature: "v1,x", Host: "desk.internal", Content-Type: "application/json" } } ]
+            """, environment: env, adapterKinds: [], diagnostics: reserved)
+        #expect(reserved.problems.sorted() == ["helpdesks[0].headers.Content-Length: set by the daemon for every request; it cannot be configured",
+                                               "helpdesks[0].headers.Webhook-Signature: set by the daemon for every request; it cannot be configured"])
     }
 }
 

@@ -61,7 +61,11 @@ final class TestHelpdesk: Sendable {
             switch mode {
             case .up, .upWithBody, .hangOn, .downOn:
                 var h: [String: String] = [:]
-                for f in req.headers { h[f.name.canonicalName] = f.value }
+                // A repeated field is joined, as HTTP combines it: a doubled header shows.
+                for f in req.headers { h[f.name.canonicalName] = h[f.name.canonicalName].map { $0 + ", " + f.value } ?? f.value }
+                // HTTPTypes keeps Host as the request's authority, not among its fields.
+                // (A second Host field stays among the fields: joined here, it shows.)
+                if let authority = req.head.authority { h["host"] = h["host"].map { authority + ", " + $0 } ?? authority }
                 helpdesk.state.withLock { $0.deliveries.append(Delivery(headers: h, body: Data(body.readableBytesView), at: .now)) }
                 if case .upWithBody(let n) = mode {
                     return Response(status: .ok, body: .init(byteBuffer: ByteBuffer(repeating: UInt8(ascii: "x"), count: n)))
