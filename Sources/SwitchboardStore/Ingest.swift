@@ -188,6 +188,10 @@ extension Store {
         return raw.parsed ?? (try? JSONValue.parse(Data(raw.bytes)))
     }
 
+    /// The dedupe key of a customer's message keyed by its own id when that id is already one
+    /// of our messages' (see `ingest`).
+    static let inboundKeyPrefix = "inbound:"
+
     static func ingest(_ db: Database, _ work: InboundWork, prepared: PreparedBody, ctx: EventContext) throws -> EmitResult {
         let inlineRaw = prepared.inlineRaw
         let ev = work.event
@@ -209,9 +213,16 @@ extension Store {
             // external id) row stored with it. A key row beside it would be one more randomly
             // placed B-tree page written per message by the single ingest writer (~5 % of
             // WhatsApp ingest), and messages are kept for ever, so no key retention applies.
-            if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM message_external_ids WHERE channel_id = ? AND external_id = ?)"),
-                                 arguments: [channel.id, externalID]) == true {
-                return .duplicate
+            if let direction = try String.fetchOne(db.cachedStatement(sql: """
+                SELECT m.direction FROM message_external_ids e JOIN messages m ON m.id = e.message_id WHERE e.channel_id = ? AND e.external_id = ?
+                """), arguments: [channel.id, externalID]) {
+                // A customer's message whose id is that of one of ours (a channel whose ids the
+                // integrator numbers per direction) is not a repeat of it: it is stored, with a
+                // key row of its own standing for it from then on.
+                guard m.origin == .customer, direction == Direction.outbound.rawValue else { return .duplicate }
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO dedupe_keys (channel_id, key, created_at) VALUES (?, ?, ?)")
+                    .execute(arguments: [channel.id, Self.inboundKeyPrefix + externalID, now])
+                if db.changesCount == 0 { return .duplicate }
             }
         } else if let key = ev.dedupeKey {
             try db.cachedStatement(sql: "INSERT OR IGNORE INTO dedupe_keys (channel_id, key, created_at) VALUES (?, ?, ?)").execute(arguments: [channel.id, key, now])

@@ -162,6 +162,31 @@ import WebhookAdapter
         }
     }
 
+    /// A customer's message is deduplicated on its own id (the stored message is the record),
+    /// but an id that already names one of our messages — an echo here; the integrator may
+    /// number each direction on its own — does not make a new customer message a duplicate.
+    @Test func aCustomerMessageWhoseIdIsOneOfOursIsStoredOnce() async throws {
+        let channel = uniqueID("wh")
+        try await withDaemon("channels: [ { id: \(channel), type: webhook, secret: \"\(Self.secret)\" } ]") { d in
+            let url = d.publicBase + "/webhooks/\(channel)"
+            func post(_ json: String) async throws -> String? {
+                let body = Array(json.utf8)
+                return try await http("POST", url, body: body, headers: ["x-switchboard-signature": WebhookChannelAdapter.sign(body, secret: Array(Self.secret.utf8))])
+                    .json?["result"]?.stringValue
+            }
+            #expect(try await post(#"{"id":"7","from":{"id":"42"},"text":"sent from the app","echo":true}"#) == "committed")
+            #expect(try await post(#"{"id":"7","from":{"id":"42"},"text":"a customer's message 7"}"#) == "committed")
+            #expect(try await post(#"{"id":"7","from":{"id":"42"},"text":"a customer's message 7"}"#) == "duplicate")
+            #expect(try await post(#"{"id":"8","from":{"id":"42"},"text":"eight"}"#) == "committed")
+            #expect(try await post(#"{"id":"8","from":{"id":"42"},"text":"eight"}"#) == "duplicate")
+            #expect(try await d.runtime.store.counts().messages == 3)
+            let keys = try await d.runtime.store.pool.read { db in try String.fetchAll(db, sql: "SELECT key FROM dedupe_keys ORDER BY key") }
+            // The echo's key, and the colliding customer message's; none for message 8, which
+            // is its own record.
+            #expect(keys == ["inbound:7", "msg:7"])
+        }
+    }
+
     @Test func repliesArePostedSignedToTheOutboundURL() async throws {
         try await withHelpdesk { receiver in
             let channel = uniqueID("wh")

@@ -133,8 +133,14 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             if let text = v["text"]?.stringValue, !text.isEmpty { parts.insert(.text(text), at: 0) }
             guard !parts.isEmpty else { throw ParseError(description: "a message needs text or parts") }
             let origin: Origin = v["echo"]?.boolValue == true ? .echo : .customer
+            // A customer's message is keyed by its own id: the stored message (its external id
+            // row) is then the dedupe record, and no separate key row is written for it — one
+            // randomly placed index page less per message for the single writer (a quarter of
+            // the pages each commit wrote). An echo keeps a key of its own: its id may be that
+            // of the reply it echoes, which is stored already and must not swallow it.
+            let dedupeKey = id.map { origin == .customer ? $0 : "msg:\($0)" }
             return InboundEvent(.message(InboundMessage(origin: origin, externalID: id, parts: parts, replyToExternalID: v["reply_to"]?.stringValue)),
-                                peer: peer, thread: thread, dedupeKey: id.map { "msg:\($0)" }, occurredAt: occurred, raw: rawPayload,
+                                peer: peer, thread: thread, dedupeKey: dedupeKey, occurredAt: occurred, raw: rawPayload,
                                 channelData: v["channel_data"]?.objectValue)
         case "status":
             guard let target = v["message_id"]?.stringValue, let status = v["status"]?.stringValue else {
