@@ -27,9 +27,9 @@ extension Store {
     public func commitInbound(_ batch: [PreparedInbound], ctx: EventContext) async throws -> [Result<EmitResult, any Error>] {
         do {
             // The common case: everything commits together, no per-item savepoints.
-            return try await acknowledgedWrite { db in try Self.ingestAll(db, batch, ctx: ctx) }
+            return try await acknowledgedWrite { db in try Self.ingestAll(db, batch, ctx: ctx, prompts: self.numberedPromptsMayExist.load(ordering: .relaxed)) }
         } catch where batch.count > 1 {
-            return try await acknowledgedWrite { db in Self.ingestEach(db, batch, ctx: ctx) }
+            return try await acknowledgedWrite { db in Self.ingestEach(db, batch, ctx: ctx, prompts: self.numberedPromptsMayExist.load(ordering: .relaxed)) }
         }
     }
 
@@ -37,26 +37,26 @@ extension Store {
     /// `acknowledgedWriteBlocking`).
     public func commitInboundBlocking(_ batch: [PreparedInbound], ctx: EventContext) throws -> [Result<EmitResult, any Error>] {
         do {
-            return try acknowledgedWriteBlocking { db in try Self.ingestAll(db, batch, ctx: ctx) }
+            return try acknowledgedWriteBlocking { db in try Self.ingestAll(db, batch, ctx: ctx, prompts: self.numberedPromptsMayExist.load(ordering: .relaxed)) }
         } catch where batch.count > 1 {
-            return try acknowledgedWriteBlocking { db in Self.ingestEach(db, batch, ctx: ctx) }
+            return try acknowledgedWriteBlocking { db in Self.ingestEach(db, batch, ctx: ctx, prompts: self.numberedPromptsMayExist.load(ordering: .relaxed)) }
         }
     }
 
-    private static func ingestAll(_ db: Database, _ batch: [PreparedInbound], ctx: EventContext) throws -> [Result<EmitResult, any Error>] {
-        try batch.map { .success(try ingest(db, $0.work, prepared: $0.body, ctx: ctx)) }
+    private static func ingestAll(_ db: Database, _ batch: [PreparedInbound], ctx: EventContext, prompts: Bool) throws -> [Result<EmitResult, any Error>] {
+        try batch.map { .success(try ingest(db, $0.work, prepared: $0.body, ctx: ctx, prompts: prompts)) }
     }
 
     /// After a batch failed and rolled back: each item in its own savepoint, so the bad one
     /// fails alone and the others still commit.
-    private static func ingestEach(_ db: Database, _ batch: [PreparedInbound], ctx: EventContext) -> [Result<EmitResult, any Error>] {
+    private static func ingestEach(_ db: Database, _ batch: [PreparedInbound], ctx: EventContext, prompts: Bool) -> [Result<EmitResult, any Error>] {
         var results: [Result<EmitResult, any Error>] = []
         results.reserveCapacity(batch.count)
         for item in batch {
             var result: Result<EmitResult, any Error> = .success(.duplicate)
             do {
                 try db.inSavepoint {
-                    result = .success(try ingest(db, item.work, prepared: item.body, ctx: ctx))
+                    result = .success(try ingest(db, item.work, prepared: item.body, ctx: ctx, prompts: prompts))
                     return .commit
                 }
             } catch {
@@ -192,7 +192,8 @@ extension Store {
     /// of our messages' (see `ingest`).
     static let inboundKeyPrefix = "inbound:"
 
-    static func ingest(_ db: Database, _ work: InboundWork, prepared: PreparedBody, ctx: EventContext) throws -> EmitResult {
+    /// `prompts`: whether a numbered prompt may be stored (`numberedPromptsMayExist`).
+    static func ingest(_ db: Database, _ work: InboundWork, prepared: PreparedBody, ctx: EventContext, prompts: Bool = true) throws -> EmitResult {
         let inlineRaw = prepared.inlineRaw
         let ev = work.event
         let now = work.receivedAt.milliseconds
@@ -279,7 +280,7 @@ extension Store {
         case .message(let m):
             var parts = m.parts
             var interaction: Open<InteractionFields>? = nil
-            if m.origin == .customer {
+            if m.origin == .customer && prompts {
                 interaction = try matchNumberedReply(db, conversationID: conversation.id, parts: parts, now: now)
                 if let interaction { parts.append(.interaction(interaction)) }
             }

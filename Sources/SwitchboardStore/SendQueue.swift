@@ -119,6 +119,9 @@ extension Store {
                 """, arguments: [id, conv.id, conv.channel.id, now, try JSON.encode(rendered).utf8String, now])
             try db.execute(sql: "UPDATE conversations SET updated_at = ? WHERE id = ?", arguments: [now, conv.id])
             if !req.rendered.numberedOptions.isEmpty {
+                // Before the insert and inside this transaction: an ingest transaction after it
+                // (the writer runs one at a time) looks for a match.
+                self.numberedPromptsMayExist.store(true, ordering: .relaxed)
                 // The newest numbered prompt is the one a bare number answers; it expires after a day.
                 try db.execute(sql: """
                     INSERT INTO numbered_options (conversation_id, message_id, options, expires_at) VALUES (?, ?, ?, ?)

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import SwitchboardCore
+import Synchronization
 
 /// Persistence for everything Switchboard promises not to lose: conversations, identities,
 /// messages with their raw payloads, the event log, each helpdesk's position in it and its
@@ -13,6 +14,10 @@ public final class Store: Sendable {
     public let pool: DatabasePool
     public let path: String
     public let durability: Durability
+    /// False while no numbered prompt (the text fallback's "reply with a number") has ever been
+    /// stored in this database: then no customer reply can answer one, and ingest skips the
+    /// lookup. Set, inside the sending transaction, before the first is written; never unset.
+    let numberedPromptsMayExist = Atomic<Bool>(true)
 
     public enum Durability: String, Sendable {
         /// fsync on every commit: an acknowledged event survives power loss.
@@ -45,6 +50,8 @@ public final class Store: Sendable {
         pool = try DatabasePool(path: path, configuration: config)
         self.durability = durability
         try Self.migrator.migrate(pool)
+        let prompts = try pool.read { db in try Bool.fetchOne(db, sql: "SELECT EXISTS (SELECT 1 FROM numbered_options)") ?? true }
+        numberedPromptsMayExist.store(prompts, ordering: .relaxed)
         try pool.write { db in
             // Sends claimed with a lease: an SQLite file has one daemon, so any lease in it belonged
             // to a previous run that died (SIGKILL, power loss); waiting for it to expire would only

@@ -337,6 +337,24 @@ import WebhookAdapter
 }
 
 @Suite struct StoreDurabilityTests {
+    /// Ingest looks for a numbered prompt only once one may exist; a store reopened on a
+    /// database that holds one knows it from the start.
+    @Test func numberedPromptsAreLookedForOnceOneWasStored() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let path = dir.file("s.sqlite")
+        let fresh = try Store(path: path)
+        #expect(fresh.numberedPromptsMayExist.load(ordering: .relaxed) == false)
+        try fresh.pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
+            try db.execute(sql: "INSERT INTO numbered_options (conversation_id, message_id, options, expires_at) VALUES ('c', 'm', '[]', 0)")
+        }
+        try fresh.pool.close()
+        let reopened = try Store(path: path)
+        #expect(reopened.numberedPromptsMayExist.load(ordering: .relaxed) == true)
+        try reopened.pool.close()
+    }
+
     /// Message ids follow commit order: a webhook prepared before another message commits, and
     /// committed after it, still sorts after it, so a client paging with `after=` sees both.
     /// The prepared body (ids filled in at commit) is what is stored, raw payload link included.
