@@ -250,15 +250,21 @@ extension Store {
             }
         }
         let (identity, identityChanged) = try changed.map { ($0.0, false) } ?? upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
-        let (conversation, created) = try changed.map { ($0.1, false) }
-            ?? ev.conversationID.flatMap { try existingConversation(db, id: $0, via: channel) }.map { ($0, false) }
-            ?? findOrCreateConversation(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
-        if created {
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conversation.id, channel: channel,
-                                            dataJSON: JSON.encode(conversation), now: now))
+        let conversationID: String
+        var createdConversation: Conversation? = nil
+        if let c = changed?.1 {
+            conversationID = c.id
+        } else if let c = try ev.conversationID.flatMap({ try existingConversation(db, id: $0, via: channel) }) {
+            conversationID = c.id
+        } else {
+            (conversationID, createdConversation) = try conversationIDFindingOrCreating(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
+        }
+        if let createdConversation {
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conversationID, channel: channel,
+                                            dataJSON: JSON.encode(createdConversation), now: now))
         }
         if identityChanged {
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(identity), now: now))
         }
         var sender = Participant(role: "customer", identityID: identity.id, channelUserID: identity.channelUserID, displayName: identity.displayName)
@@ -270,7 +276,7 @@ extension Store {
             member = (m, changed)
             sender = Participant(role: "customer", identityID: m.id, channelUserID: m.channelUserID, displayName: m.displayName)
             if changed {
-                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
+                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                                 dataJSON: JSON.encode(m), now: now))
             }
         }
@@ -281,7 +287,7 @@ extension Store {
             var parts = m.parts
             var interaction: Open<InteractionFields>? = nil
             if m.origin == .customer && prompts {
-                interaction = try matchNumberedReply(db, conversationID: conversation.id, parts: parts, now: now)
+                interaction = try matchNumberedReply(db, conversationID: conversationID, parts: parts, now: now)
                 if let interaction { parts.append(.interaction(interaction)) }
             }
             let id = ID.make(.message, at: work.receivedAt)
@@ -292,7 +298,7 @@ extension Store {
             var body: [UInt8]
             // (The prepared body names the peer's own id: an identity found by an alias has another.)
             if interaction == nil, isEcho || (sender.displayName == prepared.senderName && sender.channelUserID == ev.peer.channelUserID),
-               let filled = prepared.filled(messageID: id, conversationID: conversation.id, identityID: isEcho ? nil : sender.identityID) {
+               let filled = prepared.filled(messageID: id, conversationID: conversationID, identityID: isEcho ? nil : sender.identityID) {
                 body = filled
             } else {
                 var replyTo: MessageRef? = nil
@@ -300,19 +306,19 @@ extension Store {
                     let ours = try String.fetchOne(db.cachedStatement(sql: "SELECT message_id FROM message_external_ids WHERE channel_id = ? AND external_id = ?"), arguments: [channel.id, ext])
                     replyTo = MessageRef(messageID: ours, externalID: ext)
                 }
-                body = try JSON.bytes(Self.message(id: id, work: work, m: m, conversationID: conversation.id, sender: sender,
+                body = try JSON.bytes(Self.message(id: id, work: work, m: m, conversationID: conversationID, sender: sender,
                                                    replyTo: replyTo, parts: parts, inlineRaw: inlineRaw))
             }
             try db.cachedStatement(sql: """
                 INSERT INTO messages (id, conversation_id, channel_id, direction, origin, external_id, created_at, body, raw, raw_format)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [id, conversation.id, channel.id, isEcho ? Direction.outbound.rawValue : Direction.inbound.rawValue,
+                """).execute(arguments: [id, conversationID, channel.id, isEcho ? Direction.outbound.rawValue : Direction.inbound.rawValue,
                                  m.origin.rawValue, m.externalID, now,
                                  String(decoding: body, as: UTF8.self), ev.raw.map { Data($0.bytes) }, ev.raw?.format])
             if let ext = m.externalID {
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, ext, id])
             }
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversation.id,
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversationID,
                                             channel: channel, dataJSON: Data(body), now: now,
                                             touch: m.origin == .customer
                                                 ? .init(lastInboundAt: now, lastInboundSentAt: (ev.occurredAt ?? work.receivedAt).milliseconds,
@@ -325,9 +331,9 @@ extension Store {
 
         case .reaction(let targetExternalID, let emoji, let action):
             let target = try ourMessage(db, channel: channel, externalID: targetExternalID)
-            let data = Open(ReactionEventFields(conversationID: conversation.id, targetMessageID: target?.id, targetExternalID: targetExternalID,
+            let data = Open(ReactionEventFields(conversationID: conversationID, targetMessageID: target?.id, targetExternalID: targetExternalID,
                                                 emoji: emoji, action: action, sender: sender, at: ev.occurredAt ?? work.receivedAt))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .messageReaction, conversationID: conversation.id, channel: channel,
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: .messageReaction, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
 
         case .deleted(let externalID), .updated(let externalID, _):
@@ -343,17 +349,17 @@ extension Store {
                 message.textFallback = parts.textFallback
                 try db.cachedStatement(sql: "UPDATE messages SET body = ? WHERE id = ?").execute(arguments: [try JSON.encode(message).utf8String, id])
             }
-            let data = Open(MessageChangeFields(conversationID: conversation.id, messageID: target?.id, externalID: externalID,
+            let data = Open(MessageChangeFields(conversationID: conversationID, messageID: target?.id, externalID: externalID,
                                                 parts: parts, textFallback: parts?.textFallback, at: ev.occurredAt ?? work.receivedAt))
             let type: EventType = parts == nil ? .messageDeleted : .messageUpdated
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversation.id, channel: channel,
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
 
         case .read(let upTo):
             let ids = try String.fetchAll(db.cachedStatement(sql: """
                 SELECT id FROM messages WHERE conversation_id = ? AND channel_id = ? AND direction = 'outbound' AND created_at <= ?
                 AND (status IS NULL OR status != 'read') ORDER BY created_at
-                """), arguments: [conversation.id, channel.id, upTo.milliseconds])
+                """), arguments: [conversationID, channel.id, upTo.milliseconds])
             // Only messages that get no receipts of their own (echoes) are marked here. The status
             // of a message we sent is what its `message.status` events told the helpdesk, and the
             // channel's receipt for it (which follows) moves it forward once.
@@ -361,34 +367,34 @@ extension Store {
                 try db.execute(sql: "UPDATE messages SET status = 'read' WHERE origin NOT IN ('helpdesk', 'system') AND id IN (\(ids.map { _ in "?" }.joined(separator: ",")))",
                                arguments: StatementArguments(ids))
             }
-            let data = Open(ConversationReadFields(conversationID: conversation.id, upTo: upTo, messageIDs: ids))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationRead, conversationID: conversation.id, channel: channel,
+            let data = Open(ConversationReadFields(conversationID: conversationID, upTo: upTo, messageIDs: ids))
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationRead, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
 
         case .typing(let started):
-            let data = Open(TypingFields(conversationID: conversation.id, sender: sender))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: started ? .typingStarted : .typingStopped, conversationID: conversation.id,
+            let data = Open(TypingFields(conversationID: conversationID, sender: sender))
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: started ? .typingStarted : .typingStopped, conversationID: conversationID,
                                             channel: channel, dataJSON: JSON.encode(data), now: now))
 
         case .identityUpdated:
             // About the speaker when there is one (a group member's profile), else the peer.
             if let member {
                 if !member.changed {
-                    eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
+                    eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                                     dataJSON: JSON.encode(member.identity), now: now))
                 }
             } else if !identityChanged {
-                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversation.id, channel: channel,
+                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                                 dataJSON: JSON.encode(identity), now: now))
             }
 
         case .custom(let type, var data):
-            data["conversation_id"] = .string(conversation.id)
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversation.id, channel: channel,
+            data["conversation_id"] = .string(conversationID)
+            eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
         }
-        try applyStateUpdates(db, ev.stateUpdates, channel: channel, conversationID: conversation.id, now: now)
-        return .committed(eventIDs: eventIDs, messageID: messageID, conversationID: conversation.id)
+        try applyStateUpdates(db, ev.stateUpdates, channel: channel, conversationID: conversationID, now: now)
+        return .committed(eventIDs: eventIDs, messageID: messageID, conversationID: conversationID)
     }
 
     /// The adapter state changes that ride along with an event (see `InboundEvent.stateUpdates`).
@@ -626,6 +632,18 @@ extension Store {
         let linked = try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM messages WHERE conversation_id = ? AND channel_id = ?)"),
                                        arguments: [id, channel.id]) ?? false
         return linked ? conversation : nil
+    }
+
+    /// `findOrCreateConversation` for ingest, which needs no more of an existing conversation
+    /// than its id: that alone is read, not the whole row (the common case, on the writer).
+    static func conversationIDFindingOrCreating(_ db: Database, channel: ChannelRef, identityID: String, thread: String,
+                                                now: Int64) throws -> (id: String, created: Conversation?) {
+        if let id = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?"),
+                                        arguments: [channel.id, identityID, thread]) {
+            return (id, nil)
+        }
+        let (conversation, created) = try findOrCreateConversation(db, channel: channel, identityID: identityID, thread: thread, now: now)
+        return (conversation.id, created ? conversation : nil)
     }
 
     static func findOrCreateConversation(_ db: Database, channel: ChannelRef, identityID: String, thread: String, now: Int64) throws -> (Conversation, Bool) {
