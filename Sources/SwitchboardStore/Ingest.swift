@@ -252,19 +252,21 @@ extension Store {
         let (identity, identityChanged) = try changed.map { ($0.0, false) } ?? upsertIdentity(db, channel: channel, peer: ev.peer, now: now)
         let conversationID: String
         var createdConversation: Conversation? = nil
+        let cursor = SequenceCursor(nil)
         if let c = changed?.1 {
             conversationID = c.id
         } else if let c = try ev.conversationID.flatMap({ try existingConversation(db, id: $0, via: channel) }) {
             conversationID = c.id
         } else {
-            (conversationID, createdConversation) = try conversationIDFindingOrCreating(db, channel: channel, identityID: identity.id, thread: ev.thread, now: now)
+            (conversationID, cursor.last, createdConversation) = try conversationIDFindingOrCreating(db, channel: channel, identityID: identity.id,
+                                                                                                    thread: ev.thread, now: now)
         }
         if let createdConversation {
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationCreated, conversationID: conversationID, channel: channel,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .conversationCreated, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(createdConversation), now: now))
         }
         if identityChanged {
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(identity), now: now))
         }
         var sender = Participant(role: "customer", identityID: identity.id, channelUserID: identity.channelUserID, displayName: identity.displayName)
@@ -276,7 +278,7 @@ extension Store {
             member = (m, changed)
             sender = Participant(role: "customer", identityID: m.id, channelUserID: m.channelUserID, displayName: m.displayName)
             if changed {
-                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
+                eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                                 dataJSON: JSON.encode(m), now: now))
             }
         }
@@ -318,7 +320,7 @@ extension Store {
             if let ext = m.externalID {
                 try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, ext, id])
             }
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversationID,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversationID,
                                             channel: channel, dataJSON: Data(body), now: now,
                                             touch: m.origin == .customer
                                                 ? .init(lastInboundAt: now, lastInboundSentAt: (ev.occurredAt ?? work.receivedAt).milliseconds,
@@ -333,7 +335,7 @@ extension Store {
             let target = try ourMessage(db, channel: channel, externalID: targetExternalID)
             let data = Open(ReactionEventFields(conversationID: conversationID, targetMessageID: target?.id, targetExternalID: targetExternalID,
                                                 emoji: emoji, action: action, sender: sender, at: ev.occurredAt ?? work.receivedAt))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .messageReaction, conversationID: conversationID, channel: channel,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .messageReaction, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
 
         case .deleted(let externalID), .updated(let externalID, _):
@@ -352,7 +354,7 @@ extension Store {
             let data = Open(MessageChangeFields(conversationID: conversationID, messageID: target?.id, externalID: externalID,
                                                 parts: parts, textFallback: parts?.textFallback, at: ev.occurredAt ?? work.receivedAt))
             let type: EventType = parts == nil ? .messageDeleted : .messageUpdated
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversationID, channel: channel,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: type, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
 
         case .read(let upTo):
@@ -368,29 +370,29 @@ extension Store {
                                arguments: StatementArguments(ids))
             }
             let data = Open(ConversationReadFields(conversationID: conversationID, upTo: upTo, messageIDs: ids))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: .conversationRead, conversationID: conversationID, channel: channel,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .conversationRead, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
 
         case .typing(let started):
             let data = Open(TypingFields(conversationID: conversationID, sender: sender))
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: started ? .typingStarted : .typingStopped, conversationID: conversationID,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: started ? .typingStarted : .typingStopped, conversationID: conversationID,
                                             channel: channel, dataJSON: JSON.encode(data), now: now))
 
         case .identityUpdated:
             // About the speaker when there is one (a group member's profile), else the peer.
             if let member {
                 if !member.changed {
-                    eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
+                    eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                                     dataJSON: JSON.encode(member.identity), now: now))
                 }
             } else if !identityChanged {
-                eventIDs.append(try appendEvent(db, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
+                eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: .identityUpdated, conversationID: conversationID, channel: channel,
                                                 dataJSON: JSON.encode(identity), now: now))
             }
 
         case .custom(let type, var data):
             data["conversation_id"] = .string(conversationID)
-            eventIDs.append(try appendEvent(db, ctx: ctx, type: type, conversationID: conversationID, channel: channel,
+            eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: type, conversationID: conversationID, channel: channel,
                                             dataJSON: JSON.encode(data), now: now))
         }
         try applyStateUpdates(db, ev.stateUpdates, channel: channel, conversationID: conversationID, now: now)
@@ -635,15 +637,20 @@ extension Store {
     }
 
     /// `findOrCreateConversation` for ingest, which needs no more of an existing conversation
-    /// than its id: that alone is read, not the whole row (the common case, on the writer).
+    /// than its id and last sequence number: those alone are read, not the whole row (the
+    /// common case, on the writer).
     static func conversationIDFindingOrCreating(_ db: Database, channel: ChannelRef, identityID: String, thread: String,
-                                                now: Int64) throws -> (id: String, created: Conversation?) {
-        if let id = try String.fetchOne(db.cachedStatement(sql: "SELECT id FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?"),
-                                        arguments: [channel.id, identityID, thread]) {
-            return (id, nil)
+                                                now: Int64) throws -> (id: String, lastSequence: Int64?, created: Conversation?) {
+        // A cursor's row is the statement's current row, not a copy: read while the cursor lives.
+        let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT id, last_sequence FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?"),
+                                       arguments: [channel.id, identityID, thread])
+        if let row = try rows.next() {
+            let id: String = row[0], last: Int64 = row[1]
+            return (id, last, nil)
         }
         let (conversation, created) = try findOrCreateConversation(db, channel: channel, identityID: identityID, thread: thread, now: now)
-        return (conversation.id, created ? conversation : nil)
+        // A conversation made here starts at 0 (the column's default); one found after all is read.
+        return (conversation.id, created ? 0 : nil, created ? conversation : nil)
     }
 
     static func findOrCreateConversation(_ db: Database, channel: ChannelRef, identityID: String, thread: String, now: Int64) throws -> (Conversation, Bool) {

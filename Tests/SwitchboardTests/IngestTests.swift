@@ -337,6 +337,34 @@ import WebhookAdapter
 }
 
 @Suite struct StoreDurabilityTests {
+    /// An event's sequence number comes from the cursor ingest keeps when the cursor is right,
+    /// and is read back from the conversation when it is not: never a number twice.
+    @Test func aStaleSequenceCursorFallsBackToTheStoredNumber() throws {
+        let dir = TempDir()
+        defer { dir.remove() }
+        let store = try Store(path: dir.file("s.sqlite"))
+        defer { try? store.pool.close() }
+        let sequences = try store.pool.writeWithoutTransaction { db -> [String?] in
+            try db.execute(sql: "PRAGMA foreign_keys = OFF")
+            try db.execute(sql: """
+                INSERT INTO conversations (id, channel_id, channel_type, identity_id, thread, created_at, updated_at, last_sequence)
+                VALUES ('c1', 'ch', 'webhook', 'i1', '*', 0, 0, 5)
+                """)
+            let cursor = Store.SequenceCursor(3)  // stale: the conversation is at 5
+            var out: [String?] = []
+            for touch in [Store.Touch(lastInboundAt: 1), nil, Store.Touch(lastInboundAt: 2)] {
+                let id = try Store.appendEvent(db, cursor: cursor, ctx: EventContext(source: "urn:t"), type: .messageReceived, conversationID: "c1",
+                                               channel: nil, dataJSON: Data("{}".utf8), now: 10, touch: touch)
+                let body = try #require(try Data.fetchOne(db, sql: "SELECT body FROM events WHERE id = ?", arguments: [id]))
+                out.append(try JSON.decode(CloudEvent.self, from: body).sequence)
+            }
+            #expect(cursor.last == 8)
+            #expect(try Int64.fetchOne(db, sql: "SELECT last_sequence FROM conversations WHERE id = 'c1'") == 8)
+            return out
+        }
+        #expect(sequences == [6, 7, 8].map { CloudEvent.sequenceString($0) })
+    }
+
     /// Ingest looks for a numbered prompt only once one may exist; a store reopened on a
     /// database that holds one knows it from the start.
     @Test func numberedPromptsAreLookedForOnceOneWasStored() throws {
