@@ -591,17 +591,20 @@ extension Store {
 
     /// The identity one of `keys` names: as an identity's own key first (in order), then as an alias.
     static func findIdentity(_ db: Database, channel: ChannelRef, keys: [String]) throws -> Identity? {
+        // Read from the statement's own row, not a copy (see identityFrom).
         for key in keys {
-            if let row = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE channel_id = ? AND channel_user_id = ?"), arguments: [channel.id, key]) {
-                return try identityFrom(row)
-            }
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT id, channel_id, channel_type, channel_user_id, display_name, profile, created_at, updated_at
+                FROM identities WHERE channel_id = ? AND channel_user_id = ?
+                """), arguments: [channel.id, key])
+            if let row = try rows.next() { return try identityFrom(row) }
         }
         for key in keys {
-            if let row = try Row.fetchOne(db.cachedStatement(sql: """
-                SELECT i.* FROM identity_aliases a JOIN identities i ON i.id = a.identity_id WHERE a.channel_id = ? AND a.alias = ?
-                """), arguments: [channel.id, key]) {
-                return try identityFrom(row)
-            }
+            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+                SELECT i.id, i.channel_id, i.channel_type, i.channel_user_id, i.display_name, i.profile, i.created_at, i.updated_at
+                FROM identity_aliases a JOIN identities i ON i.id = a.identity_id WHERE a.channel_id = ? AND a.alias = ?
+                """), arguments: [channel.id, key])
+            if let row = try rows.next() { return try identityFrom(row) }
         }
         return nil
     }
@@ -678,12 +681,15 @@ extension Store {
                                       sourceMessageID: row["message_id"]))
     }
 
+    /// An identity from a row of its columns in table order: `SELECT *`, or the list
+    /// `findIdentity` names. Read by position, not by name (no lookup per column): this runs
+    /// for nearly every inbound event, on the writer. Columns added later come after these.
     static func identityFrom(_ row: Row) throws -> Identity {
-        let profile: String? = row["profile"]
+        let profile: String? = row[5]
         return Identity(IdentityFields(
-            id: row["id"], channel: ChannelRef(type: row["channel_type"], id: row["channel_id"]), channelUserID: row["channel_user_id"],
-            displayName: row["display_name"], profile: try profile.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) },
-            createdAt: Timestamp(milliseconds: row["created_at"]), updatedAt: Timestamp(milliseconds: row["updated_at"])))
+            id: row[0], channel: ChannelRef(type: row[2], id: row[1]), channelUserID: row[3],
+            displayName: row[4], profile: try profile.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) },
+            createdAt: Timestamp(milliseconds: row[6]), updatedAt: Timestamp(milliseconds: row[7])))
     }
 
     static func conversationFrom(_ row: Row) throws -> Conversation {
