@@ -27,8 +27,13 @@ public enum SinkHTTPError: Error, CustomStringConvertible, Equatable {
     }
 }
 
-/// The HTTP/1.1 client event delivery uses: POSTs to one origin over a few keep-alive
-/// connections, answered by a status line and headers; bodies are read and dropped.
+/// The HTTP/1.1 client event delivery uses: POSTs to one origin over up to `maxConnections`
+/// keep-alive connections, answered by a status line and headers; bodies are read and dropped.
+///
+/// It never follows a redirect: following a 301/302/303 turns the POST into a GET without the
+/// event (an auth proxy's login page would then answer 200 and the event count as delivered),
+/// and a 307/308 would send the signature and configured headers to another origin. The sink
+/// treats a 3xx as a failed attempt.
 ///
 /// Delivery needs nothing more, and AsyncHTTPClient's general machinery (a connection pool
 /// state machine shared by every host, a request state machine, task delegates, a hop to a
