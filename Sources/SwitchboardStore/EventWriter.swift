@@ -41,12 +41,8 @@ extension Store {
                 // Guarded by the number it expects: were it stale, nothing changes and the
                 // number is read back as below.
                 if let touch {
-                    try db.cachedStatement(sql: """
-                        UPDATE conversations SET last_sequence = ?6 + 1, updated_at = ?1, last_inbound_at = COALESCE(?2, last_inbound_at),
-                          last_inbound_external_id = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?4 ELSE last_inbound_external_id END,
-                          last_inbound_sent_at = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?3 ELSE last_inbound_sent_at END
-                        WHERE id = ?5 AND last_sequence = ?6
-                        """).execute(arguments: [now, touch.lastInboundAt, touch.lastInboundSentAt, touch.lastInboundExternalID, conversationID, known])
+                    try db.cachedStatement(sql: Self.touchWithKnownSequenceSQL)
+                        .execute(arguments: [now, touch.lastInboundAt, touch.lastInboundSentAt, touch.lastInboundExternalID, conversationID, known])
                 } else {
                     try db.cachedStatement(sql: "UPDATE conversations SET last_sequence = ?2 + 1 WHERE id = ?1 AND last_sequence = ?2")
                         .execute(arguments: [conversationID, known])
@@ -65,16 +61,25 @@ extension Store {
         return id
     }
 
+    /// What a `Touch` sets: ?1 now, ?2 `lastInboundAt`, ?3 `lastInboundSentAt`, ?4
+    /// `lastInboundExternalID` (?5 is the conversation). SET expressions all see the row as it
+    /// was before the update.
+    private static let touchAssignments = """
+        updated_at = ?1, last_inbound_at = COALESCE(?2, last_inbound_at),
+          last_inbound_external_id = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?4 ELSE last_inbound_external_id END,
+          last_inbound_sent_at = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?3 ELSE last_inbound_sent_at END
+        """
+    /// With the number the cursor expects as ?6.
+    private static let touchWithKnownSequenceSQL =
+        "UPDATE conversations SET last_sequence = ?6 + 1, \(touchAssignments) WHERE id = ?5 AND last_sequence = ?6"
+    private static let touchReturningSequenceSQL =
+        "UPDATE conversations SET last_sequence = last_sequence + 1, \(touchAssignments) WHERE id = ?5 RETURNING last_sequence"
+
     /// Moves the conversation's sequence on by one (and applies `touch`), answering the new number.
     private static func nextSequence(_ db: Database, conversationID: String, now: Int64, touch: Touch?) throws -> Int64? {
         if let touch {
-            // (SET expressions all see the row as it was before the update.)
-            return try Int64.fetchOne(db.cachedStatement(sql: """
-                UPDATE conversations SET last_sequence = last_sequence + 1, updated_at = ?1, last_inbound_at = COALESCE(?2, last_inbound_at),
-                  last_inbound_external_id = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?4 ELSE last_inbound_external_id END,
-                  last_inbound_sent_at = CASE WHEN ?3 >= COALESCE(last_inbound_sent_at, 0) THEN ?3 ELSE last_inbound_sent_at END
-                WHERE id = ?5 RETURNING last_sequence
-                """), arguments: [now, touch.lastInboundAt, touch.lastInboundSentAt, touch.lastInboundExternalID, conversationID])
+            return try Int64.fetchOne(db.cachedStatement(sql: Self.touchReturningSequenceSQL),
+                                      arguments: [now, touch.lastInboundAt, touch.lastInboundSentAt, touch.lastInboundExternalID, conversationID])
         }
         return try Int64.fetchOne(db.cachedStatement(sql: "UPDATE conversations SET last_sequence = last_sequence + 1 WHERE id = ? RETURNING last_sequence"), arguments: [conversationID])
     }
