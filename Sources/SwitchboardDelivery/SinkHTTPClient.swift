@@ -173,22 +173,18 @@ public final class SinkHTTPClient: Sendable {
     // MARK: The pool
 
     private func acquire(deadline: NIODeadline, timeout: Duration) async throws -> (Connection, reused: Bool) {
-        let immediate: Grant? = try state.withLock { s in
-            if s.closed { throw SinkHTTPError.shutDown }
-            if let c = s.idle.popLast() { return .reuse(c) }
-            if s.open < maxConnections { s.open += 1; return .connect }
-            return nil
-        }
         let grant: Grant
-        if let immediate {
+        if let immediate = try state.withLock({ s in try grantAtOnce(&s) }) {
             grant = immediate
         } else {
             grant = try await withCheckedThrowingContinuation { (waiter: CheckedContinuation<Grant, any Error>) in
                 // Looked at again under the lock: a connection may have come free meanwhile.
                 let now: Result<Grant, any Error>? = state.withLock { s in
-                    if s.closed { return .failure(SinkHTTPError.shutDown) }
-                    if let c = s.idle.popLast() { return .success(.reuse(c)) }
-                    if s.open < maxConnections { s.open += 1; return .success(.connect) }
+                    do {
+                        if let g = try grantAtOnce(&s) { return .success(g) }
+                    } catch {
+                        return .failure(error)
+                    }
                     s.waiters.append(waiter)
                     return nil
                 }
@@ -210,6 +206,14 @@ public final class SinkHTTPClient: Sendable {
                 throw error
             }
         }
+    }
+
+    /// An idle connection, or leave to open one, if either can be had without waiting.
+    private func grantAtOnce(_ s: inout PoolState) throws -> Grant? {
+        if s.closed { throw SinkHTTPError.shutDown }
+        if let c = s.idle.popLast() { return .reuse(c) }
+        if s.open < maxConnections { s.open += 1; return .connect }
+        return nil
     }
 
     /// Hands a connection back: to a waiting request, to the idle list, or closed.
