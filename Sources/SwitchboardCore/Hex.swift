@@ -13,6 +13,9 @@ public enum Hex {
     }
 
     /// The bytes of an even-length hex string (either case), or nil if it isn't one.
+    /// Inlinable so that callers in other modules get a copy specialized for their string type
+    /// (a webhook signature is decoded per request; the generic version cost more than the HMAC).
+    @inlinable
     public static func decode<S: StringProtocol>(_ s: S) -> [UInt8]? {
         var out: [UInt8] = []
         out.reserveCapacity(s.utf8.count / 2)

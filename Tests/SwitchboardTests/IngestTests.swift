@@ -573,6 +573,30 @@ import WebhookAdapter
         #expect(!String(decoding: json, as: UTF8.self).contains("m4"))
     }
 
+    /// The body prepared before the transaction, with the real ids filled in, is byte for byte
+    /// what encoding the message with those ids gives, even when the customer's text carries
+    /// the placeholders' marker, or a placeholder's prefix, next to where the ids go.
+    @Test func preparedBodyMatchesTheMessageEncodedWithItsIDs() throws {
+        let channel = ChannelRef(type: "recording", id: "rec")
+        let texts = ["hello", "_ZZZZZZZZZZ", "conv_ZZZZZZZZZZ and msg_ZZZZZZZZZZZZZZZZZZZZZZZZZZ", "ident_" + String(repeating: "Z", count: 40),
+                     "é_ZZZZZZZZZZZ_", String(Store.PreparedBody.messagePlaceholder.dropLast()) + "!"]
+        for text in texts {
+            for echo in [false, true] {
+                let work = InboundWork(channel: channel, event: InboundEvent(
+                    .message(InboundMessage(origin: echo ? .echo : .customer, externalID: "x-\(text)", parts: [.text(text)])),
+                    peer: Peer(channelUserID: "u_ZZZZZZZZZZ", displayName: "Kim _ZZZZZZZZZZ"), raw: .json(Data("{\"t\":\"\(text)\"}".utf8))))
+                let prepared = Store.PreparedBody(work)
+                let (messageID, conversationID, identityID) = (ID.make(.message), ID.make(.conversation), ID.make(.identity))
+                let filled = try #require(prepared.filled(messageID: messageID, conversationID: conversationID, identityID: echo ? nil : identityID))
+                let sender = Participant(role: "customer", identityID: identityID, channelUserID: "u_ZZZZZZZZZZ", displayName: "Kim _ZZZZZZZZZZ")
+                guard case .message(let m) = work.event.kind else { return }
+                let expected = try JSON.bytes(Store.message(id: messageID, work: work, m: m, conversationID: conversationID, sender: sender,
+                                                            replyTo: nil, parts: m.parts, inlineRaw: prepared.inlineRaw))
+                #expect(filled == expected, "\(text) echo=\(echo)")
+            }
+        }
+    }
+
     /// Every placeholder in a key is replaced, wherever it stands; other braces and non-ASCII
     /// text are left as they are.
     @Test func placeholderFilledWhereverItStands() {

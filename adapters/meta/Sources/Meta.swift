@@ -4,6 +4,7 @@
 // (GraphError.swift). See adapters/meta/README.md.
 
 import AsyncHTTPClient
+import Crypto
 import Foundation
 import NIOCore
 import SwitchboardCore
@@ -13,11 +14,31 @@ import SwitchboardRuntime
 /// logged or interpolated without leaking; use `value` only where the platform needs it.
 public struct MetaSecret: Sendable, Hashable, CustomStringConvertible, CustomDebugStringConvertible {
     public let value: String
-    public init(_ value: String) { self.value = value }
+    /// HMAC-SHA256 keyed with this secret, its two key blocks already hashed: an app secret signs
+    /// every webhook, and keying a fresh HMAC per request was a measurable part of each one.
+    let keyedHMAC: KeyedHMAC
+    public init(_ value: String) { self.value = value; self.keyedHMAC = KeyedHMAC(key: Array(value.utf8)) }
     /// Equal, compared in constant time.
     public func matches(_ other: MetaSecret) -> Bool { constantTimeEqual(Array(value.utf8), Array(other.value.utf8)) }
     public var description: String { "<redacted>" }
     public var debugDescription: String { "<redacted>" }
+    public static func == (a: MetaSecret, b: MetaSecret) -> Bool { a.value == b.value }
+    public func hash(into hasher: inout Hasher) { hasher.combine(value) }
+
+    /// The HMAC of `bytes` under this secret.
+    func authenticationCode(for bytes: [UInt8]) -> [UInt8] {
+        var mac = keyedHMAC.base
+        mac.update(data: bytes)
+        return Array(mac.finalize())
+    }
+}
+
+/// An HMAC-SHA256 state right after keying. Each use copies it: swift-crypto's hash states are
+/// copy-on-write (a copy that updates makes its own context first), and this one is never
+/// updated in place, so concurrent copies share it safely.
+struct KeyedHMAC: @unchecked Sendable {
+    let base: HMAC<SHA256>
+    init(key: [UInt8]) { base = HMAC<SHA256>(key: SymmetricKey(data: key)) }
 }
 
 /// The keys every Meta channel reads the same way, checked with diagnostics that name the key

@@ -32,9 +32,10 @@ public enum MetaWebhook {
     /// `sha256=<hex>` over the raw body with the app secret, compared in constant time. The hex
     /// may be in either case; anything else (missing, other algorithm, wrong length) is invalid.
     public static func signatureIsValid(body: [UInt8], header: String?, appSecret: MetaSecret) -> Bool {
-        guard let h = header?.trimmingSpacesAndTabs, h.prefix(7).lowercased() == "sha256=" else { return false }
+        guard let h = header?.trimmingSpacesAndTabs, h.utf8.count > 7,
+              h.utf8.prefix(7).elementsEqual("sha256=".utf8, by: { (65...90).contains($0) ? $0 + 32 == $1 : $0 == $1 }) else { return false }
         guard let given = Hex.decode(h.dropFirst(7)), given.count == SHA256.byteCount else { return false }
-        let expected = Array(HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(appSecret.value.utf8))))
+        let expected = appSecret.authenticationCode(for: body)
         return constantTimeEqual(given, expected)
     }
 
