@@ -1,13 +1,35 @@
 import Crypto
 import Foundation
+import SwitchboardCore
+
+/// HMAC-SHA256 under one key, with the key's two padded blocks hashed once. Every webhook in
+/// and every event out is signed or checked with a key fixed by the config; keying a fresh HMAC
+/// each time was a measurable share of a request's CPU. Each use copies the keyed state:
+/// swift-crypto's hash states are copy-on-write (a copy that is updated makes its own context
+/// first) and this one is never updated in place, so concurrent copies share it safely.
+public struct KeyedHMAC: @unchecked Sendable {
+    private let keyed: HMAC<SHA256>
+    public init(key: [UInt8]) { keyed = HMAC<SHA256>(key: SymmetricKey(data: key)) }
+
+    /// The MAC of `prefix` followed by `data` (no concatenated copy made).
+    public func code(prefix: [UInt8] = [], _ data: some DataProtocol) -> [UInt8] {
+        var mac = keyed
+        if !prefix.isEmpty { mac.update(data: prefix) }
+        mac.update(data: data)
+        return Array(mac.finalize())
+    }
+
+    /// Whether `mac` is the MAC of `prefix` + `data`, compared in constant time.
+    public func isValid(_ mac: [UInt8], prefix: [UInt8] = [], for data: some DataProtocol) -> Bool {
+        mac.count == SHA256.byteCount && constantTimeEqual(mac, code(prefix: prefix, data))
+    }
+}
 
 /// Standard Webhooks signing (https://www.standardwebhooks.com): HMAC-SHA256 over
 /// `{webhook-id}.{webhook-timestamp}.{body}`, sent as `v1,<base64>`. Several secrets (during a
 /// rotation) give several space-separated signatures, so receivers accept either key.
 public struct WebhookSigner: Sendable {
-    /// Raw key bytes (SymmetricKey is not Sendable; a key is made per use, which is cheap).
-    let keyBytes: [[UInt8]]
-    var keys: [SymmetricKey] { keyBytes.map { SymmetricKey(data: $0) } }
+    let keys: [KeyedHMAC]
 
     public enum SecretError: Error, CustomStringConvertible {
         case malformed
@@ -24,14 +46,13 @@ public struct WebhookSigner: Sendable {
             keys.append(Array(bytes))
         }
         guard !keys.isEmpty else { throw SecretError.malformed }
-        self.keyBytes = keys
+        self.keys = keys.map(KeyedHMAC.init(key:))
     }
 
     public func signature(id: String, timestamp: Int64, body: Data) -> String {
-        var content = Data("\(id).\(timestamp).".utf8)
-        content.append(body)
+        let prefix = Array("\(id).\(timestamp).".utf8)
         return keys.map { key in
-            "v1," + Data(HMAC<SHA256>.authenticationCode(for: content, using: key)).base64EncodedString()
+            "v1," + Data(key.code(prefix: prefix, body)).base64EncodedString()
         }.joined(separator: " ")
     }
 
@@ -39,11 +60,10 @@ public struct WebhookSigner: Sendable {
     /// tools): any listed v1 signature made with any of our keys, timestamp within tolerance.
     public func verify(id: String, timestamp: Int64, body: Data, header: String, now: Int64, tolerance: Int64 = 300) -> Bool {
         guard abs(now - timestamp) <= tolerance else { return false }
-        var content = Data("\(id).\(timestamp).".utf8)
-        content.append(body)
+        let prefix = Array("\(id).\(timestamp).".utf8)
         for candidate in header.split(separator: " ") where candidate.hasPrefix("v1,") {
             guard let sig = Data(base64Encoded: String(candidate.dropFirst(3))) else { continue }
-            for key in keys where HMAC<SHA256>.isValidAuthenticationCode(sig, authenticating: content, using: key) {
+            for key in keys where key.isValid(Array(sig), prefix: prefix, for: body) {
                 return true
             }
         }

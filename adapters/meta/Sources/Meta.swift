@@ -4,10 +4,10 @@
 // (GraphError.swift). See adapters/meta/README.md.
 
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import NIOCore
 import SwitchboardCore
+import SwitchboardDelivery
 import SwitchboardRuntime
 
 /// A token or app secret. Its descriptions are redacted, so it can sit in structs that get
@@ -26,19 +26,7 @@ public struct MetaSecret: Sendable, Hashable, CustomStringConvertible, CustomDeb
     public func hash(into hasher: inout Hasher) { hasher.combine(value) }
 
     /// The HMAC of `bytes` under this secret.
-    func authenticationCode(for bytes: [UInt8]) -> [UInt8] {
-        var mac = keyedHMAC.base
-        mac.update(data: bytes)
-        return Array(mac.finalize())
-    }
-}
-
-/// An HMAC-SHA256 state right after keying. Each use copies it: swift-crypto's hash states are
-/// copy-on-write (a copy that updates makes its own context first), and this one is never
-/// updated in place, so concurrent copies share it safely.
-struct KeyedHMAC: @unchecked Sendable {
-    let base: HMAC<SHA256>
-    init(key: [UInt8]) { base = HMAC<SHA256>(key: SymmetricKey(data: key)) }
+    func authenticationCode(for bytes: [UInt8]) -> [UInt8] { keyedHMAC.code(bytes) }
 }
 
 /// The keys every Meta channel reads the same way, checked with diagnostics that name the key

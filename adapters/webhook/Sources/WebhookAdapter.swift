@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import SwitchboardCore
+import SwitchboardDelivery
 import SwitchboardRuntime
 
 /// A generic JSON-over-HTTPS channel, for systems Switchboard has no adapter for (an in-house
@@ -21,6 +22,8 @@ public struct WebhookChannelAdapter: ChannelAdapter {
     public let channel: ChannelRef
     public let capabilities: ChannelCapabilities
     let secret: [UInt8]
+    /// `secret` keyed once, for checking every inbound webhook.
+    let mac: KeyedHMAC
     let outboundURL: String?
     let client: HTTPClient
     let timeout: TimeAmount
@@ -37,7 +40,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
     public init(channel: ChannelRef, secret: [UInt8], outboundURL: String?, capabilities: ChannelCapabilities = Self.richCapabilities,
                 client: HTTPClient, timeout: TimeAmount = .seconds(15),
                 consoleWrite: @escaping @Sendable (String) -> Void = { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) }) {
-        self.channel = channel; self.secret = secret; self.outboundURL = outboundURL; self.capabilities = capabilities
+        self.channel = channel; self.secret = secret; self.mac = KeyedHMAC(key: secret); self.outboundURL = outboundURL; self.capabilities = capabilities
         self.client = client; self.timeout = timeout; self.consoleWrite = consoleWrite
     }
 
@@ -58,11 +61,11 @@ public struct WebhookChannelAdapter: ChannelAdapter {
                                      timeout: .milliseconds(Int64(timeout * 1000)))
     }
 
-    /// Checks `sha256=<hex>` against the body in constant time (HMAC's own comparison).
-    static func verify(_ body: [UInt8], header: String, secret: [UInt8]) -> Bool {
+    /// Checks `sha256=<hex>` against the body in constant time.
+    static func verify(_ body: [UInt8], header: String, mac keyed: KeyedHMAC) -> Bool {
         let h = header.trimmingSpacesAndTabs
         guard h.hasPrefix("sha256="), let mac = Hex.decode(h.dropFirst(7)), mac.count == 32 else { return false }
-        return HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: body, using: SymmetricKey(data: secret))
+        return keyed.isValid(mac, for: body)
     }
 
     public static func sign(_ body: [UInt8], secret: [UInt8]) -> String {
@@ -77,7 +80,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             context.signatureFailed(reason: "missing \(Self.signatureHeader)")
             return .unauthorized
         }
-        guard Self.verify(request.body, header: header, secret: secret) else {
+        guard Self.verify(request.body, header: header, mac: mac) else {
             context.signatureFailed(reason: "signature mismatch")
             return .unauthorized
         }
