@@ -136,8 +136,9 @@ extension Store {
         }
 
         /// Where each placeholder occurs in `bytes`, in one pass. The three share a marker, the
-        /// "_ZZZZZZZZZZ" after their prefixes; only where it occurs is a whole placeholder compared. (Three
-        /// naive scans of the body, one per placeholder, were a few per cent of a webhook's CPU.)
+        /// "_ZZZZZZZZZZ" after their prefixes, and only where it occurs is a whole placeholder
+        /// compared. (Three naive scans of the body, one per placeholder, were a few per cent of
+        /// a webhook's CPU.)
         static func placeholderOffsets(in bytes: [UInt8]) -> (conversation: [Int], message: [Int], identity: [Int]) {
             var found: (conversation: [Int], message: [Int], identity: [Int]) = ([], [], [])
             let candidates: [(placeholder: [UInt8], prefix: Int, kind: Int)] = [
