@@ -1,5 +1,4 @@
 import AsyncHTTPClient
-import Crypto
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -21,8 +20,7 @@ import SwitchboardRuntime
 public struct WebhookChannelAdapter: ChannelAdapter {
     public let channel: ChannelRef
     public let capabilities: ChannelCapabilities
-    let secret: [UInt8]
-    /// `secret` keyed once, for checking every inbound webhook.
+    /// The shared secret, keyed once: it checks every inbound webhook and signs every reply.
     let mac: KeyedHMAC
     let outboundURL: String?
     let client: HTTPClient
@@ -40,7 +38,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
     public init(channel: ChannelRef, secret: [UInt8], outboundURL: String?, capabilities: ChannelCapabilities = Self.richCapabilities,
                 client: HTTPClient, timeout: TimeAmount = .seconds(15),
                 consoleWrite: @escaping @Sendable (String) -> Void = { FileHandle.standardOutput.write(Data(($0 + "\n").utf8)) }) {
-        self.channel = channel; self.secret = secret; self.mac = KeyedHMAC(key: secret); self.outboundURL = outboundURL; self.capabilities = capabilities
+        self.channel = channel; self.mac = KeyedHMAC(key: secret); self.outboundURL = outboundURL; self.capabilities = capabilities
         self.client = client; self.timeout = timeout; self.consoleWrite = consoleWrite
     }
 
@@ -68,8 +66,10 @@ public struct WebhookChannelAdapter: ChannelAdapter {
         return keyed.isValid(mac, for: body)
     }
 
-    public static func sign(_ body: [UInt8], secret: [UInt8]) -> String {
-        "sha256=" + Hex.encode(HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: secret)))
+    public static func sign(_ body: [UInt8], secret: [UInt8]) -> String { signature(body, mac: KeyedHMAC(key: secret)) }
+
+    static func signature(_ body: [UInt8], mac: KeyedHMAC) -> String {
+        "sha256=" + Hex.encode(mac.code(body))
     }
 
     // MARK: inbound
@@ -185,7 +185,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
         var req = HTTPClientRequest(url: url)
         req.method = .POST
         req.headers.add(name: "content-type", value: "application/json")
-        req.headers.add(name: Self.signatureHeader, value: Self.sign(Array(body), secret: secret))
+        req.headers.add(name: Self.signatureHeader, value: Self.signature(Array(body), mac: mac))
         // Stable across retries, so the receiver can drop a repeated delivery.
         req.headers.add(name: "idempotency-key", value: message.idempotencyKey)
         req.body = .bytes(ByteBuffer(bytes: body))
@@ -218,7 +218,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
         var req = HTTPClientRequest(url: url)
         req.method = .POST
         req.headers.add(name: "content-type", value: "application/json")
-        req.headers.add(name: Self.signatureHeader, value: Self.sign(Array(body), secret: secret))
+        req.headers.add(name: Self.signatureHeader, value: Self.signature(Array(body), mac: mac))
         req.body = .bytes(ByteBuffer(bytes: body))
         let response: HTTPClientResponse
         do { response = try await client.execute(req, timeout: timeout) } catch {
