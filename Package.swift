@@ -30,10 +30,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // C: an SQLite VFS that gathers each commit's write-ahead-log frames into one write.
+        .target(
+            name: "CSQLiteWALBuffer",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         .target(
             name: "SwitchboardStore",
             dependencies: [
-                "SwitchboardCore",
+                "SwitchboardCore", "CSQLiteWALBuffer",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

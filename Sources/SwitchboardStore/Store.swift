@@ -1,3 +1,4 @@
+import CSQLiteWALBuffer
 import Foundation
 import GRDB
 import SwitchboardCore
@@ -28,6 +29,9 @@ public final class Store: Sendable {
 
     public init(path: String, durability: Durability = .full) throws {
         self.path = path
+        // Before the first connection opens: write-ahead-log frames gathered into one write per
+        // commit (CSQLiteWALBuffer). Failing that, SQLite's own VFS serves, only slower.
+        _ = switchboard_wal_buffer_install()
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         var config = Configuration()

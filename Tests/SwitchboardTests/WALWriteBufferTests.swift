@@ -1,0 +1,97 @@
+import CSQLiteWALBuffer
+import Foundation
+import GRDB
+import Testing
+
+/// The VFS that gathers each commit's write-ahead-log frames into one write (CSQLiteWALBuffer):
+/// what SQLite wrote must read back, at once and from any connection, exactly as without it.
+@Suite struct WALWriteBufferTests {
+    static func database(_ dir: URL, synchronous: String, cacheKiB: Int = 2000) throws -> DatabaseQueue {
+        #expect(switchboard_wal_buffer_install() == 0)
+        var config = Configuration()
+        config.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = \(synchronous)")
+            try db.execute(sql: "PRAGMA cache_size = -\(cacheKiB)")
+        }
+        let queue = try DatabaseQueue(path: dir.appendingPathComponent("t.sqlite").path, configuration: config)
+        try queue.writeWithoutTransaction { db in _ = try String.fetchOne(db, sql: "PRAGMA journal_mode = WAL") }
+        return queue
+    }
+
+    static func blob(_ i: Int, size: Int) -> Data {
+        var g = SystemRandomNumberGenerator()
+        return Data((0..<size).map { _ in UInt8(truncatingIfNeeded: g.next() &+ UInt64(i)) })
+    }
+
+    /// With no fsync at all (`synchronous = OFF`), only the commit's last frame writes the
+    /// gathered frames out; another connection must read every commit right after it returns.
+    @Test func everyCommitIsReadableByAnotherConnectionAtOnce() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sb-wal-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let writer = try Self.database(dir, synchronous: "OFF")
+        let reader = try DatabaseQueue(path: dir.appendingPathComponent("t.sqlite").path)
+        try writer.write { db in try db.execute(sql: "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)") }
+        let writeOutsBefore = try writer.read { db in switchboard_wal_buffer_write_outs(db.sqliteConnection) }
+        #expect(writeOutsBefore >= 1)
+        for i in 1...150 {
+            let v = Self.blob(i, size: 1500 + 97 * (i % 40))
+            try writer.write { db in
+                try db.execute(sql: "INSERT INTO t (id, v) VALUES (?, ?)", arguments: [i, v])
+                try db.execute(sql: "INSERT INTO t (id, v) VALUES (?, ?)", arguments: [10_000 + i, v])
+            }
+            let read = try reader.read { db -> (Int, Data?) in
+                (try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM t") ?? 0, try Data.fetchOne(db, sql: "SELECT v FROM t WHERE id = ?", arguments: [i]))
+            }
+            #expect(read.0 == 2 * i)
+            #expect(read.1 == v)
+        }
+        // Gathered: one write-out per commit (a checkpoint's restart of the log may add one), not
+        // one or two per frame (each commit has several).
+        let writeOuts = try writer.read { db in switchboard_wal_buffer_write_outs(db.sqliteConnection) } - writeOutsBefore
+        #expect((150...155).contains(writeOuts), "\(writeOuts) write-outs for 150 commits")
+        let integrity = try reader.read { db in try String.fetchOne(db, sql: "PRAGMA integrity_check") }
+        #expect(integrity == "ok")
+    }
+
+    /// A transaction larger than the page cache spills frames before it commits and reads them
+    /// back, and one commit's frames outgrow a single write call: both must come out whole,
+    /// through a checkpoint and a reopen.
+    @Test func largeTransactionsSpillAndComeBackWhole() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sb-wal-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var expected: [Int: Data] = [:]
+        do {
+            let writer = try Self.database(dir, synchronous: "NORMAL", cacheKiB: 64)
+            try writer.write { db in try db.execute(sql: "CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL)") }
+            for round in 0..<3 {
+                try writer.write { db in
+                    for i in 0..<400 {
+                        let id = round * 1000 + i
+                        let v = Self.blob(id, size: 3000 + i)
+                        expected[id] = v
+                        try db.execute(sql: "INSERT INTO t (id, v) VALUES (?, ?)", arguments: [id, v])
+                        // Rewrites pages already spilled to the log in this transaction.
+                        if i % 50 == 49 { try db.execute(sql: "UPDATE t SET v = v WHERE id = ?", arguments: [round * 1000]) }
+                    }
+                }
+                let reader = try DatabaseQueue(path: dir.appendingPathComponent("t.sqlite").path)
+                let count = try reader.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM t") }
+                #expect(count == expected.count)
+                try reader.close()
+            }
+            try writer.writeWithoutTransaction { db in _ = try db.checkpoint(.passive) }
+            try writer.close()
+        }
+        let reopened = try DatabaseQueue(path: dir.appendingPathComponent("t.sqlite").path)
+        try reopened.read { db in
+            let integrity = try String.fetchOne(db, sql: "PRAGMA integrity_check")
+            #expect(integrity == "ok")
+            for (id, v) in expected {
+                let stored = try Data.fetchOne(db, sql: "SELECT v FROM t WHERE id = ?", arguments: [id])
+                #expect(stored == v)
+            }
+        }
+    }
+}
