@@ -42,10 +42,11 @@ extension Store {
                 // number is read back as below.
                 if let touch {
                     try db.cachedStatement(sql: Self.touchWithKnownSequenceSQL)
-                        .execute(arguments: [now, touch.lastInboundAt, touch.lastInboundSentAt, touch.lastInboundExternalID, conversationID, known])
+                        .runDirect(.int(now), touch.lastInboundAt.map { .int($0) } ?? .null, touch.lastInboundSentAt.map { .int($0) } ?? .null,
+                                   .text(touch.lastInboundExternalID), .text(conversationID), .int(known))
                 } else {
                     try db.cachedStatement(sql: "UPDATE conversations SET last_sequence = ?2 + 1 WHERE id = ?1 AND last_sequence = ?2")
-                        .execute(arguments: [conversationID, known])
+                        .runDirect(.text(conversationID), .int(known))
                 }
                 if db.changesCount == 1 { sequence = known + 1 }
             }
@@ -57,7 +58,8 @@ extension Store {
         let id = ID.make(.event, at: Timestamp(milliseconds: now))
         let body = encodeCloudEvent(id: id, source: ctx.source, type: type, subject: conversationID,
                                     time: Timestamp(milliseconds: now), sequence: sequence, channel: channel?.id, data: dataJSON)
-        try db.cachedStatement(sql: "INSERT INTO events (id, type, conversation_id, channel_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?)").execute(arguments: [id, type.rawValue, conversationID, channel?.id, now, body])
+        try db.cachedStatement(sql: "INSERT INTO events (id, type, conversation_id, channel_id, created_at, body) VALUES (?, ?, ?, ?, ?, ?)")
+            .runDirect(.text(id), .text(type.rawValue), .text(conversationID), .text(channel?.id), .int(now), .blob(body))
         return id
     }
 

@@ -327,11 +327,12 @@ extension Store {
             try db.cachedStatement(sql: """
                 INSERT INTO messages (id, conversation_id, channel_id, direction, origin, external_id, created_at, body, raw, raw_format)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """).execute(arguments: [id, conversationID, channel.id, isEcho ? Direction.outbound.rawValue : Direction.inbound.rawValue,
-                                 m.origin.rawValue, m.externalID, now,
-                                 String(decoding: body, as: UTF8.self), ev.raw.map { Data($0.bytes) }, ev.raw?.format])
+                """).runDirect(.text(id), .text(conversationID), .text(channel.id),
+                               .text(isEcho ? Direction.outbound.rawValue : Direction.inbound.rawValue), .text(m.origin.rawValue),
+                               .text(m.externalID), .int(now), .utf8(body), ev.raw.map { .blob(Data($0.bytes)) } ?? .null, .text(ev.raw?.format))
             if let ext = m.externalID {
-                try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, ext, id])
+                try db.cachedStatement(sql: "INSERT OR IGNORE INTO message_external_ids (channel_id, external_id, message_id) VALUES (?, ?, ?)")
+                    .runDirect(.text(channel.id), .text(ext), .text(id))
             }
             eventIDs.append(try appendEvent(db, cursor: cursor, ctx: ctx, type: isEcho ? .messageEcho : .messageReceived, conversationID: conversationID,
                                             channel: channel, dataJSON: Data(body), now: now,

@@ -2,6 +2,7 @@ import CSQLiteWALBuffer
 import Foundation
 import GRDB
 import Testing
+@testable import SwitchboardStore
 
 /// The VFS that gathers each commit's write-ahead-log frames into one write (CSQLiteWALBuffer):
 /// what SQLite wrote must read back, at once and from any connection, exactly as without it.
@@ -92,6 +93,43 @@ import Testing
                 let stored = try Data.fetchOne(db, sql: "SELECT v FROM t WHERE id = ?", arguments: [id])
                 #expect(stored == v)
             }
+        }
+    }
+}
+
+/// `Statement.runDirect`, the ingest writer's binding through the SQLite C API: every kind of
+/// value stored as GRDB would store it (an empty string or blob is not NULL), and SQLite's
+/// errors come back as GRDB's.
+@Suite struct DirectStatementTests {
+    @Test func valuesAreStoredAsBoundAndErrorsSurface() throws {
+        let db = try DatabaseQueue()
+        try db.write { db in
+            try db.execute(sql: "CREATE TABLE t (k TEXT PRIMARY KEY, s TEXT, u TEXT, b BLOB, i INTEGER)")
+            let insert = try db.cachedStatement(sql: "INSERT INTO t (k, s, u, b, i) VALUES (?, ?, ?, ?, ?)")
+            try insert.runDirect(.text("a"), .text("é ☃"), .utf8(Array("{\"x\":1}".utf8)), .blob(Data([0, 1, 2])), .int(-7))
+            try insert.runDirect(.text("b"), .text(""), .utf8([]), .blob(Data()), .null)
+            try insert.runDirect(.text("c"), .text(nil as String?), .null, .null, .int(Int64.max))
+            #expect(db.changesCount == 1)
+            let rows = try Row.fetchAll(db, sql: "SELECT k, s, u, b, i, typeof(s), typeof(u), typeof(b) FROM t ORDER BY k")
+            #expect(rows[0]["s"] as String? == "é ☃")
+            #expect(rows[0]["u"] as String? == "{\"x\":1}")
+            #expect(rows[0]["b"] as Data? == Data([0, 1, 2]))
+            #expect(rows[0]["i"] as Int64? == -7)
+            #expect(rows[1][5] as String == "text")
+            #expect(rows[1][6] as String == "text")
+            #expect(rows[1][7] as String == "blob")
+            #expect(rows[1]["s"] as String? == "")
+            #expect(rows[2][5] as String == "null")
+            #expect(rows[2]["i"] as Int64? == Int64.max)
+            do {
+                try insert.runDirect(.text("a"), .null, .null, .null, .null)
+                Issue.record("a duplicate key was accepted")
+            } catch let error as DatabaseError {
+                #expect(error.resultCode == .SQLITE_CONSTRAINT)
+            }
+            // The statement is usable again after the failure.
+            try insert.runDirect(.text("d"), .null, .null, .null, .null)
+            #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM t") == 4)
         }
     }
 }
