@@ -14,6 +14,16 @@ enum DirectArgument {
     static func text(_ s: String?) -> DirectArgument { s.map { .text($0) } ?? .null }
 }
 
+/// The current row of a statement stepped by `firstRowDirect`, read by column position.
+struct DirectRow {
+    let statement: OpaquePointer
+    func text(_ column: Int32) -> String? {
+        guard let p = sqlite3_column_text(statement, column) else { return nil }
+        return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(statement, column))), as: UTF8.self)
+    }
+    func int(_ column: Int32) -> Int64 { sqlite3_column_int64(statement, column) }
+}
+
 extension Statement {
     /// Runs this (cached) statement with `arguments` bound through the SQLite C API, and steps it
     /// to the end. For the statements the single ingest writer runs for every message: GRDB's
@@ -21,12 +31,7 @@ extension Statement {
     /// hooks, which together cost about as much as SQLite's own work for a small insert. Nothing
     /// here observes transactions, so those hooks have nothing to do for these statements.
     func runDirect(_ arguments: DirectArgument...) throws {
-        let statement = sqliteStatement
-        sqlite3_reset(statement)
-        for (i, argument) in arguments.enumerated() {
-            let rc = Self.bind(argument, at: Int32(i + 1), to: statement)
-            guard rc == SQLITE_OK else { throw failure(rc) }
-        }
+        let statement = try bindDirect(arguments)
         defer { sqlite3_reset(statement); sqlite3_clear_bindings(statement) }
         while true {
             switch sqlite3_step(statement) {
@@ -35,6 +40,27 @@ extension Statement {
             case let rc: throw failure(rc)
             }
         }
+    }
+
+    /// `runDirect` for a query: `read` gets the first row, if there is one (columns by position).
+    func firstRowDirect<T>(_ arguments: DirectArgument..., read: (DirectRow) throws -> T) throws -> T? {
+        let statement = try bindDirect(arguments)
+        defer { sqlite3_reset(statement); sqlite3_clear_bindings(statement) }
+        switch sqlite3_step(statement) {
+        case SQLITE_ROW: return try read(DirectRow(statement: statement))
+        case SQLITE_DONE: return nil
+        case let rc: throw failure(rc)
+        }
+    }
+
+    private func bindDirect(_ arguments: [DirectArgument]) throws -> OpaquePointer {
+        let statement = sqliteStatement
+        sqlite3_reset(statement)
+        for (i, argument) in arguments.enumerated() {
+            let rc = Self.bind(argument, at: Int32(i + 1), to: statement)
+            guard rc == SQLITE_OK else { throw failure(rc) }
+        }
+        return statement
     }
 
     private func failure(_ rc: Int32) -> DatabaseError {

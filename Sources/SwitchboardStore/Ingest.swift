@@ -227,9 +227,9 @@ extension Store {
             // external id) row stored with it. A key row beside it would be one more randomly
             // placed B-tree page written per message by the single ingest writer (~5 % of
             // WhatsApp ingest), and messages are kept for ever, so no key retention applies.
-            if let direction = try String.fetchOne(db.cachedStatement(sql: """
+            if let direction = try db.cachedStatement(sql: """
                 SELECT m.direction FROM message_external_ids e JOIN messages m ON m.id = e.message_id WHERE e.channel_id = ? AND e.external_id = ?
-                """), arguments: [channel.id, externalID]) {
+                """).firstRowDirect(.text(channel.id), .text(externalID), read: { $0.text(0) }) {
                 // A customer's message whose id is that of one of ours (a channel whose ids the
                 // integrator numbers per direction) is not a repeat of it: it is stored, with a
                 // key row of its own standing for it from then on.
@@ -634,8 +634,8 @@ extension Store {
     /// Records `alias` for the identity unless it already names one (this or another). The
     /// alias table is asked first: on every later message the alias is already there.
     static func recordAlias(_ db: Database, channel: ChannelRef, alias: String, identityID id: String) throws {
-        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM identity_aliases WHERE channel_id = ? AND alias = ?)"), arguments: [channel.id, alias]) == true
-            || Bool.fetchOne(db.cachedStatement(sql: "SELECT EXISTS (SELECT 1 FROM identities WHERE channel_id = ? AND channel_user_id = ?)"), arguments: [channel.id, alias]) == true {
+        if try db.cachedStatement(sql: "SELECT 1 FROM identity_aliases WHERE channel_id = ? AND alias = ?").firstRowDirect(.text(channel.id), .text(alias), read: { _ in true }) != nil
+            || db.cachedStatement(sql: "SELECT 1 FROM identities WHERE channel_id = ? AND channel_user_id = ?").firstRowDirect(.text(channel.id), .text(alias), read: { _ in true }) != nil {
             return
         }
         try db.cachedStatement(sql: "INSERT INTO identity_aliases (channel_id, alias, identity_id) VALUES (?, ?, ?)").execute(arguments: [channel.id, alias, id])
@@ -658,11 +658,8 @@ extension Store {
     /// common case, on the writer).
     static func conversationIDFindingOrCreating(_ db: Database, channel: ChannelRef, identityID: String, thread: String,
                                                 now: Int64) throws -> (id: String, lastSequence: Int64?, created: Conversation?) {
-        // A cursor's row is the statement's current row, not a copy: read while the cursor lives.
-        let rows = try Row.fetchCursor(db.cachedStatement(sql: "SELECT id, last_sequence FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?"),
-                                       arguments: [channel.id, identityID, thread])
-        if let row = try rows.next() {
-            let id: String = row[0], last: Int64 = row[1]
+        if let (id, last) = try db.cachedStatement(sql: "SELECT id, last_sequence FROM conversations WHERE channel_id = ? AND identity_id = ? AND thread = ?")
+            .firstRowDirect(.text(channel.id), .text(identityID), .text(thread), read: { row in (row.text(0) ?? "", row.int(1)) }) {
             return (id, last, nil)
         }
         let (conversation, created) = try findOrCreateConversation(db, channel: channel, identityID: identityID, thread: thread, now: now)

@@ -130,6 +130,10 @@ import Testing
             // The statement is usable again after the failure.
             try insert.runDirect(.text("d"), .null, .null, .null, .null)
             #expect(try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM t") == 4)
+            let query = try db.cachedStatement(sql: "SELECT s, i FROM t WHERE k = ?")
+            #expect(try query.firstRowDirect(.text("a"), read: { [$0.text(0), String($0.int(1))] }) == ["é ☃", "-7"])
+            #expect(try query.firstRowDirect(.text("c"), read: { $0.text(0) }) == .some(nil))
+            #expect(try query.firstRowDirect(.text("zz"), read: { $0.text(0) }) == nil)
         }
     }
 }
