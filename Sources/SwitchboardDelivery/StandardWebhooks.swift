@@ -7,9 +7,13 @@ import SwitchboardCore
 /// each time was a measurable share of a request's CPU. Each use copies the keyed state:
 /// swift-crypto's hash states are copy-on-write (a copy that is updated makes its own context
 /// first) and this one is never updated in place, so concurrent copies share it safely.
-public struct KeyedHMAC: @unchecked Sendable {
+public struct KeyedHMAC: @unchecked Sendable, CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     private let keyed: HMAC<SHA256>
     public init(key: [UInt8]) { keyed = HMAC<SHA256>(key: SymmetricKey(data: key)) }
+    // The keyed state stands for the key itself: it never prints, whatever holds it.
+    public var description: String { "<redacted>" }
+    public var debugDescription: String { "<redacted>" }
+    public var customMirror: Mirror { Mirror(self, children: []) }
 
     /// The MAC of `prefix` followed by `data` (no concatenated copy made).
     public func code(prefix: [UInt8] = [], _ data: some DataProtocol) -> [UInt8] {

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Synchronization
 import SwitchboardCore
+import SwitchboardDelivery
 import SwitchboardRuntime
 
 /// A value that must never reach a log line or a diagnostic: its descriptions are redacted.
@@ -44,7 +45,8 @@ public struct LineChannelAdapter: ChannelAdapter {
 
     public let channel: ChannelRef
     public var capabilities: ChannelCapabilities { Self.lineCapabilities }
-    let secret: Secret
+    /// The channel secret, keyed once: it checks every webhook.
+    let mac: KeyedHMAC
     let token: Secret
     let apiBase: String
     let dataAPIBase: String
@@ -66,7 +68,7 @@ public struct LineChannelAdapter: ChannelAdapter {
     public init(channel: ChannelRef, channelSecret: String, accessToken: String, apiBase: String = Self.defaultAPIBase,
                 dataAPIBase: String = Self.defaultDataAPIBase, client: HTTPClient, replyTokenTTL: Double = 50,
                 timeout: TimeAmount = .seconds(15), contentRetryDelays: [Double] = [1, 2, 4, 8, 16], contentRetryFor: Double = 86_400, profileTTL: Double = 86_400) {
-        self.channel = channel; self.secret = Secret(channelSecret); self.token = Secret(accessToken)
+        self.channel = channel; self.mac = KeyedHMAC(key: Array(channelSecret.utf8)); self.token = Secret(accessToken)
         self.apiBase = Self.trimSlash(apiBase); self.dataAPIBase = Self.trimSlash(dataAPIBase); self.client = client
         self.replyTokenTTL = replyTokenTTL; self.timeout = timeout; self.contentRetryDelays = contentRetryDelays; self.profileTTL = profileTTL
         self.contentRetryFor = contentRetryFor
@@ -111,9 +113,9 @@ public struct LineChannelAdapter: ChannelAdapter {
     }
 
     /// Constant-time check of the header against the raw bytes.
-    static func verify(_ body: [UInt8], header: String, secret: String) -> Bool {
+    static func verify(_ body: [UInt8], header: String, mac: KeyedHMAC) -> Bool {
         guard let given = Data(base64Encoded: header.trimmingCharacters(in: .whitespaces)), given.count == SHA256.byteCount else { return false }
-        return HMAC<SHA256>.isValidAuthenticationCode(given, authenticating: body, using: SymmetricKey(data: Array(secret.utf8)))
+        return mac.isValid(Array(given), for: body)
     }
 
     // MARK: inbound
@@ -124,7 +126,7 @@ public struct LineChannelAdapter: ChannelAdapter {
             context.signatureFailed(reason: "missing \(Self.signatureHeader)")
             return .unauthorized
         }
-        guard Self.verify(request.body, header: header, secret: secret.value) else {
+        guard Self.verify(request.body, header: header, mac: mac) else {
             context.signatureFailed(reason: "signature mismatch")
             return .unauthorized
         }
