@@ -52,7 +52,6 @@ static int writeOut(GatheringFile *g) {
         rc = g->real->pMethods->xWrite(g->real, g->buf + done, n, g->start + done);
     }
     g->len = 0;
-    g->commitPagePending = 0;
     g->writeOuts++;
     return rc;
 }
@@ -76,6 +75,17 @@ static int gRead(sqlite3_file *f, void *p, int amt, sqlite3_int64 off) {
 static int gWrite(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off) {
     GatheringFile *g = (GatheringFile *)f;
     int rc;
+    // A frame is written as its 24-byte header, then its page. Bytes 4..7 of the header hold the
+    // database size in pages after a commit, else zero: the page after a commit frame's header
+    // ends the commit, and everything gathered goes out with it (whatever path it takes below).
+    int endsCommit = 0;
+    if (amt == WAL_FRAME_HEADER) {
+        const unsigned char *h = p;
+        g->commitPagePending = (h[4] | h[5] | h[6] | h[7]) != 0;
+    } else {
+        endsCommit = g->commitPagePending;
+        g->commitPagePending = 0;
+    }
     if (g->len > 0 && off != g->start + g->len) {
         if ((rc = writeOut(g)) != SQLITE_OK) return rc;
     }
@@ -98,14 +108,7 @@ static int gWrite(sqlite3_file *f, const void *p, int amt, sqlite3_int64 off) {
     if (g->len == 0) g->start = off;
     memcpy(g->buf + g->len, p, (size_t)amt);
     g->len += amt;
-    if (amt == WAL_FRAME_HEADER) {
-        // Bytes 4..7 of a frame header: the database size in pages after a commit, else zero.
-        const unsigned char *h = p;
-        g->commitPagePending = (h[4] | h[5] | h[6] | h[7]) != 0;
-        return SQLITE_OK;
-    }
-    if (g->commitPagePending) return writeOut(g);
-    return SQLITE_OK;
+    return endsCommit ? writeOut(g) : SQLITE_OK;
 }
 
 static int gTruncate(sqlite3_file *f, sqlite3_int64 size) {
