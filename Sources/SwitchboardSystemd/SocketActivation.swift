@@ -93,13 +93,16 @@ public enum SocketActivation {
         unsetEnvironment: Bool,
         firstDescriptor: Int32,
         processID: Int32,
-        logger: Logger = Logger(label: "switchboard.systemd")
+        logger: Logger = Logger(label: "switchboard.systemd"),
+        // Injectable: a test that changed the real environment would race every other test
+        // that starts a process (which copies the environment while it is being changed).
+        unsetVariable: (String) -> Void = { _ = unsetenv($0) }
     ) -> [ActivatedSocket] {
         defer {
             if unsetEnvironment {
-                unsetenv("LISTEN_PID")
-                unsetenv("LISTEN_FDS")
-                unsetenv("LISTEN_FDNAMES")
+                unsetVariable("LISTEN_PID")
+                unsetVariable("LISTEN_FDS")
+                unsetVariable("LISTEN_FDNAMES")
             }
         }
 

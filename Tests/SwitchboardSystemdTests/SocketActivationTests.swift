@@ -115,25 +115,19 @@ struct SocketActivationTests {
     }
 
     @Test func unsetsTheVariablesWhenAsked() {
-        // Mutates the process environment; the names are not used by anything else here.
-        setenv("LISTEN_PID", "1", 1)
-        setenv("LISTEN_FDS", "1", 1)
-        setenv("LISTEN_FDNAMES", "api", 1)
-
+        // The real environment is left alone (see `unsetVariable`): the names unset are recorded.
+        let environment = ["LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "api"]
+        var unset: [String] = []
         // pid 1 is never us, so nothing is adopted and no descriptor is touched.
-        let kept = SocketActivation.takeListeners(
-            environment: ["LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "api"], unsetEnvironment: false
-        )
+        let kept = SocketActivation.takeListeners(environment: environment, unsetEnvironment: false, firstDescriptor: SocketActivation.firstDescriptor,
+                                                  processID: pid, unsetVariable: { unset.append($0) })
         #expect(kept.isEmpty)
-        #expect(getenv("LISTEN_PID") != nil)
+        #expect(unset.isEmpty)
 
-        let taken = SocketActivation.takeListeners(
-            environment: ["LISTEN_PID": "1", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "api"], unsetEnvironment: true
-        )
+        let taken = SocketActivation.takeListeners(environment: environment, unsetEnvironment: true, firstDescriptor: SocketActivation.firstDescriptor,
+                                                   processID: pid, unsetVariable: { unset.append($0) })
         #expect(taken.isEmpty)
-        #expect(getenv("LISTEN_PID") == nil)
-        #expect(getenv("LISTEN_FDS") == nil)
-        #expect(getenv("LISTEN_FDNAMES") == nil)
+        #expect(unset == ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"])
     }
 
     @Test func helpersOnOtherDescriptors() throws {
