@@ -24,9 +24,6 @@ public struct MetaSecret: Sendable, Hashable, CustomStringConvertible, CustomDeb
     public var debugDescription: String { "<redacted>" }
     public static func == (a: MetaSecret, b: MetaSecret) -> Bool { a.value == b.value }
     public func hash(into hasher: inout Hasher) { hasher.combine(value) }
-
-    /// The HMAC of `bytes` under this secret.
-    func authenticationCode(for bytes: [UInt8]) -> [UInt8] { keyedHMAC.code(bytes) }
 }
 
 /// The keys every Meta channel reads the same way, checked with diagnostics that name the key

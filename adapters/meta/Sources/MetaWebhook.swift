@@ -34,9 +34,8 @@ public enum MetaWebhook {
     public static func signatureIsValid(body: [UInt8], header: String?, appSecret: MetaSecret) -> Bool {
         guard let h = header?.trimmingSpacesAndTabs, h.utf8.count > 7,
               h.utf8.prefix(7).elementsEqual("sha256=".utf8, by: { (65...90).contains($0) ? $0 + 32 == $1 : $0 == $1 }) else { return false }
-        guard let given = Hex.decode(h.dropFirst(7)), given.count == SHA256.byteCount else { return false }
-        let expected = appSecret.authenticationCode(for: body)
-        return constantTimeEqual(given, expected)
+        guard let given = Hex.decode(h.dropFirst(7)) else { return false }
+        return appSecret.keyedHMAC.isValid(given, for: body)
     }
 
     /// The header value Meta would send for `body` (for `switchboard simulate` and tests).
