@@ -102,6 +102,14 @@ extension Store {
         static let conversationPlaceholder = placeholder(.conversation)
         static let identityPlaceholder = placeholder(.identity)
         static let messagePlaceholder = placeholder(.message)
+        /// What every placeholder has after its prefix (see `placeholder`).
+        static let placeholderMarker: [UInt8] = Array(("_" + String(repeating: "Z", count: 10)).utf8)
+        /// Each placeholder, the length of its prefix, and which one it is.
+        static let placeholderCandidates: [(placeholder: [UInt8], prefix: Int, kind: Int)] = [
+            (Array(conversationPlaceholder.utf8), IDKind.conversation.rawValue.utf8.count, 0),
+            (Array(messagePlaceholder.utf8), IDKind.message.rawValue.utf8.count, 1),
+            (Array(identityPlaceholder.utf8), IDKind.identity.rawValue.utf8.count, 2),
+        ]
 
         /// An id's prefix, ten "Z"s where a real id's time goes (a time far beyond any clock's)
         /// and sixteen random characters: as long as a real id, and found only where put.
@@ -141,33 +149,35 @@ extension Store {
         /// a webhook's CPU.)
         static func placeholderOffsets(in bytes: [UInt8]) -> (conversation: [Int], message: [Int], identity: [Int]) {
             var found: (conversation: [Int], message: [Int], identity: [Int]) = ([], [], [])
-            let candidates: [(placeholder: [UInt8], prefix: Int, kind: Int)] = [
-                (Array(conversationPlaceholder.utf8), IDKind.conversation.rawValue.utf8.count, 0),
-                (Array(messagePlaceholder.utf8), IDKind.message.rawValue.utf8.count, 1),
-                (Array(identityPlaceholder.utf8), IDKind.identity.rawValue.utf8.count, 2),
-            ]
-            let marker = UInt8(ascii: "_"), z = UInt8(ascii: "Z")
+            let candidates = Self.placeholderCandidates, marker = Self.placeholderMarker
             bytes.withUnsafeBufferPointer { b in
+                guard let base = b.baseAddress else { return }
                 let n = b.count
-                var i = 0
-                while i + 10 < n {
-                    guard b[i] == marker, b[i + 1] == z, b[i + 10] == z else { i += 1; continue }
-                    var matched = false
+                var from = 0
+                // memchr jumps from one "_" to the next with vector instructions (a JSON message
+                // has a dozen or so); a byte loop looking for them cost more than the rest.
+                while from < n, let hit = memchr(base + from, Int32(UInt8(ascii: "_")), n - from) {
+                    let i = base.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+                    var next = i + 1
+                    guard i + marker.count <= n,
+                          marker.withUnsafeBufferPointer({ memcmp($0.baseAddress!, base + i, $0.count) == 0 }) else {
+                        from = next
+                        continue
+                    }
                     for c in candidates {
                         let start = i - c.prefix
                         guard start >= 0, start + c.placeholder.count <= n else { continue }
-                        if c.placeholder.withUnsafeBufferPointer({ p in memcmp(p.baseAddress!, b.baseAddress! + start, p.count) == 0 }) {
+                        if c.placeholder.withUnsafeBufferPointer({ p in memcmp(p.baseAddress!, base + start, p.count) == 0 }) {
                             switch c.kind {
                             case 0: found.conversation.append(start)
                             case 1: found.message.append(start)
                             default: found.identity.append(start)
                             }
-                            i = start + c.placeholder.count
-                            matched = true
+                            next = start + c.placeholder.count
                             break
                         }
                     }
-                    if !matched { i += 1 }
+                    from = next
                 }
             }
             return found
@@ -256,7 +266,7 @@ extension Store {
             case .updated(let externalID, _), .deleted(let externalID):
                 if let target = try ourMessage(db, channel: channel, externalID: externalID),
                    let c = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM conversations WHERE id = ?"), arguments: [target.conversationID]).map(conversationFrom),
-                   let i = try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM identities WHERE id = ?"), arguments: [c.identityID]).map(identityFrom) {
+                   let i = try db.cachedStatement(sql: "SELECT * FROM identities WHERE id = ?").firstRowDirect(.text(c.identityID), read: identityFrom) {
                     changed = (i, c)
                 }
             default: break
@@ -605,20 +615,23 @@ extension Store {
 
     /// The identity one of `keys` names: as an identity's own key first (in order), then as an alias.
     static func findIdentity(_ db: Database, channel: ChannelRef, keys: [String]) throws -> Identity? {
-        // Read from the statement's own row, not a copy (see identityFrom).
+        // Read straight from the statement's row (see `firstRowDirect`): this runs for nearly
+        // every inbound event, on the writer.
         for key in keys {
-            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+            if let identity = try db.cachedStatement(sql: """
                 SELECT id, channel_id, channel_type, channel_user_id, display_name, profile, created_at, updated_at
                 FROM identities WHERE channel_id = ? AND channel_user_id = ?
-                """), arguments: [channel.id, key])
-            if let row = try rows.next() { return try identityFrom(row) }
+                """).firstRowDirect(.text(channel.id), .text(key), read: identityFrom) {
+                return identity
+            }
         }
         for key in keys {
-            let rows = try Row.fetchCursor(db.cachedStatement(sql: """
+            if let identity = try db.cachedStatement(sql: """
                 SELECT i.id, i.channel_id, i.channel_type, i.channel_user_id, i.display_name, i.profile, i.created_at, i.updated_at
                 FROM identity_aliases a JOIN identities i ON i.id = a.identity_id WHERE a.channel_id = ? AND a.alias = ?
-                """), arguments: [channel.id, key])
-            if let row = try rows.next() { return try identityFrom(row) }
+                """).firstRowDirect(.text(channel.id), .text(key), read: identityFrom) {
+                return identity
+            }
         }
         return nil
     }
@@ -693,14 +706,15 @@ extension Store {
     }
 
     /// An identity from a row of its columns in table order: `SELECT *`, or the list
-    /// `findIdentity` names. Read by position, not by name (no lookup per column): this runs
-    /// for nearly every inbound event, on the writer. Columns added later come after these.
-    static func identityFrom(_ row: Row) throws -> Identity {
-        let profile: String? = row[5]
+    /// `findIdentity` names. Read by position straight from the statement (`firstRowDirect`):
+    /// this runs for nearly every inbound event, on the writer. Columns added later come after
+    /// these.
+    static func identityFrom(_ row: DirectRow) throws -> Identity {
+        let profile = row.text(5)
         return Identity(IdentityFields(
-            id: row[0], channel: ChannelRef(type: row[2], id: row[1]), channelUserID: row[3],
-            displayName: row[4], profile: try profile.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) },
-            createdAt: Timestamp(milliseconds: row[6]), updatedAt: Timestamp(milliseconds: row[7])))
+            id: row.text(0) ?? "", channel: ChannelRef(type: row.text(2) ?? "", id: row.text(1) ?? ""), channelUserID: row.text(3) ?? "",
+            displayName: row.text(4), profile: try profile.map { try JSON.decode(JSONObject.self, from: Data($0.utf8)) },
+            createdAt: Timestamp(milliseconds: row.int(6)), updatedAt: Timestamp(milliseconds: row.int(7))))
     }
 
     static func conversationFrom(_ row: Row) throws -> Conversation {

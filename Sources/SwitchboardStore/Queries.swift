@@ -19,7 +19,7 @@ extension Store {
 
     public func identity(_ id: String) async throws -> Identity? {
         try await pool.read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM identities WHERE id = ?", arguments: [id]).map(Self.identityFrom)
+            try db.cachedStatement(sql: "SELECT * FROM identities WHERE id = ?").firstRowDirect(.text(id), read: Self.identityFrom)
         }
     }
 

@@ -85,7 +85,7 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             return .unauthorized
         }
         let root: JSONValue
-        do { root = try JSONValue.parse(Data(request.body)) } catch {
+        do { root = try JSONValue.parse(request.body) } catch {
             return .text(400, "body is not valid JSON")
         }
         let items: [JSONValue] = root["events"]?.arrayValue ?? [root]
@@ -112,7 +112,10 @@ public struct WebhookChannelAdapter: ChannelAdapter {
             }
         }
         let body: JSONValue = items.count == 1 && root["events"] == nil ? results[0] : ["results": .array(results)]
-        return WebhookResponse(status: 200, headers: ["content-type": "application/json"], body: Array((try? JSON.encode(body)) ?? Data()))
+        // Written straight from the tree: strings and objects only, which cannot fail to encode.
+        var answer = JSONWriter(capacity: 160)
+        try? answer.value(body)
+        return WebhookResponse(status: 200, headers: ["content-type": "application/json"], body: answer.bytes)
     }
 
     struct ParseError: Error, CustomStringConvertible { var description: String }
