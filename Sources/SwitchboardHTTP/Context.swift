@@ -33,6 +33,13 @@ enum Respond {
 
     /// RFC 9457 problem details with our stable `code`.
     static func problem(_ p: APIProblem, headers extra: HTTPFields = [:]) -> Response {
+        var headers: HTTPFields = [.contentType: "application/problem+json"]
+        headers.append(contentsOf: extra)
+        return Response(status: .init(code: p.status), headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: problemBody(p))))
+    }
+
+    /// The `application/problem+json` document for `p`.
+    static func problemBody(_ p: APIProblem) -> [UInt8] {
         let body: JSONObject = [
             "type": .string("urn:switchboard:problem:\(p.code)"),
             "title": .string(title(p.code)),
@@ -40,10 +47,7 @@ enum Respond {
             "detail": .string(p.detail),
             "code": .string(p.code),
         ]
-        var headers: HTTPFields = [.contentType: "application/problem+json"]
-        headers.append(contentsOf: extra)
-        return Response(status: .init(code: p.status), headers: headers,
-                        body: .init(byteBuffer: ByteBuffer(bytes: (try? JSON.encode(body)) ?? Data())))
+        return (try? JSON.bytes(body)) ?? []
     }
 
     static func title(_ code: String) -> String {

@@ -31,7 +31,11 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
 
     final class HTTPConnection: Sendable {
         let channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
-        init(_ channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>) { self.channel = channel }
+        /// Webhooks answered beside Hummingbird (`WebhookFastPath`).
+        let webhooks: WebhookFastPathSession
+        init(_ channel: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, webhooks: WebhookFastPathSession) {
+            self.channel = channel; self.webhooks = webhooks
+        }
     }
 
     struct Value: ServerChildChannelValue {
@@ -61,7 +65,7 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
             var configuration = NIOUpgradableHTTPServerPipelineConfiguration<Negotiated>(
                 upgradeConfiguration: NIOTypedHTTPServerUpgradeConfiguration(
                     upgraders: [webSocketUpgrader(attempt)],
-                    notUpgradingCompletionHandler: { channel in Self.plainHTTP(channel, attempt: attempt, logger: logger) }))
+                    notUpgradingCompletionHandler: { channel in Self.plainHTTP(channel, attempt: attempt, runtime: runtime, logger: logger) }))
             configuration.enablePipelining = false  // NIOAsyncChannel serialises requests
             configuration.enableErrorHandling = false  // Hummingbird answers parse errors
             configuration.enableResponseHeaderValidation = false  // HTTPTypes validated them
@@ -108,16 +112,18 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
             })
     }
 
-    /// The pipeline for ordinary HTTP/1.1, as Hummingbird's `HTTP1Channel` sets it up.
-    private static func plainHTTP(_ channel: any Channel, attempt: NIOLoopBoundBox<UpgradeAttempt>,
+    /// The pipeline for ordinary HTTP/1.1, as Hummingbird's `HTTP1Channel` sets it up, with
+    /// webhooks taken off in front of it (`WebhookFastPath`).
+    private static func plainHTTP(_ channel: any Channel, attempt: NIOLoopBoundBox<UpgradeAttempt>, runtime: Runtime,
                                   logger: Logger) -> EventLoopFuture<Negotiated> {
         channel.eventLoop.makeCompletedFuture {
+            let webhooks = try WebhookFastPathSession(runtime: runtime, channel: channel)
             try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             try channel.pipeline.syncOperations.addHandler(HTTPConnectionStateHandler(idleTimeout: nil, logger: logger))
             let http = try NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>(
                 wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
-            if case .refused = attempt.value { return .refusedUpgrade(HTTPConnection(http)) }
-            return .http(HTTPConnection(http))
+            if case .refused = attempt.value { return .refusedUpgrade(HTTPConnection(http, webhooks: webhooks)) }
+            return .http(HTTPConnection(http, webhooks: webhooks))
         }
     }
 
@@ -126,8 +132,10 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
     /// slabs): so this stays shallow and small, and each path is a function of its own.
     func handle(value: Value, logger: Logger) async {
         switch await Self.negotiated(value, logger: logger) {
-        case .http(let http): await serveHTTP(http.channel, on: value.channel.eventLoop, logger: logger)
-        case .refusedUpgrade(let http): await Self.refuse(http.channel, logger: logger)
+        case .http(let http): await serveHTTP(http, on: value.channel.eventLoop, logger: logger)
+        case .refusedUpgrade(let http):
+            http.webhooks.finish()
+            await Self.refuse(http.channel, logger: logger)
         case .live(let live): await live.serve()
         case nil: break
         }
@@ -160,10 +168,18 @@ struct PublicChildChannel: ServerChildChannel, HTTPChannelHandler {
     /// file I/O is handed to NIO's thread pool (`FileMediaStore`), so nothing here blocks the
     /// loop. WhatsApp ingest gained about 10 % (`Benchmarks/ab.sh wa`). A WebSocket's task does
     /// not: the preference would stay with it, in memory, for the socket's lifetime.
+    ///
+    /// Webhooks taken off in front of Hummingbird (`WebhookFastPath`) are answered by a second
+    /// child of this task, on the same loop; it ends after Hummingbird's side does, once the
+    /// webhook under way (if any) is answered.
     @inline(never)
-    private func serveHTTP(_ http: NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>, on loop: any EventLoop, logger: Logger) async {
+    private func serveHTTP(_ http: HTTPConnection, on loop: any EventLoop, logger: Logger) async {
         await withTaskExecutorPreference(EventLoopTaskExecutor(loop)) {
-            await handleHTTP(asyncChannel: http, logger: logger)
+            await withDiscardingTaskGroup { group in
+                group.addTask { await http.webhooks.serve() }
+                await handleHTTP(asyncChannel: http.channel, logger: logger)
+                http.webhooks.finish()
+            }
         }
     }
 

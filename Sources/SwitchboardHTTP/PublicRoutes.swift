@@ -86,13 +86,16 @@ public enum PublicRoutes {
         if headers["host"] == nil, let authority = req.head.authority { headers["host"] = authority }
         var query: [String: String] = [:]
         for (k, v) in req.uri.queryParameters { query[String(k)] = String(v) }
-        var remote = ctx.remoteAddress
-        // Only requests carrying a forwarding header need the (locked) proxy settings.
-        if TrustedProxies.Header.allCases.contains(where: { headers[$0.rawValue] != nil }) {
-            remote = runtime.trustedProxies.clientAddress(peer: remote, headers: headers)
-        }
         return WebhookRequest(method: req.method.rawValue, path: req.uri.path, query: query, headers: headers, body: body,
-                              remoteAddress: remote)
+                              remoteAddress: clientAddress(peer: ctx.remoteAddress, headers: headers, runtime: runtime))
+    }
+
+    /// The client's address: the peer's, or the one a trusted proxy forwarded (lower-cased
+    /// header names).
+    static func clientAddress(peer: String?, headers: [String: String], runtime: Runtime) -> String? {
+        // Only requests carrying a forwarding header need the (locked) proxy settings.
+        guard TrustedProxies.Header.allCases.contains(where: { headers[$0.rawValue] != nil }) else { return peer }
+        return runtime.trustedProxies.clientAddress(peer: peer, headers: headers)
     }
 
     static func response(_ answer: WebhookResponse) -> Response {

@@ -53,8 +53,17 @@ final class RecordingAdapter: ChannelAdapter {
         state.withLock { $0.activities.append(kind) }
     }
 
-    /// Answers where it ran: "event loop" on a NIO event loop's thread, else "elsewhere".
+    /// Every webhook request it was given, in order.
+    var webhooks: [WebhookRequest] { webhookState.withLock { $0.requests } }
+    /// How long each webhook takes to answer.
+    func setWebhookDelay(_ d: Duration) { webhookState.withLock { $0.delay = d } }
+    private let webhookState = Mutex<(requests: [WebhookRequest], delay: Duration)>(([], .zero))
+
+    /// Records the request and answers where it ran: "event loop" on a NIO event loop's thread,
+    /// else "elsewhere".
     func handleWebhook(_ request: WebhookRequest, context: any AdapterContext) async -> WebhookResponse {
+        let delay = webhookState.withLock { $0.requests.append(request); return $0.delay }
+        if delay > .zero { try? await Task.sleep(for: delay) }
         let where_ = MultiThreadedEventLoopGroup.currentEventLoop != nil ? "event loop" : "elsewhere"
         return WebhookResponse(status: 200, headers: ["content-type": "text/plain"], body: Array(where_.utf8))
     }

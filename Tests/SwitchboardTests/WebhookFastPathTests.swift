@@ -1,0 +1,192 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+@testable import SwitchboardCore
+@testable import SwitchboardRuntime
+
+/// Webhooks are answered by `WebhookFastPath`, in front of Hummingbird, and every other request
+/// on the same connection by Hummingbird: these hold the two to the same requests, the same
+/// order and the same connection rules, over real TCP connections to a daemon.
+@Suite struct WebhookFastPathTests {
+    /// A request as bytes on the wire.
+    static func request(_ method: String, _ target: String, version: String = "HTTP/1.1", headers: [(String, String)] = [],
+                        body: [UInt8] = []) -> [UInt8] {
+        var head = "\(method) \(target) \(version)\r\nHost: 127.0.0.1\r\n"
+        for (name, value) in headers { head += "\(name): \(value)\r\n" }
+        if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
+        return Array((head + "\r\n").utf8) + body
+    }
+
+    @Test("pipelined requests are answered in order, webhooks and Hummingbird's routes alike")
+    func pipelinedRequestsAreAnsweredInOrder() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let adapter = TestRegistry.adapter(channel)
+            // The first webhook is slow: everything behind it must wait for its answer.
+            adapter.setWebhookDelay(.milliseconds(200))
+            let wire = Self.request("POST", "/webhooks/\(channel)", body: Array("first".utf8))
+                + Self.request("GET", "/healthz")
+                + Self.request("POST", "/webhooks/\(channel)?n=2", body: Array("second".utf8))
+                + Self.request("POST", "/webhooks/no-such-channel", body: Array("third".utf8))
+                + Self.request("GET", "/healthz")
+            let (text, _) = try await rawExchange(d.addresses["public"]!, wire) { parseResponses($0).count == 5 }
+            let answers = parseResponses(text)
+            #expect(answers.map(\.status) == [200, 200, 200, 404, 200], "\(text)")
+            #expect(answers.map(\.body) == ["event loop", "ok\n", "event loop", answers[3].body, "ok\n"])
+            #expect(answers[3].body.contains("\"code\":\"not_found\""))
+            #expect(answers[0].headers["date"] != nil && answers[0].headers["content-length"] == "10")
+            #expect(adapter.webhooks.map { String(decoding: $0.body, as: UTF8.self) } == ["first", "second"])
+            #expect(adapter.webhooks.map(\.query) == [[:], ["n": "2"]])
+        }
+    }
+
+    @Test("a webhook reaches its channel as it would through the router: path, query, headers, body, address")
+    func webhooksReachTheChannelAsThroughTheRouter() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let adapter = TestRegistry.adapter(channel)
+            let body: [UInt8] = [0x7B, 0x00, 0xFF, 0xFE, 0x22, 0x0A, 0x7D]  // not UTF-8, kept as bytes
+            let headers = [("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.9"), ("X-Hub-Signature-256", "sha256=ab"),
+                           ("Content-Type", "application/json")]
+            let target = "/webhooks/\(channel)?a=1&b=x%20y&empty="
+            // HTTP/1.0 is left to Hummingbird's router; HTTP/1.1 takes the fast path.
+            let (routed, _) = try await rawExchange(d.addresses["public"]!, Self.request("POST", target, version: "HTTP/1.0", headers: headers, body: body)) {
+                parseResponses($0).count == 1
+            }
+            #expect(parseResponses(routed).first?.status == 200, "\(routed)")
+            let (fast, _) = try await rawExchange(d.addresses["public"]!, Self.request("POST", target, headers: headers, body: body)) {
+                parseResponses($0).count == 1
+            }
+            #expect(parseResponses(fast).first?.status == 200, "\(fast)")
+            let seen = adapter.webhooks
+            try #require(seen.count == 2)
+            let (a, b) = (seen[0], seen[1])
+            #expect(a.method == "POST" && b.method == "POST")
+            #expect(a.path == "/webhooks/\(channel)" && b.path == a.path)
+            #expect(a.query == ["a": "1", "b": "x y", "empty": ""] && b.query == a.query)
+            #expect(b.headers == a.headers)
+            #expect(b.headers["x-forwarded-for"] == "198.51.100.7, 203.0.113.9")
+            #expect(b.body == body && a.body == body)
+            // Loopback is a trusted proxy by default: the last hop it forwarded is the client.
+            #expect(a.remoteAddress == "203.0.113.9" && b.remoteAddress == a.remoteAddress)
+        }
+    }
+
+    @Test("a chunked webhook body past the limit is answered 413, the rest is read and dropped, and the connection goes on")
+    func oversizedChunkedBodiesAreRefused() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            var wire = Array("POST /webhooks/\(channel) HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+            let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 * 1024)
+            for _ in 0...(4 * 1024 * 1024 / chunk.count) {  // PublicRoutes.maxWebhookBytes
+                wire += Array((String(chunk.count, radix: 16) + "\r\n").utf8) + chunk + Array("\r\n".utf8)
+            }
+            wire += Array("0\r\n\r\n".utf8) + Self.request("POST", "/webhooks/\(channel)", body: Array("next".utf8))
+            let (text, _) = try await rawExchange(d.addresses["public"]!, wire) { parseResponses($0).count == 2 }
+            let answers = parseResponses(text)
+            try #require(answers.count == 2, "\(text.prefix(300))")
+            #expect(answers[0].status == 413)
+            #expect(answers[0].headers["content-type"] == "application/problem+json")
+            #expect(answers[0].body.contains("\"code\":\"payload_too_large\""))
+            #expect(answers[1].status == 200)
+            #expect(TestRegistry.adapter(channel).webhooks.map(\.body) == [Array("next".utf8)])
+        }
+    }
+
+    @Test("a request the decoder refuses after a webhook gets Hummingbird's 400 only after the webhook's answer")
+    func aMalformedRequestAfterAWebhookWaitsItsTurn() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            TestRegistry.adapter(channel).setWebhookDelay(.milliseconds(100))
+            let wire = Self.request("POST", "/webhooks/\(channel)", body: Array("x".utf8)) + Array("NOT HTTP AT ALL\r\n\r\n".utf8)
+            let (text, closed) = try await rawExchange(d.addresses["public"]!, wire)
+            #expect(parseResponses(text).map(\.status) == [200, 400], "\(text)")
+            #expect(closed)
+        }
+    }
+
+    @Test("Connection: close is answered with close, and the connection ends")
+    func connectionCloseEndsTheConnection() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let wire = Self.request("POST", "/webhooks/\(channel)", headers: [("Connection", "close")], body: Array("x".utf8))
+                + Self.request("GET", "/healthz")
+            let (text, closed) = try await rawExchange(d.addresses["public"]!, wire)
+            let answers = parseResponses(text)
+            #expect(answers.count == 1, "\(text)")
+            #expect(answers.first?.headers["connection"] == "close")
+            #expect(closed)
+        }
+    }
+
+    @Test("a webhook under way when the daemon stops is still answered")
+    func shutdownWaitsForTheWebhookUnderWay() async throws {
+        let channel = uniqueID("rec")
+        let d = try await TestDaemon.start("channels: [ { id: \(channel), type: recording } ]")
+        let adapter = TestRegistry.adapter(channel)
+        adapter.setWebhookDelay(.milliseconds(600))
+        let address = d.addresses["public"]!
+        async let exchange = rawExchange(address, Self.request("POST", "/webhooks/\(channel)", body: Array("late".utf8))) {
+            parseResponses($0).count == 1
+        }
+        try await eventually(timeout: 5, "the webhook reached the channel") { adapter.webhooks.count == 1 }
+        await d.stop()
+        let (text, _) = try await exchange
+        #expect(parseResponses(text).first?.status == 200, "\(text)")
+        #expect(parseResponses(text).first?.body == "event loop")
+    }
+}
+
+/// Writes `bytes` on a new TCP connection to `address` (`host:port`) and reads until `done` holds
+/// for what came back (the connection is then closed by us) or the server closes it.
+func rawExchange(_ address: String, _ bytes: [UInt8], timeout: Duration = .seconds(20),
+                 until done: @escaping @Sendable (String) -> Bool = { _ in false }) async throws -> (text: String, closedByServer: Bool) {
+    let colon = address.lastIndex(of: ":")!
+    let host = String(address[..<colon]), port = Int(address[address.index(after: colon)...])!
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: host, port: port) { ch in
+        ch.eventLoop.makeCompletedFuture { try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: ch) }
+    }
+    return try await withThrowingTaskGroup(of: (String, Bool)?.self) { group in
+        group.addTask {
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(ByteBuffer(bytes: bytes))
+                var received = [UInt8]()
+                for try await buffer in inbound {
+                    received += Array(buffer.readableBytesView)
+                    if done(String(decoding: received, as: UTF8.self)) { return (String(decoding: received, as: UTF8.self), false) }
+                }
+                return (String(decoding: received, as: UTF8.self), true)
+            }
+        }
+        group.addTask { try await Task.sleep(for: timeout); return nil }
+        defer { group.cancelAll() }
+        guard let result = try await group.next() ?? nil else {
+            Issue.record("no complete answer within \(timeout)")
+            throw CancellationError()
+        }
+        return (result.0, result.1)
+    }
+}
+
+/// The HTTP/1.1 responses in `text`, each complete one (by its Content-Length) in order.
+func parseResponses(_ text: String) -> [(status: Int, headers: [String: String], body: String)] {
+    var answers: [(status: Int, headers: [String: String], body: String)] = []
+    var rest = Substring(text)
+    while let end = rest.range(of: "\r\n\r\n") {
+        let lines = rest[..<end.lowerBound].components(separatedBy: "\r\n")
+        guard let status = lines.first?.split(separator: " ").dropFirst().first.flatMap({ Int($0) }) else { break }
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let length = Int(headers["content-length"] ?? "0") ?? 0
+        let bodyStart = end.upperBound
+        guard rest.utf8.distance(from: bodyStart, to: rest.endIndex) >= length else { break }
+        let bodyEnd = rest.utf8.index(bodyStart, offsetBy: length)
+        answers.append((status, headers, String(rest[bodyStart..<bodyEnd])))
+        rest = rest[bodyEnd...]
+    }
+    return answers
+}
