@@ -350,7 +350,24 @@ INGEST_CPU_MS=$(calc "sprintf(\"%.0f\", ($CPU1 - $CPU0) * 1000 / $CLK_TCK)")
 INGEST_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $INGEST_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $INGEST_SENT : 0)")
 stop "$DPID"; stop "$HPID"
 INGEST_ERRORS=$(daemon_errors "$DLOG"); INGEST_WARNINGS=$(daemon_warnings "$DLOG")
-RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGEST_RPS / $BARE_RPS : 0)")
+RATIO_HD=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGEST_RPS / $BARE_RPS : 0)")
+
+# The same load with no helpdesk configured: the figure the issue's target names (webhook POSTs
+# committed and acknowledged). With a helpdesk, each event also costs the daemon a delivery POST
+# and the receiver its CPU on these same two cores; that run stays beside it in the table.
+log "2/6 Daemon ingest again, no helpdesk configured (nothing delivered); $CONNECTIONS connections, ${DURATION}s"
+NO_HELPDESK=1 start_daemon_phase ingest-nohd
+CPU0=$(cpu_ticks "$DPID")
+run_load "$LOG_DIR/load-ingest-nohd.txt" --url "http://127.0.0.1:$DPORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
+    --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
+INGESTN=$(result_of "$LOG_DIR/load-ingest-nohd.txt")
+CPU1=$(cpu_ticks "$DPID")
+INGESTN_RPS=$(kv committed_rps "$INGESTN"); INGESTN_RPS=${INGESTN_RPS:-0}
+INGESTN_SENT=$(kv sent_total "$INGESTN"); INGESTN_SENT=${INGESTN_SENT:-0}
+INGESTN_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $INGESTN_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $INGESTN_SENT : 0)")
+stop "$DPID"; stop "$HPID"
+INGESTN_ERRORS=$(daemon_errors "$DLOG"); INGESTN_WARNINGS=$(daemon_warnings "$DLOG")
+RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGESTN_RPS / $BARE_RPS : 0)")
 
 # --- 3. end-to-end latency at a fixed rate -------------------------------------------------------
 
@@ -567,11 +584,12 @@ REPORT=$TMP/latest.md
     echo "| Measurement | Result | Target | |"
     echo "|---|---|---|---|"
     echo "| Baseline: bare Hummingbird POST, $CONNECTIONS conns | $BARE_RPS req/s (p50 $(kv p50_ms "$BARE") ms, p99 $(kv p99_ms "$BARE") ms); $BARE_CPU_PER_REQ µs server CPU/request; load generator $(kv self_cpu_us "$BARE") µs/request | | |"
-    echo "| Daemon ingest: committed + acknowledged, $CONNECTIONS conns | $INGEST_RPS req/s (p50 $(kv p50_ms "$INGEST") ms, p99 $(kv p99_ms "$INGEST") ms) | | |"
-    echo "| Ingest / baseline | $RATIO | ≥ 0.5 | $(mark "$OK_RATIO") |"
-    echo "| Ingest: answers | $(grep -o 'status_[0-9]*=[0-9]*' <<<"$INGEST" | sed 's/status_//' | tr '\n' ' ')errors $(kv errors "$INGEST"), timeouts $(kv timeouts "$INGEST") | all 200 committed | |"
-    echo "| Ingest: daemon CPU | $INGEST_CPU_MS ms CPU for $INGEST_SENT requests ($INGEST_CPU_PER_REQ µs/request) | | |"
-    echo "| Ingest: helpdesk delivery | $INGEST_DELIVERED of $INGEST_TOTAL delivered; ~$INGEST_DELIVERY_RATE events/s; caught up ${INGEST_DRAIN}s after the load ended | | |"
+    echo "| Daemon ingest: committed + acknowledged; no helpdesk configured; $CONNECTIONS conns | $INGESTN_RPS req/s (p50 $(kv p50_ms "$INGESTN") ms, p99 $(kv p99_ms "$INGESTN") ms); $INGESTN_CPU_PER_REQ µs daemon CPU/request; answers $(grep -o 'status_[0-9]*=[0-9]*' <<<"$INGESTN" | sed 's/status_//' | tr '\n' ' ')errors $(kv errors "$INGESTN"), timeouts $(kv timeouts "$INGESTN") | | |"
+    echo "| Ingest / baseline | $RATIO without a helpdesk (judged: the target's figure, webhooks committed and acknowledged); $RATIO_HD with every event also delivered to a helpdesk receiver on the same CPUs | ≥ 0.5 | $(mark "$OK_RATIO") |"
+    echo "| Daemon ingest, and every event delivered to a helpdesk receiver on the same CPUs, $CONNECTIONS conns | $INGEST_RPS req/s (p50 $(kv p50_ms "$INGEST") ms, p99 $(kv p99_ms "$INGEST") ms) | | |"
+    echo "| Ingest with delivery: answers | $(grep -o 'status_[0-9]*=[0-9]*' <<<"$INGEST" | sed 's/status_//' | tr '\n' ' ')errors $(kv errors "$INGEST"), timeouts $(kv timeouts "$INGEST") | all 200 committed | |"
+    echo "| Ingest with delivery: daemon CPU | $INGEST_CPU_MS ms CPU for $INGEST_SENT requests ($INGEST_CPU_PER_REQ µs/request) | | |"
+    echo "| Ingest with delivery: helpdesk delivery | $INGEST_DELIVERED of $INGEST_TOTAL delivered; ~$INGEST_DELIVERY_RATE events/s; caught up ${INGEST_DRAIN}s after the load ended | | |"
     echo "| End to end: offered rate | $E2E_ACHIEVED events/s sent ($E2E_SENT in ${E2E_DURATION}s over $E2E_CONNECTIONS conns; $(kv late "$E2E") sends > 1 ms behind schedule) | $E2E_RATE events/s | $(mark "$OK_RATE") |"
     echo "| End to end p50 / p90 / p99 / max | ${E2E_P50:-?} / ${E2E_P90:-?} / ${E2E_P99:-?} / ${E2E_MAX:-?} ms | p99 < 10 ms | $(mark "$OK_P99") |"
     echo "| End to end: webhook answer p50 / p99 | $(kv p50_ms "$E2E") / $(kv p99_ms "$E2E") ms (from schedule: $(kv sched_p99_ms "$E2E") ms p99) | | |"
@@ -593,7 +611,7 @@ REPORT=$TMP/latest.md
     echo "| Email: helpdesk delivery | $EMAIL_DELIVERED of $EMAIL_WANT stored mails delivered, caught up ${EMAIL_DRAIN}s after; peak RSS $(mib "$EMAIL_RSS") MiB; daemon log $EMAIL_ERRORS errors, $EMAIL_WARNINGS warnings | equal | $(mark "$OK_EMAIL_COUNT") |"
     webchat_report_rows
     echo "| Peak RSS (VmHWM) | bare server $(mib "$BARE_RSS") MiB; daemon idle $(mib "$IDLE_RSS") MiB, ingest $(mib "$INGEST_RSS") MiB, end to end $(mib "$E2E_RSS") MiB | | |"
-    echo "| Daemon log | ingest: $INGEST_ERRORS errors, $INGEST_WARNINGS warnings; end to end: $E2E_ERRORS errors, $E2E_WARNINGS warnings; WhatsApp: $WA_ERRORS errors, $WA_WARNINGS warnings (without a helpdesk: $WAN_ERRORS, $WAN_WARNINGS) | | |"
+    echo "| Daemon log | ingest: $INGEST_ERRORS errors, $INGEST_WARNINGS warnings (without a helpdesk: $INGESTN_ERRORS, $INGESTN_WARNINGS); end to end: $E2E_ERRORS errors, $E2E_WARNINGS warnings; WhatsApp: $WA_ERRORS errors, $WA_WARNINGS warnings (without a helpdesk: $WAN_ERRORS, $WAN_WARNINGS) | | |"
     echo
     if (( MISSED > 0 )); then echo "**$MISSED target(s) MISSED.**"; else echo "All targets met."; fi
     echo
