@@ -227,12 +227,7 @@ struct LiveTarget: Sendable {
     static func accept(_ head: HTTPRequestHead, remoteAddress: String?, runtime: Runtime) async -> LiveTarget? {
         let path = String(head.uri.prefix { $0 != "?" })
         guard let (entry, subpath) = PublicRoutes.publicTarget(path: path, runtime: runtime) else { return nil }
-        var headers: [String: String] = [:]
-        // Repeated fields are joined (RFC 9110), so the adapter sees every Origin given.
-        for (name, value) in head.headers {
-            let key = name.lowercased()
-            headers[key] = headers[key].map { $0 + ", " + value } ?? value
-        }
+        let headers = head.headers.joinedByName
         var query: [String: String] = [:]
         if let q = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first {
             for pair in q.split(separator: "&") {

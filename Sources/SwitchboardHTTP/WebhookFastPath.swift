@@ -184,12 +184,7 @@ final class WebhookFastPath: ChannelDuplexHandler {
     }
 
     private func dispatch(entry: ChannelHub.Entry, head: HTTPRequestHead, body: ByteBuffer?, context: ChannelHandlerContext) {
-        var headers: [String: String] = [:]
-        // Repeated fields are joined (RFC 9110): every X-Forwarded-For hop counts.
-        for (name, value) in head.headers {
-            let key = name.lowercased()
-            headers[key] = headers[key].map { $0 + ", " + value } ?? value
-        }
+        let headers = head.headers.joinedByName
         var query: [String: String] = [:]
         if head.uri.utf8.contains(UInt8(ascii: "?")) {
             for (k, v) in URI(head.uri).queryParameters { query[String(k)] = String(v) }
@@ -319,6 +314,19 @@ final class WebhookFastPathSession: Sendable {
 
     /// No more webhooks are taken (the connection is ending).
     func finish() { continuation.finish() }
+}
+
+extension HTTPHeaders {
+    /// The fields as `WebhookRequest` has them: names lower-cased, repeated fields joined with
+    /// ", " (RFC 9110), so that every X-Forwarded-For hop and every Origin given counts.
+    var joinedByName: [String: String] {
+        var joined: [String: String] = [:]
+        for (name, value) in self {
+            let key = name.lowercased()
+            joined[key] = joined[key].map { $0 + ", " + value } ?? value
+        }
+        return joined
+    }
 }
 
 /// The `Date` header's value (RFC 9110 IMF-fixdate), made at most once a second.
