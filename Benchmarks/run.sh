@@ -148,6 +148,24 @@ CLK_TCK=$(getconf CLK_TCK)
 
 # run_load OUT ARGS...: runs the load generator and shows its summary; OUT keeps its output.
 # It runs in the background and is waited for, so a signal interrupts the script at once.
+# measured_load NAME URL [PID] [ARGS...]: the throughput phases' load on URL, output in
+# $LOG_DIR/NAME.txt. Sets LOAD (its RESULT line), LOAD_RPS (committed/s), LOAD_SENT and
+# LOAD_CPU_PER_REQ (PID's CPU per request sent; 0 without a PID). ARGS: how requests are signed
+# and shaped (default: the bench channel's secret).
+measured_load() {
+    local name=$1 url=$2 pid=${3:-} cpu0=0 cpu1=0
+    shift $(( $# < 3 ? $# : 3 ))
+    (( $# > 0 )) || set -- --secret "$CHANNEL_SECRET"
+    [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
+    run_load "$LOG_DIR/$name.txt" --url "$url" "$@" \
+        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
+    LOAD=$(result_of "$LOG_DIR/$name.txt")
+    [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid")
+    LOAD_RPS=$(kv committed_rps "$LOAD"); LOAD_RPS=${LOAD_RPS:-0}
+    LOAD_SENT=$(kv sent_total "$LOAD"); LOAD_SENT=${LOAD_SENT:-0}
+    LOAD_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $LOAD_SENT > 0 ? ($cpu1 - $cpu0) * 1e6 / $CLK_TCK / $LOAD_SENT : 0)")
+}
+
 run_load() {
     local out=$1; shift
     note_cmd "$BENCH" load "$@"
@@ -357,14 +375,8 @@ RATIO_HD=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGEST_RPS / $BARE_RPS : 0)"
 # and the receiver its CPU on these same two cores; that run stays beside it in the table.
 log "2/6 Daemon ingest again, no helpdesk configured (nothing delivered); $CONNECTIONS connections, ${DURATION}s"
 NO_HELPDESK=1 start_daemon_phase ingest-nohd
-CPU0=$(cpu_ticks "$DPID")
-run_load "$LOG_DIR/load-ingest-nohd.txt" --url "http://127.0.0.1:$DPORT/webhooks/bench" --secret "$CHANNEL_SECRET" \
-    --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
-INGESTN=$(result_of "$LOG_DIR/load-ingest-nohd.txt")
-CPU1=$(cpu_ticks "$DPID")
-INGESTN_RPS=$(kv committed_rps "$INGESTN"); INGESTN_RPS=${INGESTN_RPS:-0}
-INGESTN_SENT=$(kv sent_total "$INGESTN"); INGESTN_SENT=${INGESTN_SENT:-0}
-INGESTN_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $INGESTN_SENT > 0 ? ($CPU1 - $CPU0) * 1e6 / $CLK_TCK / $INGESTN_SENT : 0)")
+measured_load load-ingest-nohd "http://127.0.0.1:$DPORT/webhooks/bench" "$DPID"
+INGESTN=$LOAD; INGESTN_RPS=$LOAD_RPS; INGESTN_CPU_PER_REQ=$LOAD_CPU_PER_REQ
 stop "$DPID"; stop "$HPID"
 INGESTN_ERRORS=$(daemon_errors "$DLOG"); INGESTN_WARNINGS=$(daemon_warnings "$DLOG")
 RATIO=$(calc "sprintf(\"%.2f\", $BARE_RPS > 0 ? $INGESTN_RPS / $BARE_RPS : 0)")
@@ -393,19 +405,9 @@ E2E_BADSIG=$(kv bad_signatures "$E2E_HD"); E2E_SUBJECTS=$(kv subjects "$E2E_HD")
 
 # --- 4. WhatsApp webhook ingest, and pywa on uvicorn with the same notifications --------------------
 
-# whatsapp_load NAME URL [PID]: signed WhatsApp notifications to URL, output in NAME.txt; sets
-# LOAD (the RESULT line), LOAD_RPS, LOAD_SENT and, given the server's PID, LOAD_CPU_PER_REQ
-# (µs of its CPU per request sent).
+# whatsapp_load NAME URL [PID]: `measured_load` with signed WhatsApp notifications.
 whatsapp_load() {
-    local name=$1 url=$2 pid=${3:-} cpu0=0 cpu1=0
-    [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
-    run_load "$LOG_DIR/$name.txt" --url "$url" --secret "$WA_APP_SECRET" --format whatsapp --phone-number-id "$WA_PHONE_ID" \
-        --connections "$CONNECTIONS" --duration "$DURATION" --warmup "$WARMUP" --users "$USERS" --threads "$THREADS"
-    LOAD=$(result_of "$LOG_DIR/$name.txt")
-    [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid")
-    LOAD_RPS=$(kv committed_rps "$LOAD"); LOAD_RPS=${LOAD_RPS:-0}
-    LOAD_SENT=$(kv sent_total "$LOAD"); LOAD_SENT=${LOAD_SENT:-0}
-    LOAD_CPU_PER_REQ=$(calc "sprintf(\"%.0f\", $LOAD_SENT > 0 ? ($cpu1 - $cpu0) * 1e6 / $CLK_TCK / $LOAD_SENT : 0)")
+    measured_load "$1" "$2" "${3:-}" --secret "$WA_APP_SECRET" --format whatsapp --phone-number-id "$WA_PHONE_ID"
 }
 
 log "4/6 WhatsApp ingest: signed Cloud API notifications, verified, normalized, committed, 200; $CONNECTIONS connections, ${DURATION}s"
