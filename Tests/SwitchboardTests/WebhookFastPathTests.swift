@@ -120,6 +120,59 @@ import Testing
         }
     }
 
+    @Test("a random mix of pipelined requests, split anywhere across writes, is answered in order")
+    func randomlySplitPipelinesAreAnsweredInOrder() async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+            let adapter = TestRegistry.adapter(channel)
+            adapter.setWebhookDelay(.milliseconds(2))
+            var rng = SystemRandomNumberGenerator()
+            for round in 0..<4 {
+                // (request, expected status, expected body or nil for "any")
+                var expected: [(Int, String?)] = []
+                var wire: [UInt8] = []
+                var webhookBodies: [String] = []
+                for n in 0..<25 {
+                    switch Int.random(in: 0..<5, using: &rng) {
+                    case 0, 1:
+                        let body = "r\(round)-\(n)-" + String(repeating: "x", count: Int.random(in: 0..<3000, using: &rng))
+                        wire += Self.request("POST", "/webhooks/\(channel)?n=\(n)", body: Array(body.utf8))
+                        webhookBodies.append(body)
+                        expected.append((200, "event loop"))
+                    case 2:
+                        wire += Self.request("GET", "/healthz")
+                        expected.append((200, "ok\n"))
+                    case 3:
+                        wire += Self.request("POST", "/webhooks/nobody-\(n)", body: Array("z".utf8))
+                        expected.append((404, nil))
+                    default:
+                        // Chunked, to the channel: the fast path's own body reading.
+                        let body = "c\(round)-\(n)"
+                        wire += Array("POST /webhooks/\(channel) HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
+                            + Array("\(String(body.utf8.count, radix: 16))\r\n\(body)\r\n0\r\n\r\n".utf8)
+                        webhookBodies.append(body)
+                        expected.append((200, "event loop"))
+                    }
+                }
+                // Cut the bytes at random places, including inside heads and chunk framing.
+                var chunks: [[UInt8]] = []
+                var at = 0
+                while at < wire.count {
+                    let size = min(wire.count - at, Int.random(in: 1...700, using: &rng))
+                    chunks.append(Array(wire[at..<(at + size)]))
+                    at += size
+                }
+                let before = adapter.webhooks.count
+                let count = expected.count
+                let (text, _) = try await rawExchange(d.addresses["public"]!, chunks: chunks) { parseResponses($0).count == count }
+                let answers = parseResponses(text)
+                #expect(answers.map(\.status) == expected.map(\.0), "round \(round)")
+                for (answer, want) in zip(answers, expected) where want.1 != nil { #expect(answer.body == want.1) }
+                #expect(adapter.webhooks.dropFirst(before).map { String(decoding: $0.body, as: UTF8.self) } == webhookBodies, "round \(round)")
+            }
+        }
+    }
+
     @Test("a webhook under way when the daemon stops is still answered")
     func shutdownWaitsForTheWebhookUnderWay() async throws {
         let channel = uniqueID("rec")
@@ -142,6 +195,13 @@ import Testing
 /// for what came back (the connection is then closed by us) or the server closes it.
 func rawExchange(_ address: String, _ bytes: [UInt8], timeout: Duration = .seconds(20),
                  until done: @escaping @Sendable (String) -> Bool = { _ in false }) async throws -> (text: String, closedByServer: Bool) {
+    try await rawExchange(address, chunks: [bytes], timeout: timeout, until: done)
+}
+
+/// `rawExchange` writing `chunks` one after another, a millisecond apart (so that the server
+/// reads them separately, splitting requests wherever the chunks do).
+func rawExchange(_ address: String, chunks: [[UInt8]], timeout: Duration = .seconds(20),
+                 until done: @escaping @Sendable (String) -> Bool = { _ in false }) async throws -> (text: String, closedByServer: Bool) {
     let colon = address.lastIndex(of: ":")!
     let host = String(address[..<colon]), port = Int(address[address.index(after: colon)...])!
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: host, port: port) { ch in
@@ -150,13 +210,27 @@ func rawExchange(_ address: String, _ bytes: [UInt8], timeout: Duration = .secon
     return try await withThrowingTaskGroup(of: (String, Bool)?.self) { group in
         group.addTask {
             try await channel.executeThenClose { inbound, outbound in
-                try await outbound.write(ByteBuffer(bytes: bytes))
-                var received = [UInt8]()
-                for try await buffer in inbound {
-                    received += Array(buffer.readableBytesView)
-                    if done(String(decoding: received, as: UTF8.self)) { return (String(decoding: received, as: UTF8.self), false) }
+                try await withThrowingTaskGroup(of: (String, Bool)?.self) { exchange in
+                    exchange.addTask {
+                        for (k, chunk) in chunks.enumerated() {
+                            if k > 0 { try await Task.sleep(for: .milliseconds(1)) }
+                            try await outbound.write(ByteBuffer(bytes: chunk))
+                        }
+                        return nil
+                    }
+                    exchange.addTask {
+                        var received = [UInt8]()
+                        for try await buffer in inbound {
+                            received += Array(buffer.readableBytesView)
+                            if done(String(decoding: received, as: UTF8.self)) { return (String(decoding: received, as: UTF8.self), false) }
+                        }
+                        return (String(decoding: received, as: UTF8.self), true)
+                    }
+                    while let next = try await exchange.next() {
+                        if let answer = next { exchange.cancelAll(); return answer }
+                    }
+                    return ("", true)
                 }
-                return (String(decoding: received, as: UTF8.self), true)
             }
         }
         group.addTask { try await Task.sleep(for: timeout); return nil }
