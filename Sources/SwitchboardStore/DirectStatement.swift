@@ -22,6 +22,11 @@ struct DirectRow {
         return String(decoding: UnsafeBufferPointer(start: p, count: Int(sqlite3_column_bytes(statement, column))), as: UTF8.self)
     }
     func int(_ column: Int32) -> Int64 { sqlite3_column_int64(statement, column) }
+    /// A blob column's bytes (empty for NULL or an empty blob).
+    func blob(_ column: Int32) -> Data {
+        guard let p = sqlite3_column_blob(statement, column) else { return Data() }
+        return Data(bytes: p, count: Int(sqlite3_column_bytes(statement, column)))
+    }
 }
 
 extension Statement {
@@ -50,6 +55,20 @@ extension Statement {
         case SQLITE_ROW: return try read(DirectRow(statement: statement))
         case SQLITE_DONE: return nil
         case let rc: throw failure(rc)
+        }
+    }
+
+    /// `runDirect` for a query: `read` gets every row, in order (columns by position).
+    func allRowsDirect<T>(_ arguments: DirectArgument..., read: (DirectRow) throws -> T) throws -> [T] {
+        let statement = try bindDirect(arguments)
+        defer { sqlite3_reset(statement); sqlite3_clear_bindings(statement) }
+        var rows: [T] = []
+        while true {
+            switch sqlite3_step(statement) {
+            case SQLITE_ROW: rows.append(try read(DirectRow(statement: statement)))
+            case SQLITE_DONE: return rows
+            case let rc: throw failure(rc)
+            }
         }
     }
 

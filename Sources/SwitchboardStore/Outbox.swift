@@ -97,11 +97,13 @@ extension Store {
 
     /// Up to `limit` events of the log after `seq`, in order, as items for `sink`.
     static func logEvents(_ db: Database, sink: String, after seq: Int64, limit: Int) throws -> [OutboxItem] {
-        try Row.fetchAll(db.cachedStatement(sql: """
+        // Read by position straight from the statement (`allRowsDirect`): every delivered
+        // event passes here, and GRDB's rows looked each column up by its lower-cased name.
+        try db.cachedStatement(sql: """
             SELECT seq, id, type, conversation_id, created_at, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?
-            """), arguments: [seq, limit]).map { r in
-            OutboxItem(sink: sink, eventSeq: r["seq"], eventID: r["id"], eventType: r["type"], conversationID: r["conversation_id"] ?? "",
-                       attempts: 0, body: r["body"], createdAt: r["created_at"])
+            """).allRowsDirect(.int(seq), .int(Int64(limit))) { r in
+            OutboxItem(sink: sink, eventSeq: r.int(0), eventID: r.text(1) ?? "", eventType: r.text(2) ?? "", conversationID: r.text(3) ?? "",
+                       attempts: 0, body: r.blob(5), createdAt: r.int(4))
         }
     }
 

@@ -100,8 +100,8 @@ import Testing
 }
 
 /// `Statement.runDirect`, the ingest writer's binding through the SQLite C API: every kind of
-/// value stored as GRDB would store it (an empty string or blob is not NULL), and SQLite's
-/// errors come back as GRDB's.
+/// value stored as GRDB would store it (an empty string or blob is not NULL), SQLite's errors
+/// come back as GRDB's, and `firstRowDirect` / `allRowsDirect` read rows back by position.
 @Suite struct DirectStatementTests {
     @Test func valuesAreStoredAsBoundAndErrorsSurface() throws {
         let db = try DatabaseQueue()
@@ -136,6 +136,13 @@ import Testing
             #expect(try query.firstRowDirect(.text("a"), read: { [$0.text(0), String($0.int(1))] }) == ["é ☃", "-7"])
             #expect(try query.firstRowDirect(.text("c"), read: { $0.text(0) }) == .some(nil))
             #expect(try query.firstRowDirect(.text("zz"), read: { $0.text(0) }) == nil)
+            let all = try db.cachedStatement(sql: "SELECT k, b FROM t WHERE k >= ? ORDER BY k")
+            let read = try all.allRowsDirect(.text("a")) { ($0.text(0) ?? "?", $0.blob(1)) }
+            #expect(read.map(\.0) == ["a", "b", "c", "d"])
+            #expect(read.map(\.1) == [Data([0, 1, 2]), Data(), Data(), Data()])
+            #expect(try all.allRowsDirect(.text("zz")) { $0.text(0) }.isEmpty)
+            // Bound afresh each time: a second run answers the same.
+            #expect(try all.allRowsDirect(.text("c")) { $0.text(0) } == ["c", "d"])
         }
     }
 }
