@@ -18,10 +18,15 @@ import Testing
         return Array((head + "\r\n").utf8) + body
     }
 
+    /// A daemon with one `recording` channel, and that channel's id.
+    static func withRecordingChannel(_ body: (TestDaemon, String) async throws -> Void) async throws {
+        let channel = uniqueID("rec")
+        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in try await body(d, channel) }
+    }
+
     @Test("pipelined requests are answered in order, webhooks and Hummingbird's routes alike")
     func pipelinedRequestsAreAnsweredInOrder() async throws {
-        let channel = uniqueID("rec")
-        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+        try await Self.withRecordingChannel { d, channel in
             let adapter = TestRegistry.adapter(channel)
             // The first webhook is slow: everything behind it must wait for its answer.
             adapter.setWebhookDelay(.milliseconds(200))
@@ -43,8 +48,7 @@ import Testing
 
     @Test("a webhook reaches its channel as it would through the router: path, query, headers, body, address")
     func webhooksReachTheChannelAsThroughTheRouter() async throws {
-        let channel = uniqueID("rec")
-        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+        try await Self.withRecordingChannel { d, channel in
             let adapter = TestRegistry.adapter(channel)
             let body: [UInt8] = [0x7B, 0x00, 0xFF, 0xFE, 0x22, 0x0A, 0x7D]  // not UTF-8, kept as bytes
             let headers = [("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.9"), ("X-Hub-Signature-256", "sha256=ab"),
@@ -75,8 +79,7 @@ import Testing
 
     @Test("a chunked webhook body past the limit is answered 413, the rest is read and dropped, and the connection goes on")
     func oversizedChunkedBodiesAreRefused() async throws {
-        let channel = uniqueID("rec")
-        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+        try await Self.withRecordingChannel { d, channel in
             var wire = Array("POST /webhooks/\(channel) HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n".utf8)
             let chunk = [UInt8](repeating: UInt8(ascii: "a"), count: 64 * 1024)
             for _ in 0...(4 * 1024 * 1024 / chunk.count) {  // PublicRoutes.maxWebhookBytes
@@ -96,8 +99,7 @@ import Testing
 
     @Test("a request the decoder refuses after a webhook gets Hummingbird's 400 only after the webhook's answer")
     func aMalformedRequestAfterAWebhookWaitsItsTurn() async throws {
-        let channel = uniqueID("rec")
-        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+        try await Self.withRecordingChannel { d, channel in
             TestRegistry.adapter(channel).setWebhookDelay(.milliseconds(100))
             let wire = Self.request("POST", "/webhooks/\(channel)", body: Array("x".utf8)) + Array("NOT HTTP AT ALL\r\n\r\n".utf8)
             let (text, closed) = try await rawExchange(d.addresses["public"]!, wire)
@@ -108,8 +110,7 @@ import Testing
 
     @Test("Connection: close is answered with close, and the connection ends")
     func connectionCloseEndsTheConnection() async throws {
-        let channel = uniqueID("rec")
-        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+        try await Self.withRecordingChannel { d, channel in
             let wire = Self.request("POST", "/webhooks/\(channel)", headers: [("Connection", "close")], body: Array("x".utf8))
                 + Self.request("GET", "/healthz")
             let (text, closed) = try await rawExchange(d.addresses["public"]!, wire)
@@ -122,8 +123,7 @@ import Testing
 
     @Test("a random mix of pipelined requests, split anywhere across writes, is answered in order")
     func randomlySplitPipelinesAreAnsweredInOrder() async throws {
-        let channel = uniqueID("rec")
-        try await withDaemon("channels: [ { id: \(channel), type: recording } ]") { d in
+        try await Self.withRecordingChannel { d, channel in
             let adapter = TestRegistry.adapter(channel)
             adapter.setWebhookDelay(.milliseconds(2))
             var rng = SystemRandomNumberGenerator()
